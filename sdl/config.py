@@ -1,0 +1,341 @@
+"""Campaign configuration (Pydantic v2) and loading it from YAML/JSON with clear errors.
+
+A campaign says what may be varied (parameters), how a sample is made and measured (workflow),
+how measurements become descriptors (analysis), what is wanted (objectives, constraints), how the
+next experiment is chosen (strategy), and when to stop (budget). Units are in the field names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sdl.errors import ConfigError
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ----- search space ------------------------------------------------------------------------------
+
+
+class FloatParameter(_Strict):
+    name: str
+    type: Literal["float"] = "float"
+    bounds: tuple[float, float]
+    log_scale: bool = False
+    unit: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "FloatParameter":
+        lo, hi = self.bounds
+        if not lo < hi:
+            raise ValueError(f"bounds must be [low, high] with low < high, got {list(self.bounds)}")
+        if self.log_scale and lo <= 0:
+            raise ValueError(f"log_scale needs positive bounds, got low={lo}")
+        return self
+
+
+class IntParameter(FloatParameter):
+    type: Literal["int"] = "int"  # type: ignore[assignment]
+
+
+class ChoiceParameter(_Strict):
+    name: str
+    type: Literal["choice"] = "choice"
+    values: list[str | int | float | bool] = Field(min_length=2)
+    ordered: bool = False
+
+    @field_validator("values")
+    @classmethod
+    def _distinct(cls, v: list) -> list:
+        if len(set(map(str, v))) != len(v):
+            raise ValueError("values must be distinct")
+        return v
+
+
+class FixedParameter(_Strict):
+    """A parameter held constant: sent to the drivers but not optimised."""
+
+    name: str
+    type: Literal["fixed"] = "fixed"
+    value: str | int | float | bool
+
+
+Parameter = Annotated[FloatParameter | IntParameter | ChoiceParameter | FixedParameter, Field(discriminator="type")]
+
+
+# ----- workflow and analysis --------------------------------------------------------------------
+
+
+class Step(_Strict):
+    """One command to one instrument. A step with `technique` returns a Measurement."""
+
+    name: str
+    instrument: str
+    action: str
+    technique: str | None = None
+    settings: dict[str, Any] = Field(default_factory=dict)
+    timeout_s: float = Field(default=600.0, gt=0)
+    retries: int = Field(default=0, ge=0, le=5)  # re-sends (same command id) after a timeout
+
+
+class Lab(_Strict):
+    """Where the instruments are. `world` names a simulated lab (entry point group `sdl.labs`)
+    whose drivers sdl starts itself; without `world`, drivers are already running on the broker."""
+
+    id: str = "lab"
+    world: str | None = "nanoparticles"
+    time_scale: float = Field(default=0.0, ge=0)  # real seconds per simulated instrument second
+    seed: int | None = None  # the world's own seed (hidden sample noise); default: strategy seed
+
+    @field_validator("id")
+    @classmethod
+    def _segment(cls, v: str) -> str:
+        if not SEGMENT_RE.match(v):
+            raise ValueError("must be letters, digits, '_', '-', '.' (it becomes an MQTT topic segment)")
+        return v
+
+
+# ----- objectives ------------------------------------------------------------------------------
+
+
+class Objective(_Strict):
+    """maximize/minimize a numeric descriptor, or bring it to `value` within `tolerance`."""
+
+    descriptor: str
+    goal: Literal["maximize", "minimize", "target"]
+    value: float | None = None
+    tolerance: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _target(self) -> "Objective":
+        if self.goal == "target" and (self.value is None or self.tolerance is None):
+            raise ValueError("goal 'target' needs `value` and `tolerance` (same unit as the descriptor)")
+        if self.goal != "target" and (self.value is not None or self.tolerance is not None):
+            raise ValueError(f"`value`/`tolerance` only apply to goal 'target', not {self.goal!r}")
+        return self
+
+
+class Constraint(_Strict):
+    """A requirement on a descriptor: numeric bound (`op` + `bound`) or a categorical `equals`."""
+
+    descriptor: str
+    op: Literal["<=", ">="] | None = None
+    bound: float | None = None
+    equals: str | None = None
+    min_probability: float = Field(default=0.5, gt=0, lt=1)  # for `equals`: P(class) required
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Constraint":
+        numeric = self.op is not None or self.bound is not None
+        if numeric == (self.equals is not None):
+            raise ValueError("give either `op` and `bound` (numeric) or `equals` (categorical), not both or neither")
+        if numeric and (self.op is None or self.bound is None):
+            raise ValueError("a numeric constraint needs both `op` ('<=' or '>=') and `bound`")
+        return self
+
+
+# ----- strategy, budget, campaign ------------------------------------------------------------------
+
+
+class Strategy(_Strict):
+    kind: Literal["bayesian", "sobol"] = "bayesian"
+    initial_trials: int = Field(default=8, ge=1)  # quasi-random (Sobol) trials before the model is used
+    max_in_flight: int = Field(default=1, ge=1, le=64)  # samples being made/measured at once
+    seed: int = 0
+
+
+class Budget(_Strict):
+    max_experiments: int = Field(default=30, ge=1)
+    max_wall_time_s: float | None = Field(default=None, gt=0)
+    stop_on_target: bool = True
+
+
+class Campaign(_Strict):
+    name: str
+    description: str = ""
+    lab: Lab = Field(default_factory=Lab)
+    broker: str | None = None  # mqtt://host:port; absent = embedded in-process broker
+    store: str = "sqlite:///sdl.db"
+    parameters: list[Parameter] = Field(min_length=1)
+    parameter_constraints: list[str] = Field(default_factory=list)  # linear, e.g. "a + b <= 1"
+    workflow: list[Step] = Field(min_length=1)
+    analysis: dict[str, list[str]] = Field(default_factory=dict)  # technique -> analyser names
+    objectives: list[Objective] = Field(min_length=1)
+    constraints: list[Constraint] = Field(default_factory=list)
+    strategy: Strategy = Field(default_factory=Strategy)
+    budget: Budget = Field(default_factory=Budget)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not SEGMENT_RE.match(v):
+            raise ValueError("must be letters, digits, '_', '-', '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Campaign":
+        names = [p.name for p in self.parameters]
+        for n in names:
+            if not NAME_RE.match(n):
+                raise ValueError(f"parameter name {n!r} must be an identifier (letters, digits, '_')")
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"parameter names repeat: {sorted(dup)}")
+        tunable = {p.name for p in self.parameters if p.type in ("float", "int")}
+        for c in self.parameter_constraints:
+            for token in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", c):
+                if token not in tunable:
+                    raise ValueError(
+                        f"parameter constraint {c!r} names {token!r}, which is not a float/int parameter "
+                        f"(those are {sorted(tunable)})"
+                    )
+        steps = [s.name for s in self.workflow]
+        if len(set(steps)) != len(steps):
+            raise ValueError(f"workflow step names repeat: {steps}")
+        if not any(s.technique for s in self.workflow):
+            raise ValueError("workflow has no measuring step (a step with `technique`); nothing to analyse")
+        techniques = {s.technique for s in self.workflow if s.technique}
+        for t in self.analysis:
+            if t not in techniques:
+                raise ValueError(f"analysis names technique {t!r}, but no workflow step measures it ({sorted(techniques)})")
+        prefixes = {t + "." for t in techniques}
+        for item in [*self.objectives, *self.constraints]:
+            if not any(item.descriptor.startswith(p) for p in prefixes):
+                raise ValueError(
+                    f"descriptor {item.descriptor!r} does not come from a measured technique; "
+                    f"descriptors are named <technique>.<quantity>, techniques here: {sorted(techniques)}"
+                )
+        if self.strategy.kind == "bayesian" and self.strategy.initial_trials >= self.budget.max_experiments:
+            raise ValueError(
+                f"strategy.initial_trials ({self.strategy.initial_trials}) must be below "
+                f"budget.max_experiments ({self.budget.max_experiments}) for the model to be used"
+            )
+        return self
+
+    def analysers_for(self, technique: str) -> list[str]:
+        """Analyser names for a technique; the registry's default when the campaign names none."""
+        if self.analysis.get(technique):
+            return self.analysis[technique]
+        from sdl.analysis import default_for
+
+        return [default_for(technique)]
+
+    def measuring_steps(self) -> list[Step]:
+        return [s for s in self.workflow if s.technique]
+
+
+# ----- loading -----------------------------------------------------------------------------------
+
+
+def load_campaign(source: str | Path | dict[str, Any], **overrides: Any) -> Campaign:
+    """A Campaign from a YAML/JSON file (or a dict). `overrides` are dotted paths, e.g.
+    {"budget.max_experiments": 5, "strategy.seed": 3}; None values are ignored."""
+    origin = "<dict>"
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        origin = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read campaign file {path}: {exc.strerror}") from None
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (yaml.YAMLError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of campaign fields")
+    data = json.loads(json.dumps(data))  # deep copy, and plain types only
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return Campaign.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{origin}: invalid campaign\n{explain(exc, data)}") from None
+
+
+def explain(exc: ValidationError, data: Any = None) -> str:
+    """One line per problem: the field path (parameters[2].bounds), what was wrong, what is accepted."""
+    lines = []
+    for e in exc.errors():
+        loc = _path(e["loc"], data)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = f"unknown field {str(e['loc'][-1])!r}"
+            allowed = _allowed_fields(e["loc"][:-1], data)
+            if allowed:
+                msg += f"; accepted fields here: {', '.join(allowed)}"
+        elif e["type"] == "literal_error":
+            msg = f"{msg} (got {e.get('input')!r})"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"{msg}"
+        lines.append(f"  - {loc or '<campaign>'}: {msg}")
+    return "\n".join(lines)
+
+
+def _path(loc: tuple, data: Any) -> str:
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            name = node[part].get("name") if isinstance(node, list) and part < len(node) and isinstance(node[part], dict) else None
+            if name:
+                out += f"({name})"
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        else:
+            if part in ("float", "int", "choice", "fixed") and isinstance(node, dict):
+                continue  # discriminated-union tag, not a field
+            out += ("." if out else "") + str(part)
+            node = node.get(part) if isinstance(node, dict) else None
+    return out
+
+
+def _allowed_fields(loc: tuple, data: Any) -> list[str]:
+    model: Any = Campaign
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if part in ("float", "int", "choice", "fixed"):
+            model = {"float": FloatParameter, "int": IntParameter, "choice": ChoiceParameter, "fixed": FixedParameter}[part]
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = _inner_model(field.annotation)
+        node = node.get(part) if isinstance(node, dict) else None
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _inner_model(annotation: Any) -> Any:
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        m = _inner_model(arg)
+        if m is not None:
+            return m
+    return None

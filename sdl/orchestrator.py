@@ -1,0 +1,494 @@
+"""The closed loop: propose -> synthesise -> measure -> analyse -> tell, with the store written
+before every next step.
+
+One thread runs the loop; the MQTT network thread only puts replies on a queue. Each instrument
+does one command at a time; with `max_in_flight` > 1 the robot makes sample n+1 while sample n is
+measured. A command that times out is re-sent with the same id (drivers are idempotent), then the
+trial fails with the reason recorded. An instrument whose driver went offline stops the campaign
+with its trial left running, so `sdl resume` finishes that trial instead of losing it.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from sdl import analysis
+from sdl.analysis.base import AnalysisResult, Descriptor
+from sdl.config import Campaign, Step
+from sdl.errors import AnalysisError, ConfigError, DriverError, ProtocolError, SdlError, StrategyError
+from sdl.measurement import Measurement
+from sdl.protocol import Envelope, ErrorBody, StatusBody, command, parse_body, topic
+from sdl.store import CommandRow, Store, TrialRow, unpack_arrays
+from sdl.strategy import Evaluation, evaluate, make_strategy
+from sdl.transport import MqttClient
+
+STATUS_WAIT_S = 15.0  # how long to wait for each instrument's retained status at start
+
+
+class Reporter(Protocol):
+    """What a user interface hears from the loop (the CLI prints; tests collect)."""
+
+    def started(self, campaign_id: str, campaign: Campaign, done: int) -> None: ...
+
+    def trial_finished(self, trial: TrialRow, evaluation: Evaluation | None, descriptors: list[Descriptor]) -> None: ...
+
+    def message(self, level: str, text: str) -> None: ...
+
+    def finished(self, summary: "Summary") -> None: ...
+
+
+class NullReporter:
+    def started(self, *a: Any) -> None: ...
+
+    def trial_finished(self, *a: Any) -> None: ...
+
+    def message(self, *a: Any) -> None: ...
+
+    def finished(self, *a: Any) -> None: ...
+
+
+@dataclass
+class Summary:
+    campaign_id: str
+    status: str
+    stop_reason: str
+    n_trials: int
+    n_completed: int
+    n_failed: int
+    best_trial: int | None
+    target_met_at: int | None  # number of experiments when the target was first met
+    timings_s: dict[str, float]
+
+
+@dataclass
+class _Active:
+    """A trial being made or measured."""
+
+    trial: TrialRow
+    step: int = 0  # workflow index of the next/current step
+    command_id: str | None = None
+    deadline: float = 0.0
+    attempts: int = 0
+    sent_at: float = 0.0
+    results: dict[str, dict] = field(default_factory=dict)  # step name -> result body (no arrays)
+    measurements: dict[str, Measurement] = field(default_factory=dict)
+
+
+def new_campaign_id(name: str) -> str:
+    return f"{name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
+
+
+class Orchestrator:
+    """Runs one campaign (new or resumed) against drivers reachable on `broker_url`."""
+
+    def __init__(self, campaign: Campaign, store: Store, broker_url: str, *, campaign_id: str | None = None,
+                 reporter: Reporter | None = None):
+        self.campaign = campaign
+        self.store = store
+        self.broker_url = broker_url
+        self.reporter = reporter or NullReporter()
+        self.lab = campaign.lab.id
+        self.timings: dict[str, float] = defaultdict(float)
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._status: dict[str, StatusBody] = {}
+        self._active: dict[int, _Active] = {}
+        self._busy: dict[str, int] = {}  # instrument -> trial index using it
+        self._by_command: dict[str, int] = {}
+        self._stop_reason: str | None = None
+        self._halt: str | None = None  # set when the campaign must stop now (instrument offline)
+
+        if campaign_id is None:
+            self.campaign_id = new_campaign_id(campaign.name)
+            self.store.create_campaign(self.campaign_id, campaign.name, campaign.model_dump_json())
+            snapshot = None
+        else:
+            self.campaign_id = campaign_id
+            snapshot = self.store.find_campaign(campaign_id).strategy_state
+        t = time.perf_counter()
+        self.strategy = make_strategy(campaign, snapshot)
+        self.timings["strategy_s"] += time.perf_counter() - t
+
+    # ----- public ------------------------------------------------------------------------------
+    def run(self) -> Summary:
+        client = MqttClient(self.broker_url, client_id=f"sdl-orchestrator-{uuid.uuid4().hex[:8]}")
+        client.connect()
+        self.client = client
+        try:
+            client.subscribe(topic(self.lab, "+", "reply"), self._on_message)
+            client.subscribe(topic(self.lab, "+", "status"), self._on_message)
+            self._wait_for_instruments()
+            self.store.update_campaign(self.campaign_id, status="running", stop_reason=None)
+            self._recover()
+            self.reporter.started(self.campaign_id, self.campaign, self._n_trials())
+            started = time.monotonic()
+            while True:
+                if self._halt:
+                    break
+                wall = self.campaign.budget.max_wall_time_s
+                if wall and time.monotonic() - started > wall and not self._stop_reason:
+                    self._stop_reason = f"wall time budget of {wall:g} s used"
+                self._propose()
+                self._dispatch()
+                if not self._active:
+                    break
+                self._wait_and_handle()
+        except KeyboardInterrupt:
+            self._halt = "interrupted (Ctrl-C); `sdl resume` continues it"
+            raise
+        finally:
+            if self._halt:
+                self.store.update_campaign(self.campaign_id, status="stopped", stop_reason=self._halt)
+                self.store.log(self.campaign_id, "campaign_stopped", self._halt, level="warning")
+            client.close()
+        reason = self._stop_reason or "budget used"
+        self.store.update_campaign(self.campaign_id, status="finished" if not self._halt else "stopped",
+                                   stop_reason=self._halt or reason)
+        summary = self.summary(self._halt or reason)
+        self.reporter.finished(summary)
+        return summary
+
+    def summary(self, reason: str) -> Summary:
+        trials = self.store.trials(self.campaign_id)
+        done = [t for t in trials if t.status == "completed"]
+        best = min(done, key=lambda t: t.score if t.score is not None else float("inf"), default=None)
+        met = next((i + 1 for i, t in enumerate(trials) if t.target_met), None)
+        status = self.store.find_campaign(self.campaign_id).status
+        return Summary(self.campaign_id, status, reason, len(trials), len(done),
+                       sum(t.status == "failed" for t in trials), best.index if best else None, met,
+                       dict(self.timings))
+
+    # ----- start-up and resume ---------------------------------------------------------------
+    def _wait_for_instruments(self) -> None:
+        needed = {s.instrument for s in self.campaign.workflow}
+        deadline = time.monotonic() + STATUS_WAIT_S
+        while time.monotonic() < deadline:
+            self._drain(timeout=0.05)
+            if all(self._status.get(i) and self._status[i].state != "offline" for i in needed):
+                break
+        missing = sorted(i for i in needed if not self._status.get(i) or self._status[i].state == "offline")
+        if missing:
+            raise DriverError(
+                f"no driver online for instrument(s) {missing} of lab {self.lab!r} on {self.broker_url} "
+                f"(waited {STATUS_WAIT_S:g} s for retained status on {topic(self.lab, '<instrument>', 'status')}); "
+                f"start them, e.g. `sdl drivers start --lab {self.campaign.lab.world or 'WORLD'} --id {self.lab} "
+                f"--broker {self.broker_url}`"
+            )
+        for s in self.campaign.workflow:
+            actions = self._status[s.instrument].actions
+            if actions and s.action not in actions:
+                raise ConfigError(f"workflow step {s.name!r}: instrument {s.instrument!r} has no action {s.action!r} "
+                                  f"(it offers {actions})")
+
+    def _recover(self) -> None:
+        """Rebuild in-flight trials from the store (resume): completed steps are not repeated,
+        an in-flight command is re-sent with its id, measured trials are analysed again."""
+        for t in self.store.trials(self.campaign_id):
+            if t.status in ("completed", "failed"):
+                continue
+            act = _Active(trial=t)
+            cmds = {c.step: c for c in self.store.commands(self.campaign_id, t.index)}
+            stored = {m.step: m for m in self.store.measurements(self.campaign_id, t.index)}
+            for i, step in enumerate(self.campaign.workflow):
+                c = cmds.get(step.name)
+                if c is not None and c.status == "done":
+                    act.results[step.name] = json.loads(c.reply_json or "{}")
+                    if step.technique:
+                        m = stored[step.name]
+                        act.measurements[step.name] = Measurement(
+                            technique=m.technique, arrays=unpack_arrays(m.arrays), metadata=json.loads(m.metadata_json))
+                    act.step = i + 1
+                    continue
+                if c is not None:
+                    act.command_id, act.attempts = c.id, c.attempts
+                break
+            self._active[t.index] = act
+            self.store.log(self.campaign_id, "trial_resumed",
+                           f"trial {t.index} resumed at step {act.step} of {len(self.campaign.workflow)}",
+                           trial_index=t.index)
+            if act.step == len(self.campaign.workflow):
+                self._complete(act)
+
+    # ----- the loop ----------------------------------------------------------------------------
+    def _n_trials(self) -> int:
+        return len(self.store.trials(self.campaign_id))
+
+    def _propose(self) -> None:
+        c = self.campaign
+        while not self._stop_reason and not self._halt:
+            n_done = self._n_trials()
+            if n_done >= c.budget.max_experiments:
+                self._stop_reason = f"budget of {c.budget.max_experiments} experiments used"
+                return
+            free = c.strategy.max_in_flight - len(self._active)
+            if free <= 0:
+                return
+            n = min(free, c.budget.max_experiments - n_done)
+            t = time.perf_counter()
+            proposals = self.strategy.ask(n)
+            state = self.strategy.snapshot()
+            self.timings["strategy_s"] += time.perf_counter() - t
+            for index, params in proposals:
+                sample_id = f"{c.name}-{index:04d}"
+                row = self.store.add_trial(self.campaign_id, index, params, sample_id, state)
+                self._active[index] = _Active(trial=row)
+
+    def _dispatch(self) -> None:
+        for index in sorted(self._active):
+            act = self._active[index]
+            if act.step >= len(self.campaign.workflow) or act.deadline:
+                continue
+            step = self.campaign.workflow[act.step]
+            if self._busy.get(step.instrument, index) != index:
+                continue
+            self._send(act, step)
+
+    def _send(self, act: _Active, step: Step) -> None:
+        t = act.trial
+        params = dict(t.parameters) if step.technique is None else dict(step.settings)
+        if step.technique is None and step.settings:
+            params.update(step.settings)
+        first = act.command_id is None
+        if first:
+            act.command_id = f"{self.campaign_id}:{t.index}:{step.name}"
+        act.attempts += 1
+        if first:
+            self.store.add_command(CommandRow(id=act.command_id, campaign_id=self.campaign_id, trial_index=t.index,
+                                              step=step.name, instrument=step.instrument, action=step.action,
+                                              params_json=json.dumps(params)))
+        else:
+            self.store.update_command(act.command_id, attempts=act.attempts, status="sent")
+        env = command(step.action, correlation_id=act.command_id, campaign_id=self.campaign_id,
+                      sample_id=t.sample_id, params=params, timeout_s=step.timeout_s)
+        if step.technique:
+            env.body["sample"] = act.results.get(self.campaign.workflow[0].name, {}).get("sample")
+        self._busy[step.instrument] = t.index
+        self._by_command[act.command_id] = t.index
+        act.sent_at = time.monotonic()
+        act.deadline = act.sent_at + step.timeout_s
+        self.client.publish(topic(self.lab, step.instrument, "cmd"), env.to_bytes(), qos=1)
+
+    def _wait_and_handle(self) -> None:
+        now = time.monotonic()
+        next_deadline = min((a.deadline for a in self._active.values() if a.deadline), default=now + 1.0)
+        self._drain(timeout=max(0.0, min(next_deadline - now, 1.0)))
+        now = time.monotonic()
+        for act in list(self._active.values()):
+            if act.deadline and now > act.deadline:
+                self._timed_out(act)
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            item = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._handle(*item)
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _on_message(self, topic_name: str, payload: bytes) -> None:
+        self._inbox.put((topic_name, payload))  # network thread: hand over only
+
+    def _handle(self, topic_name: str, payload: bytes) -> None:
+        instrument = topic_name.split("/")[-2]
+        try:
+            env = Envelope.from_bytes(payload, topic_name)
+            if topic_name.endswith("/status"):
+                self._status[instrument] = parse_body(StatusBody, env, topic_name)
+                if self._status[instrument].state == "offline":
+                    self._offline(instrument)
+                return
+        except ProtocolError as exc:
+            if hasattr(self, "campaign_id"):
+                self.store.log(self.campaign_id, "protocol_error", str(exc), level="warning")
+            self.reporter.message("warning", f"ignored malformed message: {exc}")
+            return
+        index = self._by_command.get(env.correlation_id or "")
+        act = self._active.get(index) if index is not None else None
+        if act is None or env.correlation_id != act.command_id:
+            return  # a duplicate (QoS 1) or a reply to another campaign's command
+        step = self.campaign.workflow[act.step]
+        if env.kind == "ack":
+            self.store.update_command(act.command_id, status="acked")
+        elif env.kind == "result":
+            self._step_done(act, step, env)
+        elif env.kind == "error":
+            try:
+                err = parse_body(ErrorBody, env, topic_name)
+                reason = f"{step.instrument} {step.action} failed ({err.code}): {err.message}"
+            except ProtocolError as exc:
+                reason = f"{step.instrument} sent a malformed error reply: {exc}"
+            self.store.update_command(act.command_id, status="error", reply_json=json.dumps(env.body)[:10_000],
+                                      finished_at=datetime.now(timezone.utc))
+            self._release(act, step)
+            self._fail(act, reason)
+
+    def _step_done(self, act: _Active, step: Step, env: Envelope) -> None:
+        body = dict(env.body)
+        self.timings["instrument_wall_s"] += time.monotonic() - act.sent_at
+        duration = body.get("duration_s")
+        done = {"status": "done", "finished_at": datetime.now(timezone.utc),
+                "duration_s": float(duration) if isinstance(duration, (int, float)) else None}
+        if step.technique:
+            try:
+                m = Measurement.from_wire(body.get("measurement") or {})
+                if m.technique != step.technique:
+                    raise ProtocolError(f"step {step.name!r} expects technique {step.technique!r}, got {m.technique!r}")
+            except ProtocolError as exc:
+                self.store.update_command(act.command_id, status="error", finished_at=done["finished_at"],
+                                          reply_json=json.dumps({"error": str(exc)}))
+                self._release(act, step)
+                self._fail(act, f"{step.instrument} returned an invalid measurement: {exc}")
+                return
+            body.pop("measurement")
+            done["reply_json"] = json.dumps(body, default=str)
+            self.store.add_measurement(self.campaign_id, act.trial.index, step.name, act.command_id, m, done)
+            act.measurements[step.name] = m
+        else:
+            done["reply_json"] = json.dumps(body, default=str)
+            self.store.update_command(act.command_id, **done)
+        act.results[step.name] = body
+        self._release(act, step)
+        act.step += 1
+        act.command_id, act.deadline, act.attempts = None, 0.0, 0
+        if act.step == len(self.campaign.workflow):
+            self._complete(act)
+
+    def _release(self, act: _Active, step: Step) -> None:
+        if self._busy.get(step.instrument) == act.trial.index:
+            del self._busy[step.instrument]
+        self._by_command.pop(act.command_id or "", None)
+
+    def _timed_out(self, act: _Active) -> None:
+        step = self.campaign.workflow[act.step]
+        status = self._status.get(step.instrument)
+        if status is None or status.state == "offline":
+            self._offline(step.instrument)
+            return
+        if act.attempts <= step.retries:
+            self.store.log(self.campaign_id, "command_retry",
+                           f"no result from {step.instrument} for {act.command_id} within {step.timeout_s:g} s; "
+                           f"re-sending (attempt {act.attempts + 1})", level="warning", trial_index=act.trial.index)
+            self._send(act, step)
+            return
+        self.store.update_command(act.command_id, status="timeout", finished_at=datetime.now(timezone.utc))
+        self._release(act, step)
+        self._fail(act, f"instrument {step.instrument!r} did not answer {step.action} (command {act.command_id}) "
+                        f"within {step.timeout_s:g} s after {act.attempts} attempt(s)")
+
+    def _offline(self, instrument: str) -> None:
+        users = [a for a in self._active.values() if a.deadline and self.campaign.workflow[a.step].instrument == instrument]
+        if not users:
+            return
+        self._halt = (f"instrument {instrument!r} went offline (driver's last will) with trial(s) "
+                      f"{[a.trial.index for a in users]} in progress; restart its driver and run "
+                      f"`sdl resume {self.campaign_id}`")
+        self.reporter.message("error", self._halt)
+
+    # ----- analysis and learning -------------------------------------------------------------
+    def _complete(self, act: _Active) -> None:
+        index = act.trial.index
+        t0 = time.perf_counter()
+        descriptors: list[Descriptor] = []
+        analyses: list[tuple[str, str, dict, dict]] = []
+        try:
+            for step in self.campaign.measuring_steps():
+                m = act.measurements[step.name]
+                m.metadata.setdefault("source", f"trial {index} step {step.name}")
+                for name in self.campaign.analysers_for(step.technique):
+                    result: AnalysisResult = analysis.get(step.technique, name).analyse(m)
+                    descriptors.extend(result.descriptors)
+                    analyses.append((step.name, result.analyser, result.info, result.curves))
+            first: dict[str, Descriptor] = {}
+            for d in descriptors:
+                first.setdefault(d.name, d)  # the first analyser listed wins for objectives
+            evaluation = evaluate(self.campaign, list(first.values()))
+        except (AnalysisError, SdlError) as exc:
+            self.timings["analysis_s"] += time.perf_counter() - t0
+            self._fail(act, f"analysis failed: {exc}", descriptors=descriptors)
+            return
+        self.timings["analysis_s"] += time.perf_counter() - t0
+        if evaluation.untrusted:
+            self._fail(act, f"analysers flagged {evaluation.untrusted} as untrustworthy (out of distribution or "
+                            "failed fit); not told to the strategy", descriptors=descriptors, evaluation=evaluation)
+            return
+        t1 = time.perf_counter()
+        try:
+            self.strategy.tell(index, evaluation.metrics)
+        except Exception as exc:  # Ax raises many kinds
+            raise StrategyError(f"strategy rejected the outcome of trial {index}: {exc}") from exc
+        state = self.strategy.snapshot()
+        self.timings["strategy_s"] += time.perf_counter() - t1
+        self.store.finish_trial(self.campaign_id, index, status="completed", strategy_state=state,
+                                objectives={k: list(v) for k, v in evaluation.metrics.items()},
+                                target_met=evaluation.target_met, score=evaluation.score,
+                                descriptors=descriptors, analyses=analyses)
+        self._finished(act, evaluation, descriptors)
+        if evaluation.target_met and self.campaign.budget.stop_on_target and not self._stop_reason:
+            self._stop_reason = f"target met by trial {index}"
+
+    def _fail(self, act: _Active, reason: str, descriptors: list[Descriptor] | None = None,
+              evaluation: Evaluation | None = None) -> None:
+        index = act.trial.index
+        self.strategy.fail(index, reason)
+        self.store.finish_trial(self.campaign_id, index, status="failed", failure=reason,
+                                strategy_state=self.strategy.snapshot(), descriptors=descriptors,
+                                objectives={k: list(v) for k, v in evaluation.metrics.items()} if evaluation else None)
+        self._finished(act, evaluation, descriptors or [])
+
+    def _finished(self, act: _Active, evaluation: Evaluation | None, descriptors: list[Descriptor]) -> None:
+        self._active.pop(act.trial.index, None)
+        trial = next(t for t in self.store.trials(self.campaign_id) if t.index == act.trial.index)
+        self.reporter.trial_finished(trial, evaluation, descriptors)
+
+
+# ----- running a campaign with its lab ----------------------------------------------------------
+
+
+def start_simulated_lab(world: str, lab: str, broker_url: str, *, seed: int, time_scale: float) -> list:
+    """Start the drivers of a simulated lab (entry-point group `sdl.labs`) in this process."""
+    from importlib.metadata import entry_points
+
+    eps = {ep.name: ep for ep in entry_points(group="sdl.labs")}
+    if world not in eps:
+        raise ConfigError(f"lab.world {world!r} is not a known simulated lab; known: {sorted(eps)}")
+    drivers = eps[world].load()(lab, broker_url, seed=seed, time_scale=time_scale)
+    for d in drivers:
+        d.start()
+    return drivers
+
+
+def run_campaign(campaign: Campaign, *, store: Store, campaign_id: str | None = None,
+                 reporter: Reporter | None = None) -> Summary:
+    """Run (or resume) a campaign: start the embedded broker and the simulated lab if the campaign
+    asks for them, run the loop, and stop what was started."""
+    from sdl.transport import EmbeddedBroker
+
+    broker = None
+    drivers: list = []
+    try:
+        if campaign.broker:
+            broker_url = campaign.broker
+        else:
+            broker = EmbeddedBroker()
+            broker_url = broker.start()
+        if campaign.lab.world:
+            seed = campaign.lab.seed if campaign.lab.seed is not None else campaign.strategy.seed
+            drivers = start_simulated_lab(campaign.lab.world, campaign.lab.id, broker_url, seed=seed,
+                                          time_scale=campaign.lab.time_scale)
+        orch = Orchestrator(campaign, store, broker_url, campaign_id=campaign_id, reporter=reporter)
+        return orch.run()
+    finally:
+        for d in drivers:
+            d.stop()
+        if broker is not None:
+            broker.stop()

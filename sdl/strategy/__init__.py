@@ -1,0 +1,14 @@
+"""Active learning: objectives (descriptors -> metrics) and strategies (ask/tell)."""
+
+from sdl.strategy.base import Strategy
+from sdl.strategy.objectives import Evaluation, MetricSpec, evaluate, metrics
+
+
+def make_strategy(campaign, snapshot: str | None = None) -> Strategy:
+    """The strategy a campaign asks for; restored from `snapshot` when resuming."""
+    from sdl.strategy.ax_strategy import AxStrategy
+
+    return AxStrategy(campaign, snapshot)
+
+
+__all__ = ["Strategy", "Evaluation", "MetricSpec", "evaluate", "metrics", "make_strategy"]

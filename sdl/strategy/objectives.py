@@ -1,0 +1,126 @@
+"""From descriptors to the numbers the strategy learns from.
+
+Each objective and constraint of a campaign becomes one metric (name, mean, SEM):
+  maximize/minimize d   -> metric `d`                          (SEM = descriptor uncertainty)
+  target d = v ± tol    -> metric `d__dist` = |d - v|, minimised (SEM = descriptor uncertainty)
+  d <= b, d >= b        -> metric `d`, an outcome constraint
+  d == label            -> metric `d__is_<label>` = P(label), constraint >= min_probability
+Metric names replace '.' by '_' (Ax parses expressions over metric names).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from sdl.analysis.base import Descriptor
+from sdl.config import Campaign, Constraint, Objective
+from sdl.errors import AnalysisError
+
+MIN_SEM = 1e-6
+
+
+def metric_name(descriptor: str, suffix: str = "") -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", descriptor) + suffix
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric the strategy models."""
+
+    name: str
+    descriptor: str
+    kind: str  # "objective" | "constraint"
+    minimize: bool = False
+    expression: str = ""  # Ax outcome-constraint expression for constraints
+
+
+def objective_metric(o: Objective) -> MetricSpec:
+    if o.goal == "target":
+        return MetricSpec(metric_name(o.descriptor, "__dist"), o.descriptor, "objective", minimize=True)
+    return MetricSpec(metric_name(o.descriptor), o.descriptor, "objective", minimize=o.goal == "minimize")
+
+
+def constraint_metric(c: Constraint) -> MetricSpec:
+    if c.equals is not None:
+        name = metric_name(c.descriptor, f"__is_{metric_name(c.equals)}")
+        return MetricSpec(name, c.descriptor, "constraint", expression=f"{name} >= {c.min_probability}")
+    name = metric_name(c.descriptor)
+    return MetricSpec(name, c.descriptor, "constraint", expression=f"{name} {c.op} {c.bound}")
+
+
+def metrics(campaign: Campaign) -> list[MetricSpec]:
+    out = [objective_metric(o) for o in campaign.objectives] + [constraint_metric(c) for c in campaign.constraints]
+    seen: dict[str, MetricSpec] = {}
+    for m in out:
+        seen.setdefault(m.name, m)  # an objective and a bound on the same descriptor share a metric
+    return list(seen.values())
+
+
+@dataclass
+class Evaluation:
+    """What one trial's descriptors mean for the campaign."""
+
+    metrics: dict[str, tuple[float, float]]  # name -> (mean, sem)
+    target_met: bool
+    score: float  # one number to rank trials by (lower is better): summed normalised distance + violations
+    untrusted: list[str]  # descriptors flagged ood / fit_failed
+
+
+def evaluate(campaign: Campaign, descriptors: list[Descriptor]) -> Evaluation:
+    """Metrics, whether every target and constraint is met, and a ranking score.
+
+    Raises AnalysisError naming a descriptor the campaign needs but the analysers did not produce.
+    """
+    by_name = {d.name: d for d in descriptors}
+
+    def need(name: str) -> Descriptor:
+        if name not in by_name:
+            raise AnalysisError(f"analysers produced no descriptor {name!r} (they produced {sorted(by_name)})")
+        return by_name[name]
+
+    values: dict[str, tuple[float, float]] = {}
+    met = True
+    score = 0.0
+    untrusted: list[str] = []
+    for o in campaign.objectives:
+        d = need(o.descriptor)
+        x, sem = _numeric(d), max(d.uncertainty or 0.0, MIN_SEM)
+        if not d.trusted:
+            untrusted.append(d.name)
+        if o.goal == "target":
+            dist = abs(x - o.value)
+            values[metric_name(o.descriptor, "__dist")] = (dist, sem)
+            met &= dist <= o.tolerance
+            score += dist / o.tolerance
+        else:
+            values[metric_name(o.descriptor)] = (x, sem)
+            score += -x if o.goal == "maximize" else x
+    for c in campaign.constraints:
+        d = need(c.descriptor)
+        if not d.trusted:
+            untrusted.append(d.name)
+        if c.equals is not None:
+            p = (d.probabilities or {}).get(c.equals, 1.0 if d.value == c.equals else 0.0)
+            values[metric_name(c.descriptor, f"__is_{metric_name(c.equals)}")] = (float(p), 0.05)
+            ok = d.value == c.equals
+        else:
+            x = _numeric(d)
+            values[metric_name(c.descriptor)] = (x, max(d.uncertainty or 0.0, MIN_SEM))
+            ok = x <= c.bound if c.op == "<=" else x >= c.bound
+            if not ok:
+                score += abs(x - c.bound) / (abs(c.bound) or 1.0)
+        met &= ok
+        score += 0.0 if ok else 1.0
+    has_target_or_constraint = any(o.goal == "target" for o in campaign.objectives) or bool(campaign.constraints)
+    return Evaluation(values, bool(met and has_target_or_constraint and not untrusted), score, untrusted)
+
+
+def _numeric(d: Descriptor) -> float:
+    if isinstance(d.value, str):
+        raise AnalysisError(f"descriptor {d.name!r} is categorical ({d.value!r}); use `equals` in a constraint for it")
+    x = float(d.value)
+    if not math.isfinite(x):
+        raise AnalysisError(f"descriptor {d.name!r} is not finite ({x})")
+    return x

@@ -1,0 +1,54 @@
+"""Descriptors -> metrics: targets, bounds, categorical constraints, untrusted flags."""
+
+import pytest
+
+from sdl.analysis.base import Descriptor
+from sdl.config import load_campaign
+from sdl.errors import AnalysisError
+from sdl.strategy.objectives import evaluate, metrics
+
+DEMO = "campaigns/nanoparticle_size.yaml"
+
+
+def _d(radius=8.1, pd=0.05, model="sphere", p=0.95, flags=()):
+    return [Descriptor(name="saxs.radius_nm", value=radius, uncertainty=0.2, unit="nm", flags=list(flags)),
+            Descriptor(name="saxs.polydispersity", value=pd, uncertainty=0.01),
+            Descriptor(name="saxs.model", value=model, probabilities={model: p, "cylinder": 1 - p})]
+
+
+@pytest.fixture
+def campaign():
+    from pathlib import Path
+
+    return load_campaign(Path(__file__).parents[1] / DEMO)
+
+
+def test_metric_specs(campaign):
+    specs = {m.name: m for m in metrics(campaign)}
+    assert specs["saxs_radius_nm__dist"].minimize and specs["saxs_radius_nm__dist"].kind == "objective"
+    assert specs["saxs_polydispersity"].expression == "saxs_polydispersity <= 0.1"
+    assert specs["saxs_model__is_sphere"].expression == "saxs_model__is_sphere >= 0.5"
+
+
+def test_target_met_and_metrics(campaign):
+    e = evaluate(campaign, _d())
+    assert e.target_met
+    assert e.metrics["saxs_radius_nm__dist"][0] == pytest.approx(0.1)
+    assert e.metrics["saxs_radius_nm__dist"][1] == pytest.approx(0.2)  # descriptor uncertainty is the SEM
+    assert e.metrics["saxs_model__is_sphere"][0] == pytest.approx(0.95)
+
+
+@pytest.mark.parametrize("kw", [dict(radius=8.7), dict(pd=0.2), dict(model="cylinder", p=0.9)])
+def test_target_missed(campaign, kw):
+    e = evaluate(campaign, _d(**kw))
+    assert not e.target_met and e.score > evaluate(campaign, _d()).score
+
+
+def test_untrusted_descriptor_reported(campaign):
+    e = evaluate(campaign, _d(flags=["ood"]))
+    assert e.untrusted == ["saxs.radius_nm"] and not e.target_met
+
+
+def test_missing_descriptor_names_it(campaign):
+    with pytest.raises(AnalysisError, match="no descriptor 'saxs.polydispersity'"):
+        evaluate(campaign, [_d()[0], _d()[2]])
