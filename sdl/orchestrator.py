@@ -113,7 +113,7 @@ class Orchestrator:
             snapshot = self.store.find_campaign(campaign_id).strategy_state
         t = time.perf_counter()
         self.strategy = make_strategy(campaign, snapshot)
-        self.timings["strategy_s"] += time.perf_counter() - t
+        self.timings["strategy_init_s"] = time.perf_counter() - t
 
     # ----- public ------------------------------------------------------------------------------
     def run(self) -> Summary:
@@ -125,20 +125,14 @@ class Orchestrator:
             client.subscribe(topic(self.lab, "+", "status"), self._on_message)
             self._wait_for_instruments()
             self.store.update_campaign(self.campaign_id, status="running", stop_reason=None)
+            done = sum(t.status in ("completed", "failed") for t in self.store.trials(self.campaign_id))
+            self.reporter.started(self.campaign_id, self.campaign, done)
             self._recover()
-            self.reporter.started(self.campaign_id, self.campaign, self._n_trials())
             started = time.monotonic()
-            while True:
-                if self._halt:
-                    break
-                wall = self.campaign.budget.max_wall_time_s
-                if wall and time.monotonic() - started > wall and not self._stop_reason:
-                    self._stop_reason = f"wall time budget of {wall:g} s used"
-                self._propose()
-                self._dispatch()
-                if not self._active:
-                    break
-                self._wait_and_handle()
+            try:
+                self._loop(started)
+            finally:
+                self.timings["loop_s"] = time.monotonic() - started
         except KeyboardInterrupt:
             self._halt = "interrupted (Ctrl-C); `sdl resume` continues it"
             raise
@@ -153,6 +147,17 @@ class Orchestrator:
         summary = self.summary(self._halt or reason)
         self.reporter.finished(summary)
         return summary
+
+    def _loop(self, started: float) -> None:
+        while not self._halt:
+            wall = self.campaign.budget.max_wall_time_s
+            if wall and time.monotonic() - started > wall and not self._stop_reason:
+                self._stop_reason = f"wall time budget of {wall:g} s used"
+            self._propose()
+            self._dispatch()
+            if not self._active:
+                return
+            self._wait_and_handle()
 
     def summary(self, reason: str) -> Summary:
         trials = self.store.trials(self.campaign_id)
@@ -251,9 +256,7 @@ class Orchestrator:
 
     def _send(self, act: _Active, step: Step) -> None:
         t = act.trial
-        params = dict(t.parameters) if step.technique is None else dict(step.settings)
-        if step.technique is None and step.settings:
-            params.update(step.settings)
+        params = dict(step.settings) if step.technique else {**t.parameters, **step.settings}
         first = act.command_id is None
         if first:
             act.command_id = f"{self.campaign_id}:{t.index}:{step.name}"
@@ -264,10 +267,9 @@ class Orchestrator:
                                               params_json=json.dumps(params)))
         else:
             self.store.update_command(act.command_id, attempts=act.attempts, status="sent")
+        sample = next((r["sample"] for r in act.results.values() if isinstance(r.get("sample"), dict)), None)
         env = command(step.action, correlation_id=act.command_id, campaign_id=self.campaign_id,
-                      sample_id=t.sample_id, params=params, timeout_s=step.timeout_s)
-        if step.technique:
-            env.body["sample"] = act.results.get(self.campaign.workflow[0].name, {}).get("sample")
+                      sample_id=t.sample_id, params=params, timeout_s=step.timeout_s, sample=sample)
         self._busy[step.instrument] = t.index
         self._by_command[act.command_id] = t.index
         act.sent_at = time.monotonic()

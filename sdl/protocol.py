@@ -124,6 +124,7 @@ class CommandBody(BaseModel):
     sample_id: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float | None = None
+    sample: dict[str, Any] | None = None  # what is known of the sample (the synthesis result's record)
 
 
 class ErrorBody(BaseModel):
@@ -146,8 +147,9 @@ class StatusBody(BaseModel):
 
 
 def command(action: str, *, correlation_id: str, campaign_id: str | None = None, sample_id: str | None = None,
-            params: dict[str, Any] | None = None, timeout_s: float | None = None) -> Envelope:
-    body = CommandBody(action=action, sample_id=sample_id, params=params or {}, timeout_s=timeout_s)
+            params: dict[str, Any] | None = None, timeout_s: float | None = None,
+            sample: dict[str, Any] | None = None) -> Envelope:
+    body = CommandBody(action=action, sample_id=sample_id, params=params or {}, timeout_s=timeout_s, sample=sample)
     return Envelope(kind="command", correlation_id=correlation_id, campaign_id=campaign_id,
                     body=body.model_dump(exclude_none=True))
 

@@ -1,0 +1,79 @@
+"""Does the demo campaign reach its target, and faster than Sobol sampling?
+
+Runs campaigns/nanoparticle_size.yaml for several seeds with the Bayesian strategy and with
+Sobol sampling (same budget, same simulated world seed), and prints per seed the number of
+experiments needed to meet the target, then success counts and medians.
+
+    python benchmarks/nanoparticle_campaign.py --seeds 10 [--analyser saxs_fit] [--strategies bayesian,sobol]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sdl.config import load_campaign  # noqa: E402
+from sdl.orchestrator import run_campaign  # noqa: E402
+from sdl.store import Store  # noqa: E402
+from sdl.transport import EmbeddedBroker  # noqa: E402
+
+
+def run(seed: int, kind: str, analyser: str | None, budget: int | None, broker: str, tmp: Path) -> tuple[int | None, int, float]:
+    over = {"strategy.seed": seed, "strategy.kind": kind, "store": f"sqlite:///{tmp}/{kind}-{seed}.db",
+            "broker": broker, "lab.id": f"bench-{kind}-{seed}", "budget.max_experiments": budget}
+    if analyser:
+        over["analysis"] = {"saxs": [analyser]}
+    c = load_campaign(ROOT / "campaigns" / "nanoparticle_size.yaml", **over)
+    t = time.perf_counter()
+    s = run_campaign(c, store=Store(c.store))
+    return s.target_met_at, s.n_trials, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--first-seed", type=int, default=0)
+    ap.add_argument("--strategies", default="bayesian,sobol")
+    ap.add_argument("--analyser", help="SAXS analyser (default: the campaign's)")
+    ap.add_argument("--budget", type=int, help="override the campaign's experiment budget")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nanoparticle_campaign.txt"))
+    args = ap.parse_args()
+    kinds = args.strategies.split(",")
+    lines: list[str] = []
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    results: dict[str, list[int | None]] = {k: [] for k in kinds}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
+        say(f"{'seed':>4} " + " ".join(f"{k + ' (exp to target / run / s)':>34}" for k in kinds))
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            cells = []
+            for k in kinds:
+                met, n, secs = run(seed, k, args.analyser, args.budget, broker.url, Path(tmp))
+                results[k].append(met)
+                cells.append(f"{str(met) if met else 'not met':>12} / {n:>3} / {secs:6.0f}")
+            say(f"{seed:>4} " + " ".join(f"{c:>34}" for c in cells))
+    budget = args.budget or load_campaign(ROOT / "campaigns" / "nanoparticle_size.yaml").budget.max_experiments
+    say("")
+    for k in kinds:
+        met = [m for m in results[k] if m]
+        # an unmet seed counts as budget + 1 for the median
+        filled = sorted(m if m else budget + 1 for m in results[k])
+        q = statistics.quantiles(filled, n=4) if len(filled) > 1 else [filled[0]] * 3
+        say(f"{k:>9}: target met in {len(met)}/{len(results[k])} seeds within {budget} experiments; "
+            f"experiments to target median {statistics.median(filled):.1f} (IQR {q[0]:.1f}-{q[2]:.1f}; unmet = {budget + 1})")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
