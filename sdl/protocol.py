@@ -38,7 +38,10 @@ def utcnow() -> datetime:
 
 
 def topic(lab: str, instrument: str, channel: Literal["cmd", "reply", "status"]) -> str:
+    """The topic of one instrument's channel; instrument "+" gives the filter for all of a lab's."""
     for label, part in (("lab", lab), ("instrument", instrument)):
+        if part == "+" and label == "instrument":
+            continue
         if not part or any(c in part for c in "/+#"):
             raise ProtocolError(f"{label} name {part!r} cannot be a topic segment (no '/', '+', '#', not empty)")
     return f"{TOPIC_ROOT}/{lab}/{instrument}/{channel}"

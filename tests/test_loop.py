@@ -193,8 +193,10 @@ def test_malformed_messages_are_logged_and_ignored(tmp_path, embedded_broker, la
     orch = Orchestrator(c, store, embedded_broker.url)
     spam = MqttClient(embedded_broker.url)
     spam.connect()
-    for payload in (b"not json", b'{"kind": "result"}', json.dumps({"schema_version": 99, "kind": "ack"}).encode()):
-        spam.publish(topic(lab_id, "saxs", "reply"), payload, qos=1, wait=True)
+    # retained, so the orchestrator receives them as soon as it subscribes
+    for inst, payload in (("saxs", b"not json"), ("robot", b'{"kind": "result"}'),
+                          ("junk", json.dumps({"schema_version": 99, "kind": "ack"}).encode())):
+        spam.publish(topic(lab_id, inst, "reply"), payload, qos=1, retain=True, wait=True)
     try:
         s = orch.run()
     finally:

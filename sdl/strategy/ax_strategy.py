@@ -31,6 +31,8 @@ class AxStrategy:
         _quiet_ax()
         from ax.api.client import Client
 
+        _quiet_ax()  # Ax configures its loggers on import
+
         self.campaign = campaign
         self.fixed = {p.name: p.value for p in campaign.parameters if isinstance(p, FixedParameter)}
         self.metric_specs = metrics(campaign)
