@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; the campaign is stored and `sdl resume` continues it", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `sdl status | head`
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -65,16 +65,17 @@ def write_report(store: Store, campaign_id: str, out: Path) -> Path:
     ax = axes[0]
     score = np.array([t["score"] if t["score"] is not None else np.nan for t in trials], dtype=float)
     failed = np.array([t["status"] == "failed" for t in trials])
-    ax.plot(x[~failed], score[~failed], "o", color="tab:blue", label="trial")
-    if failed.any():
-        ax.plot(x[failed], np.zeros(failed.sum()), "x", color="tab:red", label="failed")
+    ax.plot(x[~failed], np.maximum(score[~failed], 1e-3), "o", color="tab:blue", label="trial")
+    if failed.any():  # failed trials have no score: mark them along the bottom edge
+        ax.plot(x[failed], np.full(failed.sum(), 0.03), "x", color="tab:red", label="failed",
+                transform=ax.get_xaxis_transform(), clip_on=False)
     best = np.fmin.accumulate(np.where(np.isnan(score), np.inf, score))
-    ax.step(x, np.where(np.isinf(best), np.nan, best), where="post", color="k", label="best so far")
+    ax.step(x, np.where(np.isinf(best), np.nan, np.maximum(best, 1e-3)), where="post", color="k", label="best so far")
     met = [i + 1 for i, t in enumerate(trials) if t["target_met"]]
     if met:
         ax.axvline(met[0], color="tab:green", ls="--", label=f"target met (exp. {met[0]})")
     ax.set(xlabel="experiment", ylabel="score (lower is better)", title="optimisation trace")
-    ax.set_yscale("symlog", linthresh=0.1)
+    ax.set_yscale("log")
     ax.legend(fontsize=8)
 
     for ax, o in zip(axes[1:], targets):
@@ -103,7 +104,7 @@ def write_report(store: Store, campaign_id: str, out: Path) -> Path:
             r = b["descriptors"].get("saxs.radius_nm", {})
             label = f"best trial {b['index']}: {model}"
             if r:
-                label += f", R = {r['value']:.2f} ± {r.get('uncertainty') or 0:.2f} nm"
+                label += f", R = {r['value']:.3g} ± {r.get('uncertainty') or 0:.2g} nm"
             ax.set_title(label, fontsize=9)
             ax.legend(fontsize=8)
             shown = True
