@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--time-scale", type=float, help="real seconds per simulated instrument second")
     r.add_argument("--in-flight", type=int, help="samples in flight at once")
     r.add_argument("--external-lab", action="store_true", help="drivers already run on the broker (do not start the simulated lab)")
+    r.add_argument("--lab-id", help="lab id, the topic segment sdl/<lab-id>/... (the drivers' --id)")
     r.add_argument("--quiet", action="store_true", help="no per-trial lines")
     r.set_defaults(func=cmd_run)
 
@@ -117,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
         "budget.max_experiments": args.budget, "strategy.seed": args.seed, "broker": args.broker,
         "store": args.store, "lab.time_scale": args.time_scale, "strategy.max_in_flight": args.in_flight,
+        "lab.id": args.lab_id,
     }
     campaign = load_campaign(args.file, **overrides)
     if args.external_lab:

@@ -216,11 +216,6 @@ class Campaign(_Strict):
                     f"descriptor {item.descriptor!r} does not come from a measured technique; "
                     f"descriptors are named <technique>.<quantity>, techniques here: {sorted(techniques)}"
                 )
-        if self.strategy.kind == "bayesian" and self.strategy.initial_trials >= self.budget.max_experiments:
-            raise ValueError(
-                f"strategy.initial_trials ({self.strategy.initial_trials}) must be below "
-                f"budget.max_experiments ({self.budget.max_experiments}) for the model to be used"
-            )
         return self
 
     def analysers_for(self, technique: str) -> list[str]:

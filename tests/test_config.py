@@ -85,12 +85,6 @@ def test_parameter_constraint_names_unknown_parameter():
     assert "'pressure_bar'" in _error(d)
 
 
-def test_initial_trials_below_budget():
-    d = _demo()
-    d["budget"]["max_experiments"] = 5
-    assert "initial_trials" in _error(d)
-
-
 def test_overrides_apply(tmp_path):
     c = load_campaign(DEMO, **{"budget.max_experiments": 12, "strategy.seed": 4, "store": None})
     assert c.budget.max_experiments == 12 and c.strategy.seed == 4 and c.store == "sqlite:///sdl.db"
