@@ -280,8 +280,6 @@ def explain(exc: ValidationError, data: Any = None) -> str:
                 msg += f"; accepted fields here: {', '.join(allowed)}"
         elif e["type"] == "literal_error":
             msg = f"{msg} (got {e.get('input')!r})"
-        elif e["type"] == "union_tag_invalid":
-            msg = f"{msg}"
         lines.append(f"  - {loc or '<campaign>'}: {msg}")
     return "\n".join(lines)
 
