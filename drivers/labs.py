@@ -10,13 +10,15 @@ from drivers.base import Driver
 
 
 def nanoparticles(lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0) -> list[Driver]:
-    """A synthesis robot and a SAXS camera sharing one simulated nanoparticle world."""
-    from drivers.simulated import SaxsDriver, SynthesisRobot
-    from simulators.nanoparticles import NanoparticleWorld
+    """A synthesis robot and a SAXS camera (`saxs`) sharing one simulated nanoparticle world."""
+    from drivers.simulated import SimulatedInstrument, SynthesisRobot
+    from simulators.nanoparticles import NanoparticleWorld, SynthesisFailed
+    from simulators.saxs import SaxsInstrument
 
     world = NanoparticleWorld(seed=seed)
-    return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale),
-            SaxsDriver(world, lab, broker_url, seed=seed, time_scale=time_scale)]
+    return [SynthesisRobot(world, SynthesisFailed, lab, broker_url, time_scale=time_scale),
+            SimulatedInstrument("saxs", "saxs", world, SaxsInstrument, lab, broker_url, seed=seed,
+                                time_scale=time_scale)]
 
 
 FACTORIES = {"nanoparticles": nanoparticles}

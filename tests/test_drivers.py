@@ -99,3 +99,33 @@ def test_malformed_command_gets_bad_command(setup):
     send(b"garbage")  # no id to answer to: dropped, the driver keeps serving
     send(command("count", correlation_id="ok"))
     assert final("ok").kind == "result"
+
+
+def test_simulated_lab_rejects_bad_settings_and_recipes(embedded_broker, lab_id):
+    from sdl.orchestrator import start_simulated_lab
+
+    drivers = start_simulated_lab("nanoparticles", lab_id, embedded_broker.url, seed=0, time_scale=0)
+    client = MqttClient(embedded_broker.url).connect()
+    replies: queue.Queue = queue.Queue()
+    client.subscribe(topic(lab_id, "+", "reply"), lambda t, p: replies.put(Envelope.from_bytes(p)))
+    time.sleep(0.2)
+
+    def ask(instrument, env):
+        client.publish(topic(lab_id, instrument, "cmd"), env.to_bytes(), wait=True)
+        while True:
+            r = replies.get(timeout=10)
+            if r.correlation_id == env.correlation_id and r.kind in ("result", "error"):
+                return r
+
+    try:
+        r = ask("saxs", command("measure", correlation_id="m1", sample_id="s1", params={"exposure": 5}))
+        assert r.body["code"] == "bad_command" and "unknown saxs setting(s) ['exposure']" in r.body["message"]
+        assert "exposure_s" in r.body["message"]
+        r = ask("saxs", command("measure", correlation_id="m2", sample_id="never-made"))
+        assert r.body["code"] == "unknown_sample"
+        r = ask("robot", command("synthesize", correlation_id="s1", sample_id="s1", params={"temperature_C": 80}))
+        assert r.body["code"] == "bad_command" and "missing" in r.body["message"]
+    finally:
+        client.close()
+        for d in drivers:
+            d.stop()
