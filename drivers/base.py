@@ -6,14 +6,20 @@ retained status (its last will sets "offline"), parses and validates commands, a
 them, runs them one at a time in a worker thread (an instrument does one thing at a time),
 replies with the result or an error, and is idempotent on the command id (`correlation_id`): a
 repeated command gets the stored reply again and is never executed twice.
+
+A handler that needs the command's ids (e.g. to seed a simulation) reads `self.current` (the
+Envelope being executed). `simulate_time(seconds)` spends simulated instrument time (sleeping
+seconds * time_scale); a result body without `duration_s` gets the simulated time it spent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from typing import Any, Callable
@@ -43,6 +49,7 @@ class Driver(ABC):
         self.instrument, self.lab, self.broker_url = instrument, lab, broker_url
         self.time_scale = time_scale
         self.busy_s = 0.0  # simulated instrument time spent, seconds
+        self.current: Envelope | None = None  # the command being executed (worker thread), for its ids
         self._cmd_topic = topic(lab, instrument, "cmd")
         self._reply_topic = topic(lab, instrument, "reply")
         self._status_topic = topic(lab, instrument, "status")
@@ -52,6 +59,8 @@ class Driver(ABC):
         self._lock = threading.Lock()
         self._client: MqttClient | None = None
         self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._state = "offline"
 
     @abstractmethod
     def actions(self) -> dict[str, Handler]:
@@ -60,27 +69,37 @@ class Driver(ABC):
     # ----- lifecycle --------------------------------------------------------------------------
     def start(self) -> "Driver":
         offline = Envelope(kind="status", body=self._status("offline")).to_bytes()
-        self._client = MqttClient(self.broker_url, client_id=f"sdl-{self.lab}-{self.instrument}",
-                                  will=(self._status_topic, offline))
-        self._client.connect()
-        self._client.subscribe(self._cmd_topic, self._on_command)
-        self._worker = threading.Thread(target=self._run, name=f"driver-{self.instrument}", daemon=True)
+        # a unique client id: two processes with the same id would knock each other off the broker forever
+        client = MqttClient(self.broker_url, client_id=f"sdl-{self.lab}-{self.instrument}-{uuid.uuid4().hex[:6]}",
+                            will=(self._status_topic, offline))
+        client.connect()
+        client.on_reconnect(lambda: self._publish_status(self._state))  # a restarted broker lost it
+        with self._lock:  # commands dropped by an earlier stop() run when the orchestrator re-sends them
+            self._accepted.clear()
+            self._work, self._stopping = queue.Queue(), threading.Event()
+        self._client = client
+        self._worker = threading.Thread(target=self._run, args=(self._work, self._stopping),
+                                        name=f"driver-{self.lab}-{self.instrument}", daemon=True)
         self._worker.start()
+        client.subscribe(self._cmd_topic, self._on_command)
         self._publish_status("online")
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Finish the command running now (up to `timeout_s`), drop the queued ones (the orchestrator
+        re-sends them with the same id), publish the retained "offline" status and disconnect."""
         if self._client is None:
             return
+        self._stopping.set()
         self._work.put(None)
+        if self._worker is not None:
+            self._worker.join(timeout=timeout_s)
         try:
-            self._publish_status("offline", wait=True)
+            self._publish_status("offline", wait=True, timeout_s=2.0)
         except Exception:  # the broker may be gone already
             pass
         self._client.close()
         self._client = None
-        if self._worker is not None:
-            self._worker.join(timeout=2.0)
 
     def __enter__(self) -> "Driver":
         return self.start()
@@ -131,26 +150,40 @@ class Driver(ABC):
         self._send(reply(env, "ack", {"queued": self._work.qsize()}))
         self._work.put(env)
 
-    def _run(self) -> None:
-        while True:
-            env = self._work.get()
-            if env is None:
+    def _run(self, work: queue.Queue, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            env = work.get()
+            if env is None or stopping.is_set():
                 return
-            body = CommandBody.model_validate(env.body)
-            self._publish_status("busy")
             try:
-                result = self.actions()[body.action](body)
-                out = reply(env, "result", result)
-            except ActionFailed as exc:
-                out = reply(env, "error", {"code": exc.code, "message": str(exc)})
-            except ProtocolError as exc:
-                out = reply(env, "error", {"code": "bad_command", "message": str(exc)})
-            except Exception as exc:  # a driver bug: report it, keep serving
-                log.exception("%s: %s failed", self.instrument, body.action)
-                out = reply(env, "error", {"code": "internal", "message": f"{exc.__class__.__name__}: {exc}"})
-            self._finish(env, out)
-            if self._work.empty():
-                self._publish_status("online")
+                self._publish_status("busy")
+                self._finish(env, self._execute(env))
+                if work.empty():
+                    self._publish_status("online")
+            except Exception:  # never let the worker die: the instrument would go silent
+                log.exception("%s: worker failed on %s", self.instrument, env.correlation_id)
+
+    def _execute(self, env: Envelope) -> Envelope:
+        """Run one command; the reply to send (result or error), already checked to serialise."""
+        body = CommandBody.model_validate(env.body)
+        self.current, busy0 = env, self.busy_s
+        try:
+            result = self.actions()[body.action](body)
+            if not isinstance(result, dict):
+                raise TypeError(f"action {body.action!r} returned {type(result).__name__}, not a dict")
+            result.setdefault("duration_s", self.busy_s - busy0)
+            out = reply(env, "result", result)
+            out.to_bytes()  # a body that cannot be JSON is a driver bug, reported as such
+        except ActionFailed as exc:
+            out = reply(env, "error", {"code": exc.code, "message": str(exc)})
+        except ProtocolError as exc:
+            out = reply(env, "error", {"code": "bad_command", "message": str(exc)})
+        except Exception as exc:  # a driver bug: report it, keep serving
+            log.exception("%s: %s failed", self.instrument, body.action)
+            out = reply(env, "error", {"code": "internal", "message": f"{exc.__class__.__name__}: {exc}"})
+        finally:
+            self.current = None
+        return out
 
     def _finish(self, env: Envelope, out: Envelope) -> None:
         with self._lock:
@@ -168,15 +201,14 @@ class Driver(ABC):
         return StatusBody(state=state, instrument=self.instrument, actions=sorted(self.actions()),
                           driver=type(self).__name__).model_dump()
 
-    def _publish_status(self, state: str, wait: bool = False) -> None:
+    def _publish_status(self, state: str, wait: bool = False, timeout_s: float = 10.0) -> None:
+        self._state = state
         if self._client is not None:
             self._client.publish(self._status_topic, Envelope(kind="status", body=self._status(state)).to_bytes(),
-                                 qos=1, retain=True, wait=wait)
+                                 qos=1, retain=True, wait=wait, timeout_s=timeout_s)
 
 
 def _recover_correlation_id(payload: bytes) -> str | None:
-    import json
-
     try:
         data = json.loads(payload)
         cid = data.get("correlation_id") if isinstance(data, dict) else None

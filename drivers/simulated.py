@@ -1,24 +1,43 @@
 """Simulated instruments: a synthesis robot and a measuring instrument around any simulated world.
 
 A world (simulators/) makes samples (`synthesize(params, sample_id)`, `synthesis_time_s(params)`,
-`sample(sample_id)`); an instrument class measures them (`measure(sample) -> {"arrays", "metadata"}`,
-`measure_time_s()`, constructor keywords = its settings, plus `seed`). Robot and instrument share
-the world: the "physical" sample moves from one to the other. Noise is seeded by the world seed
-and the sample id, so the same campaign seed gives the same data, re-sent commands included. If
-an instrument is asked about a sample the world does not hold (the lab process restarted while
+`sample(sample_id)`); an instrument class measures them (`measure(sample, rng) -> {"arrays",
+"metadata"}`, `measure_time_s()`, constructor keywords = its settings, plus `seed`). Robot and
+instrument share the world: the "physical" sample moves from one to the other.
+
+Noise is reproducible: each measurement draws from `SeedSequence([seed, hash(technique,
+sample_id, k)])`, where k counts the distinct commands that measured this sample before (0 for
+the first). The same campaign seed therefore gives the same data, a re-sent command (same
+`correlation_id`) gets the same data even if it is executed again, and measuring a sample twice
+gives two independent noise draws, as on a real instrument. (The correlation id itself is not
+hashed: it contains the campaign id, which differs between two runs of the same campaign.)
+
+If an instrument is asked about a sample the world does not hold (the lab process restarted while
 the sample sat in the rack), the world rebuilds it deterministically from the recipe in the
 command's sample record.
 """
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import math
+import threading
+from collections import OrderedDict
 from typing import Any
+
+import numpy as np
 
 from drivers.base import ActionFailed, Driver, Handler
 from sdl.errors import ProtocolError
 from sdl.measurement import Measurement
 from sdl.protocol import CommandBody
+
+
+def stable_seed(*parts: Any) -> int:
+    """A 64-bit integer from the parts' text (SHA-256; stable across processes, unlike hash())."""
+    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little")
 
 
 class SynthesisRobot(Driver):
@@ -47,35 +66,93 @@ class SynthesisRobot(Driver):
 
 
 class SimulatedInstrument(Driver):
-    """Action `measure`: params are instrument settings (the instrument class's keywords);
-    the result carries the Measurement of `technique`."""
+    """Action `measure`: params are instrument settings (the instrument class's keywords, or the
+    subset named in `settings`); the result carries the Measurement of `technique`."""
 
     def __init__(self, instrument: str, technique: str, world: Any, instrument_cls: type, lab: str,
-                 broker_url: str, *, seed: int = 0, time_scale: float = 0.0):
+                 broker_url: str, *, seed: int = 0, time_scale: float = 0.0,
+                 settings: list[str] | None = None, limits: dict[str, tuple[float, float]] | None = None,
+                 time_factor: float = 1.0):
         super().__init__(instrument, lab, broker_url, time_scale=time_scale)
+        if time_factor <= 0:
+            raise ValueError(f"time_factor must be > 0, got {time_factor}")
         self.technique, self.world, self.instrument_cls, self.seed = technique, world, instrument_cls, seed
+        self.time_factor = time_factor  # instrument time per nominal time (e.g. a weaker source: > 1)
         sig = inspect.signature(instrument_cls.__init__)
-        self.settings = {n: p.default for n, p in sig.parameters.items() if n not in ("self", "seed")
-                         and p.default is not inspect.Parameter.empty}
+        defaults = {n: p.default for n, p in sig.parameters.items() if n not in ("self", "seed")
+                    and p.default is not inspect.Parameter.empty}
+        self.settings = {n: defaults[n] for n in settings} if settings is not None else defaults
+        self.limits = limits or {}
+        self._instruments: OrderedDict[tuple, Any] = OrderedDict()  # settings -> instrument (kernels are slow to build)
+        self._draws: dict[str, int] = {}  # sample_id -> distinct measurement commands so far
+        self._draw_of: OrderedDict[str, int] = OrderedDict()  # correlation_id -> its k
+        self._lock = threading.Lock()
+        self._takes_rng = "rng" in inspect.signature(instrument_cls.measure).parameters
 
     def actions(self) -> dict[str, Handler]:
         return {"measure": self.measure}
 
     def measure(self, cmd: CommandBody) -> dict[str, Any]:
-        unknown = set(cmd.params) - set(self.settings)
-        if unknown:
-            raise ProtocolError(f"unknown {self.instrument} setting(s) {sorted(unknown)}; accepted: {sorted(self.settings)}")
-        try:
-            settings = {k: _like(self.settings[k], v) for k, v in cmd.params.items()}
-            instrument = self.instrument_cls(seed=self.seed, **settings)
-        except (TypeError, ValueError) as exc:
-            raise ProtocolError(f"bad {self.instrument} settings {cmd.params}: {exc}") from None
+        instrument = self._instrument(self._settings(cmd.params))
         sample = self._sample(cmd)
-        duration = self.simulate_time(instrument.measure_time_s())
-        data = instrument.measure(sample)
+        duration = self.simulate_time(instrument.measure_time_s() * self.time_factor)
+        if self._takes_rng:
+            data = instrument.measure(sample, self._rng(cmd.sample_id))
+        else:
+            data = instrument.measure(sample)
         m = Measurement(technique=self.technique, arrays=data["arrays"],
                         metadata={**data["metadata"], "sample_id": sample.sample_id})
         return {"measurement": m.to_wire(), "duration_s": duration}
+
+    # ----- helpers ----------------------------------------------------------------------------
+    def _settings(self, params: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(params) - set(self.settings)
+        if unknown:
+            raise ProtocolError(f"unknown {self.instrument} setting(s) {sorted(unknown)}; accepted: {sorted(self.settings)}")
+        out = {}
+        for name, value in params.items():
+            default = self.settings[name]
+            try:
+                v = _like(default, value)
+            except (TypeError, ValueError):
+                raise ProtocolError(f"{self.instrument} setting {name}={value!r} is not a "
+                                    f"{type(default).__name__} (default {default!r})") from None
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ProtocolError(f"{self.instrument} setting {name}={value!r} must be a finite number")
+            if isinstance(default, int) and not isinstance(default, bool) and not isinstance(v, int):
+                raise ProtocolError(f"{self.instrument} setting {name}={value!r} must be a whole number")
+            if name in self.limits:
+                lo, hi = self.limits[name]
+                if not lo <= v <= hi:
+                    raise ProtocolError(f"{self.instrument} setting {name}={value!r} out of range; accepted {lo:g} to {hi:g}")
+            out[name] = v
+        return out
+
+    def _instrument(self, settings: dict[str, Any]):
+        key = tuple(sorted(settings.items()))
+        inst = self._instruments.get(key)
+        if inst is None:
+            try:
+                inst = self.instrument_cls(seed=self.seed, **settings)
+            except (TypeError, ValueError) as exc:
+                raise ProtocolError(f"bad {self.instrument} settings {settings}: {exc}") from None
+            self._instruments[key] = inst
+            while len(self._instruments) > 16:
+                self._instruments.popitem(last=False)
+        return inst
+
+    def _rng(self, sample_id: str) -> np.random.Generator:
+        cid = self.current.correlation_id if self.current is not None else None
+        with self._lock:
+            k = self._draw_of.get(cid) if cid else None
+            if k is None:
+                k = self._draws.get(sample_id, 0)
+                self._draws[sample_id] = k + 1
+                if cid:
+                    self._draw_of[cid] = k
+                    while len(self._draw_of) > 100_000:
+                        self._draw_of.popitem(last=False)
+        return np.random.default_rng(np.random.SeedSequence([self.seed, stable_seed(self.technique, sample_id, k)]))
 
     def _sample(self, cmd: CommandBody):
         if not cmd.sample_id:
@@ -85,17 +162,61 @@ class SimulatedInstrument(Driver):
         except KeyError:
             recipe = (cmd.sample or {}).get("params")
             if not recipe:
-                raise ActionFailed("unknown_sample", f"no sample {cmd.sample_id!r} at the {self.instrument}") from None
+                raise ActionFailed("unknown_sample", f"no sample {cmd.sample_id!r} at the {self.instrument}: it was "
+                                   "never synthesised in this lab, or its synthesis failed") from None
             try:
                 return self.world.synthesize(recipe, cmd.sample_id)
             except Exception as exc:  # the world's own failure type, or a bad recipe
                 raise ActionFailed("unknown_sample", f"sample {cmd.sample_id!r} cannot be found: {exc}") from None
 
 
+class SaxsDriver(SimulatedInstrument):
+    """The simulated SAXS camera (`simulators.saxs.SaxsInstrument`), instrument name "saxs".
+    Settings a command may set: q range, number of points, resolution and exposure.
+    `time_factor` > 1 makes a slower camera (e.g. a lab source: same data, longer to collect)."""
+
+    SETTINGS = ["q_min_inv_angstrom", "q_max_inv_angstrom", "n_points", "dq_over_q", "exposure_s"]
+    LIMITS = {"q_min_inv_angstrom": (1e-4, 10.0), "q_max_inv_angstrom": (1e-4, 10.0), "n_points": (10, 100_000),
+              "dq_over_q": (0.0, 1.0), "exposure_s": (1e-3, 86_400.0)}
+
+    def __init__(self, world: Any, lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0,
+                 instrument: str = "saxs", time_factor: float = 1.0):
+        from simulators.saxs import SaxsInstrument
+
+        super().__init__(instrument, "saxs", world, SaxsInstrument, lab, broker_url, seed=seed,
+                         time_scale=time_scale, settings=self.SETTINGS, limits=self.LIMITS, time_factor=time_factor)
+
+
+class XrdDriver(SimulatedInstrument):
+    """The simulated powder diffractometer (`simulators.oxides.PdInstrument`), instrument name "xrd".
+    Settings a command may set: wavelength, 2θ range and step (degrees), counting time, peak counts."""
+
+    SETTINGS = ["wavelength_angstrom", "two_theta_min", "two_theta_max", "step", "time_per_step_s", "counts_max"]
+    LIMITS = {"wavelength_angstrom": (0.05, 3.0), "two_theta_min": (0.1, 170.0), "two_theta_max": (0.1, 170.0),
+              "step": (1e-4, 5.0), "time_per_step_s": (1e-4, 3600.0), "counts_max": (1.0, 1e9)}
+
+    def __init__(self, world: Any, lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0,
+                 instrument: str = "xrd"):
+        from simulators.oxides import PdInstrument
+
+        super().__init__(instrument, "pd", world, PdInstrument, lab, broker_url, seed=seed,
+                         time_scale=time_scale, settings=self.SETTINGS, limits=self.LIMITS)
+
+
 def _like(default: Any, value: Any) -> Any:
     """`value` converted to the type of the setting's default (JSON has no tuples or int/float split)."""
-    if isinstance(default, bool) or default is None:
+    if default is None:
         return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise TypeError(value)
+        return value
+    if isinstance(value, (bool, dict, list)) and not isinstance(default, tuple):
+        raise TypeError(value)
     if isinstance(default, tuple):
         return tuple(float(v) for v in value)
+    if isinstance(default, int) and isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(value)
+        return value if value != int(value) else int(value)  # 200.0 is fine, 200.5 is reported
     return type(default)(value)

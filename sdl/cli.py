@@ -1,4 +1,5 @@
-"""`sdl` command line: run | resume | status | report | export | validate | analyse | drivers | train.
+"""`sdl` command line: run | resume | status | report | export | approve | reject | add | validate |
+analyse | drivers | train.
 
 Imports of heavy libraries (Ax, torch, sasmodels) happen inside the commands that need them.
 """
@@ -77,6 +78,27 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--store", default=DEFAULT_STORE)
     ex.add_argument("--out", help="folder (default: export-<campaign id>)")
     ex.set_defaults(func=cmd_export)
+
+    for name, text in (("approve", "let proposed trials run (campaigns with strategy.require_approval)"),
+                       ("reject", "fail proposed trials with a reason; the strategy learns they are unwanted")):
+        ap = sub.add_parser(name, help=text)
+        ap.add_argument("campaign", help="campaign id or name")
+        ap.add_argument("trials", nargs="*", type=int, help="trial indices (approve: default all waiting)")
+        ap.add_argument("--store", default=DEFAULT_STORE)
+        if name == "reject":
+            ap.add_argument("--reason", required=True, help="why; stored with the trial")
+        ap.set_defaults(func=cmd_review, approve=name == "approve", reason=None)
+
+    ad = sub.add_parser("add", help="add an experiment made by hand, with its measured result, to a campaign")
+    ad.add_argument("campaign", help="campaign id or name")
+    ad.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="one per parameter")
+    ad.add_argument("--measurement", metavar="FILE", help="data file, analysed with the campaign's analysers")
+    ad.add_argument("--step", help="the measuring step the file belongs to (default: the first)")
+    ad.add_argument("--descriptor", action="append", default=[], metavar="NAME=VALUE[+-SEM]",
+                    help="a result measured elsewhere, e.g. saxs.radius_nm=8.1+-0.2")
+    ad.add_argument("--note", help="free text stored with the trial")
+    ad.add_argument("--store", default=DEFAULT_STORE)
+    ad.set_defaults(func=cmd_add)
 
     v = sub.add_parser("validate", help="check a campaign file")
     v.add_argument("file")
@@ -186,6 +208,8 @@ class ConsoleReporter:
             line = f"trial {trial.index:3d} FAILED  {params}\n            {trial.failure}"
         else:
             mark = "  <- target met" if trial.target_met else ""
+            if evaluation is not None and evaluation.missing:
+                mark += f"  (not produced: {', '.join(evaluation.missing)})"
             line = f"trial {trial.index:3d} {params}\n            {desc}  score={trial.score:.3g}{mark}"
         self._write(line)
 
@@ -204,6 +228,10 @@ class ConsoleReporter:
             print(f"  best trial: {summary.best_trial}")
         print("  time: strategy {:.1f} s, analysis {:.1f} s, instruments {:.1f} s".format(
             t.get("strategy_s", 0), t.get("analysis_s", 0), t.get("instrument_wall_s", 0)))
+        if summary.makespan_s:
+            clock = "simulated" if summary.clock == "instrument" else "wall-clock"
+            busy = ", ".join(f"{k} {u:.0%}" for k, u in sorted(summary.utilisation.items()))
+            print(f"  makespan {summary.makespan_s:.4g} {clock} s; instrument utilisation: {busy}")
         print(f"  see `sdl status {summary.campaign_id}`, `sdl report {summary.campaign_id}`")
 
     def _write(self, line: str) -> None:
@@ -274,6 +302,41 @@ def cmd_export(args: argparse.Namespace) -> int:
     cid = store.find_campaign(args.campaign).id
     out = export(store, cid, Path(args.out or f"export-{cid}"))
     print(f"wrote {out}/ (trials.csv, descriptors.csv, events.csv, campaign.json, measurements/)")
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from sdl.store import Store
+
+    store = Store(args.store)
+    cid = store.find_campaign(args.campaign).id
+    done = store.review_trials(cid, args.trials or None, approve=args.approve, reason=args.reason)
+    verb = "approved" if args.approve else "rejected"
+    print(f"campaign {cid}: {verb} trial(s) {done}" if done else f"campaign {cid}: no trial waits for approval")
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from sdl.config import Campaign
+    from sdl.errors import ConfigError
+    from sdl.manual import parse_descriptor, submit
+    from sdl.store import Store
+
+    store = Store(args.store)
+    row = store.find_campaign(args.campaign)
+    params = {}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--param {item!r}: write NAME=VALUE")
+        params[name.strip()] = value.strip()
+    req = submit(store, row.id, Campaign.model_validate_json(row.config_json), params,
+                 measurement=args.measurement, step=args.step,
+                 descriptors=[parse_descriptor(d) for d in args.descriptor], note=args.note)
+    met = "meets the target" if req.target_met else f"score {req.score:.3g}"
+    when = "the running campaign attaches it within a second" if row.status == "running" else \
+        f"`sdl resume {row.id}` attaches it"
+    print(f"manual experiment {req.id} queued ({met}); {when}")
     return 0
 
 

@@ -153,6 +153,10 @@ class Strategy(_Strict):
     initial_trials: int = Field(default=8, ge=1)  # quasi-random (Sobol) trials before the model is used
     max_in_flight: int = Field(default=1, ge=1, le=64)  # samples being made/measured at once
     seed: int = 0
+    # observation noise of the GP: "inferred" fits it from the data (batch-to-batch synthesis scatter
+    # is usually far larger than the analysers' fit uncertainty); "measured" uses the analysers' SEMs
+    noise: Literal["inferred", "measured"] = "inferred"
+    require_approval: bool = False  # each proposed trial waits for `sdl approve` (or `sdl reject`)
 
 
 class Budget(_Strict):
@@ -170,7 +174,7 @@ class Campaign(_Strict):
     parameters: list[Parameter] = Field(min_length=1)
     parameter_constraints: list[str] = Field(default_factory=list)  # linear, e.g. "a + b <= 1"
     workflow: list[Step] = Field(min_length=1)
-    analysis: dict[str, list[str]] = Field(default_factory=dict)  # technique -> analyser names
+    analysis: dict[str, list[str]] = Field(default_factory=dict)  # technique -> analyser fallback chain
     objectives: list[Objective] = Field(min_length=1)
     constraints: list[Constraint] = Field(default_factory=list)
     strategy: Strategy = Field(default_factory=Strategy)
@@ -218,13 +222,18 @@ class Campaign(_Strict):
                 )
         return self
 
+    def descriptors_needed(self) -> set[str]:
+        """Descriptors the objectives and constraints read."""
+        return {item.descriptor for item in [*self.objectives, *self.constraints]}
+
     def analysers_for(self, technique: str) -> list[str]:
-        """Analyser names for a technique; the registry's default when the campaign names none."""
+        """Analyser names for a technique, tried in order as a fallback chain; when the campaign
+        names none, the built-in chain (e.g. saxs: saxs_ml, then saxs_fit)."""
         if self.analysis.get(technique):
             return self.analysis[technique]
-        from sdl.analysis import default_for
+        from sdl.analysis import BUILTIN, default_for
 
-        return [default_for(technique)]
+        return list(BUILTIN.get(technique, ())) or [default_for(technique)]
 
     def measuring_steps(self) -> list[Step]:
         return [s for s in self.workflow if s.technique]

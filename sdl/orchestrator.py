@@ -4,8 +4,16 @@ before every next step.
 One thread runs the loop; the MQTT network thread only puts replies on a queue. Each instrument
 does one command at a time; with `max_in_flight` > 1 the robot makes sample n+1 while sample n is
 measured. A command that times out is re-sent with the same id (drivers are idempotent), then the
-trial fails with the reason recorded. An instrument whose driver went offline stops the campaign
+trial fails with the reason recorded. A synthesis that ran and made nothing usable
+(`synthesis_failed`) is an outcome the strategy learns from (it avoids the region); a lab fault
+(timeout, driver error) teaches it nothing. An instrument whose driver went offline stops the campaign
 with its trial left running, so `sdl resume` finishes that trial instead of losing it.
+
+Pending trials (proposed, not yet told) are Ax trials in state RUNNING, which Ax's generation
+accounts for as pending points. With `strategy.require_approval` a proposed trial is stored as
+"proposed" and dispatched only once `sdl approve` marks it approved (`sdl reject` fails it with the
+reason); manual experiments (`sdl add`) queued in the store are attached to the strategy at the
+next step. The loop polls the store for both, so the store stays the one source of truth.
 """
 
 from __future__ import annotations
@@ -27,9 +35,11 @@ from sdl.measurement import Measurement
 from sdl.protocol import Envelope, ErrorBody, StatusBody, command, parse_body, topic
 from sdl.store import CommandRow, Store, TrialRow, unpack_arrays
 from sdl.strategy import Evaluation, evaluate, make_strategy
+from sdl.timeline import timeline
 from sdl.transport import MqttClient
 
 STATUS_WAIT_S = 15.0  # how long to wait for each instrument's retained status at start
+POLL_S = 0.5  # how often the store is read for approvals and manual experiments (s)
 
 
 class Reporter(Protocol):
@@ -65,6 +75,9 @@ class Summary:
     best_trial: int | None
     target_met_at: int | None  # number of experiments when the target was first met
     timings_s: dict[str, float]
+    clock: str = "instrument"  # which clock makespan/utilisation use (sdl.timeline)
+    makespan_s: float | None = None
+    utilisation: dict[str, float] = field(default_factory=dict)  # instrument -> busy / makespan
 
 
 @dataclass
@@ -79,6 +92,7 @@ class _Active:
     sent_at: float = 0.0
     results: dict[str, dict] = field(default_factory=dict)  # step name -> result body (no arrays)
     measurements: dict[str, Measurement] = field(default_factory=dict)
+    approved: bool = True  # False while the trial waits for `sdl approve`
 
 
 def new_campaign_id(name: str) -> str:
@@ -103,6 +117,8 @@ class Orchestrator:
         self._by_command: dict[str, int] = {}
         self._stop_reason: str | None = None
         self._halt: str | None = None  # set when the campaign must stop now (instrument offline)
+        self._polled = 0.0  # monotonic time of the last store poll
+        self._waiting_shown: tuple[int, ...] = ()
 
         if campaign_id is None:
             self.campaign_id = new_campaign_id(campaign.name)
@@ -165,9 +181,11 @@ class Orchestrator:
         best = min(done, key=lambda t: t.score if t.score is not None else float("inf"), default=None)
         met = next((i + 1 for i, t in enumerate(trials) if t.target_met), None)
         status = self.store.find_campaign(self.campaign_id).status
+        tl = timeline(self.store.commands(self.campaign_id))
         return Summary(self.campaign_id, status, reason, len(trials), len(done),
                        sum(t.status == "failed" for t in trials), best.index if best else None, met,
-                       dict(self.timings))
+                       dict(self.timings), tl.clock if tl else "instrument", tl.makespan_s if tl else None,
+                       tl.utilisation if tl else {})
 
     # ----- start-up and resume ---------------------------------------------------------------
     def _wait_for_instruments(self) -> None:
@@ -197,7 +215,7 @@ class Orchestrator:
         for t in self.store.trials(self.campaign_id):
             if t.status in ("completed", "failed"):
                 continue
-            act = _Active(trial=t)
+            act = _Active(trial=t, approved=t.status not in ("proposed", "rejected"))
             cmds = {c.step: c for c in self.store.commands(self.campaign_id, t.index)}
             stored = {m.step: m for m in self.store.measurements(self.campaign_id, t.index)}
             for i, step in enumerate(self.campaign.workflow):
@@ -219,10 +237,12 @@ class Orchestrator:
                            trial_index=t.index)
             if act.step == len(self.campaign.workflow):
                 self._complete(act)
+        self._poll_store(force=True)
 
     # ----- the loop ----------------------------------------------------------------------------
     def _n_trials(self) -> int:
-        return len(self.store.trials(self.campaign_id))
+        """Experiments that count against the budget (manual ones do not)."""
+        return sum(not t.manual for t in self.store.trials(self.campaign_id))
 
     def _propose(self) -> None:
         c = self.campaign
@@ -239,15 +259,17 @@ class Orchestrator:
             proposals = self.strategy.ask(n)
             state = self.strategy.snapshot()
             self.timings["strategy_s"] += time.perf_counter() - t
+            wait = c.strategy.require_approval
             for index, params in proposals:
                 sample_id = f"{c.name}-{index:04d}"
-                row = self.store.add_trial(self.campaign_id, index, params, sample_id, state)
-                self._active[index] = _Active(trial=row)
+                row = self.store.add_trial(self.campaign_id, index, params, sample_id, state,
+                                           status="proposed" if wait else "running")
+                self._active[index] = _Active(trial=row, approved=not wait)
 
     def _dispatch(self) -> None:
         for index in sorted(self._active):
             act = self._active[index]
-            if act.step >= len(self.campaign.workflow) or act.deadline:
+            if act.step >= len(self.campaign.workflow) or act.deadline or not act.approved:
                 continue
             step = self.campaign.workflow[act.step]
             if self._busy.get(step.instrument, index) != index:
@@ -279,7 +301,8 @@ class Orchestrator:
     def _wait_and_handle(self) -> None:
         now = time.monotonic()
         next_deadline = min((a.deadline for a in self._active.values() if a.deadline), default=now + 1.0)
-        self._drain(timeout=max(0.0, min(next_deadline - now, 1.0)))
+        self._drain(timeout=max(0.0, min(next_deadline - now, POLL_S)))
+        self._poll_store()
         now = time.monotonic()
         for act in list(self._active.values()):
             if act.deadline and now > act.deadline:
@@ -324,15 +347,17 @@ class Orchestrator:
         elif env.kind == "result":
             self._step_done(act, step, env)
         elif env.kind == "error":
+            infeasible = False
             try:
                 err = parse_body(ErrorBody, env, topic_name)
                 reason = f"{step.instrument} {step.action} failed ({err.code}): {err.message}"
+                infeasible = err.code == "synthesis_failed"  # an outcome of the recipe, not of the lab
             except ProtocolError as exc:
                 reason = f"{step.instrument} sent a malformed error reply: {exc}"
             self.store.update_command(act.command_id, status="error", reply_json=json.dumps(env.body)[:10_000],
                                       finished_at=datetime.now(timezone.utc))
             self._release(act, step)
-            self._fail(act, reason)
+            self._fail(act, reason, infeasible=infeasible)
 
     def _step_done(self, act: _Active, step: Step, env: Envelope) -> None:
         body = dict(env.body)
@@ -396,24 +421,48 @@ class Orchestrator:
                       f"`sdl resume {self.campaign_id}`")
         self.reporter.message("error", self._halt)
 
+    # ----- the operator: approvals and manual experiments -----------------------------------
+    def _poll_store(self, force: bool = False) -> None:
+        """Every POLL_S: apply approvals/rejections and attach queued manual experiments."""
+        now = time.monotonic()
+        if not force and now - self._polled < POLL_S:
+            return
+        self._polled = now
+        from sdl.manual import apply_pending
+
+        for index in apply_pending(self.store, self.campaign_id, self.strategy):
+            self.reporter.message("info", f"manual experiment attached as trial {index}")
+        waiting = [a for a in self._active.values() if not a.approved]
+        if not waiting:
+            return
+        rows = {t.index: t for t in self.store.trials(self.campaign_id)}
+        for act in waiting:
+            row = rows[act.trial.index]
+            if row.status == "approved":
+                self.store.set_trial_status(self.campaign_id, row.index, "running")
+                act.approved = True
+            elif row.status == "rejected":
+                self._fail(act, row.failure or "rejected by the operator")
+        self._show_waiting()
+
+    def _show_waiting(self) -> None:
+        ids = tuple(sorted(a.trial.index for a in self._active.values() if not a.approved))
+        if ids and ids != self._waiting_shown:
+            text = (f"waiting for approval of trial(s) {list(ids)}: `sdl approve {self.campaign_id} [TRIAL ...]` "
+                    f"or `sdl reject {self.campaign_id} TRIAL --reason TEXT`")
+            self.reporter.message("info", text)
+            self.store.log(self.campaign_id, "waiting_for_approval", text)
+        self._waiting_shown = ids
+
     # ----- analysis and learning -------------------------------------------------------------
     def _complete(self, act: _Active) -> None:
         index = act.trial.index
         t0 = time.perf_counter()
         descriptors: list[Descriptor] = []
-        analyses: list[tuple[str, str, dict, dict]] = []
         try:
             for step in self.campaign.measuring_steps():
-                m = act.measurements[step.name]
-                m.metadata.setdefault("source", f"trial {index} step {step.name}")
-                for name in self.campaign.analysers_for(step.technique):
-                    result: AnalysisResult = analysis.get(step.technique, name).analyse(m)
-                    descriptors.extend(result.descriptors)
-                    analyses.append((step.name, result.analyser, result.info, result.curves))
-            first: dict[str, Descriptor] = {}
-            for d in descriptors:
-                first.setdefault(d.name, d)  # the first analyser listed wins for objectives
-            evaluation = evaluate(self.campaign, list(first.values()))
+                act.measurements[step.name].metadata.setdefault("source", f"trial {index} step {step.name}")
+            descriptors, analyses, evaluation = analyse_measurements(self.campaign, act.measurements)
         except (AnalysisError, SdlError) as exc:
             self.timings["analysis_s"] += time.perf_counter() - t0
             self._fail(act, f"analysis failed: {exc}", descriptors=descriptors)
@@ -439,9 +488,9 @@ class Orchestrator:
             self._stop_reason = f"target met by trial {index}"
 
     def _fail(self, act: _Active, reason: str, descriptors: list[Descriptor] | None = None,
-              evaluation: Evaluation | None = None) -> None:
+              evaluation: Evaluation | None = None, infeasible: bool = False) -> None:
         index = act.trial.index
-        self.strategy.fail(index, reason)
+        self.strategy.fail(index, reason, infeasible=infeasible)
         self.store.finish_trial(self.campaign_id, index, status="failed", failure=reason,
                                 strategy_state=self.strategy.snapshot(), descriptors=descriptors,
                                 objectives={k: list(v) for k, v in evaluation.metrics.items()} if evaluation else None)
@@ -451,6 +500,33 @@ class Orchestrator:
         self._active.pop(act.trial.index, None)
         trial = next(t for t in self.store.trials(self.campaign_id) if t.index == act.trial.index)
         self.reporter.trial_finished(trial, evaluation, descriptors)
+
+
+def analyse_measurements(campaign: Campaign, measurements: dict[str, Measurement]
+                         ) -> tuple[list[Descriptor], list[tuple[str, str, dict, dict]], Evaluation]:
+    """Run the campaign's analysers on a trial's measurements (step name -> Measurement; steps
+    without one are skipped) and evaluate the chosen descriptors against the objectives.
+    Returns (all descriptors, (step, analyser, info, curves) per analysis, evaluation)."""
+    descriptors: list[Descriptor] = []
+    analyses: list[tuple[str, str, dict, dict]] = []
+    chosen: dict[str, Descriptor] = {}  # per descriptor: the first trusted value, else the first
+    for step in campaign.measuring_steps():
+        m = measurements.get(step.name)
+        if m is None:
+            continue
+        needed = {n for n in campaign.descriptors_needed() if n.startswith(step.technique + ".")}
+        for name in campaign.analysers_for(step.technique):
+            # the listed analysers form a fallback chain: the next runs only while a
+            # descriptor the campaign needs is missing or untrusted (e.g. ML flagged OOD)
+            if needed and all(n in chosen and chosen[n].trusted for n in needed):
+                break
+            result: AnalysisResult = analysis.get(step.technique, name).analyse(m)
+            descriptors.extend(result.descriptors)
+            analyses.append((step.name, result.analyser, result.info, result.curves))
+            for d in result.descriptors:
+                if d.name not in chosen or (d.trusted and not chosen[d.name].trusted):
+                    chosen[d.name] = d
+    return descriptors, analyses, evaluate(campaign, list(chosen.values()))
 
 
 # ----- running a campaign with its lab ----------------------------------------------------------

@@ -48,13 +48,15 @@ class TrialRow(SQLModel, table=True):
     index: int  # the strategy's trial index, 0-based
     parameters_json: str
     sample_id: str
-    status: str = "running"  # running | measured | completed | failed
+    # proposed (waits for `sdl approve`) | approved | rejected | running | measured | completed | failed
+    status: str = "running"
     failure: str | None = None
     objectives_json: str | None = None  # metric name -> [mean, sem]
     target_met: bool | None = None
     score: float | None = None  # lower is better (see sdl.strategy.objectives.evaluate)
     created_at: datetime = Field(default_factory=_now)
     completed_at: datetime | None = None
+    manual: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})  # added by `sdl add`
 
     __table_args__ = (sa.UniqueConstraint("campaign_id", "index"),)
 
@@ -136,6 +138,39 @@ class AnalysisRow(SQLModel, table=True):
     curves: bytes = Field(sa_type=sa.LargeBinary)
 
 
+class ManualRow(SQLModel, table=True):
+    """A manual experiment (`sdl add`) waiting to be attached to the strategy, then its record."""
+
+    __tablename__ = "manual_request"
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: str = Field(foreign_key="campaign.id", index=True)
+    parameters_json: str
+    objectives_json: str  # metric name -> [mean, sem]
+    score: float | None = None
+    target_met: bool | None = None
+    descriptors_json: str = "[]"  # Descriptor dumps
+    analyses_json: str = "[]"  # [[step, analyser, info, {curve: list}]]
+    measurement_json: str | None = None  # {"step", "technique", "metadata"}; arrays in `arrays`
+    arrays: bytes | None = Field(default=None, sa_type=sa.LargeBinary)
+    note: str | None = None
+    status: str = "pending"  # pending | added
+    trial_index: int | None = None
+    created_at: datetime = Field(default_factory=_now)
+
+
+# columns added after a table was first released: (table, column, SQL type and default)
+_ADDED_COLUMNS = [("trial", "manual", "BOOLEAN NOT NULL DEFAULT FALSE")]
+
+
+def _migrate(engine: sa.Engine) -> None:
+    """Add the columns newer versions define to tables an older version created."""
+    inspector = sa.inspect(engine)
+    with engine.begin() as conn:
+        for table, column, ddl in _ADDED_COLUMNS:
+            if column not in {c["name"] for c in inspector.get_columns(table)}:
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}"))
+
+
 # ----- arrays ---------------------------------------------------------------------------------------
 
 
@@ -170,6 +205,7 @@ class Store:
                     url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
                 self.engine = create_engine(url, pool_pre_ping=True)
             SQLModel.metadata.create_all(self.engine)
+            _migrate(self.engine)
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(f"cannot open store {self.url}: {exc.__class__.__name__}: {str(exc).splitlines()[0]}") from None
         except sa.exc.ArgumentError as exc:
@@ -227,15 +263,84 @@ class Store:
 
     # trials
     def add_trial(self, campaign_id: str, index: int, parameters: dict[str, Any], sample_id: str,
-                  strategy_state: str | None) -> TrialRow:
-        """Record a proposed trial together with the strategy state that proposed it (one transaction)."""
-        row = TrialRow(campaign_id=campaign_id, index=index, parameters_json=json.dumps(parameters), sample_id=sample_id)
+                  strategy_state: str | None, status: str = "running") -> TrialRow:
+        """Record a proposed trial together with the strategy state that proposed it (one transaction).
+        `status="proposed"`: it waits for `sdl approve` before anything is dispatched."""
+        row = TrialRow(campaign_id=campaign_id, index=index, parameters_json=json.dumps(parameters),
+                       sample_id=sample_id, status=status)
         with self.session() as s:
             s.add(row)
             self._set_state(s, campaign_id, strategy_state)
+            wait = " (waits for approval)" if status == "proposed" else ""
             s.add(EventRow(campaign_id=campaign_id, trial_index=index, kind="trial_proposed",
-                           message=f"trial {index} proposed: {parameters}"))
+                           message=f"trial {index} proposed{wait}: {parameters}"))
         return row
+
+    def review_trials(self, campaign_id: str, indices: list[int] | None, *, approve: bool,
+                      reason: str | None = None) -> list[int]:
+        """Approve (or reject, with `reason`) proposed trials; all proposed ones when `indices` is None.
+        Returns the indices changed. The orchestrator picks the change up from the store."""
+        if not approve and not reason:
+            raise StoreError("a rejection needs a reason (--reason TEXT); it is recorded with the trial")
+        with self.session() as s:
+            q = select(TrialRow).where(TrialRow.campaign_id == campaign_id)
+            rows = {r.index: r for r in s.exec(q)}
+            if indices is None:
+                indices = sorted(i for i, r in rows.items() if r.status == "proposed")
+            for i in indices:
+                if i not in rows:
+                    raise StoreError(f"campaign {campaign_id} has no trial {i}")
+                if rows[i].status != "proposed":
+                    raise StoreError(f"trial {i} is {rows[i].status}, not waiting for approval")
+            for i in indices:
+                row = rows[i]
+                row.status = "approved" if approve else "rejected"
+                if not approve:
+                    row.failure = f"rejected by the operator: {reason}"
+                s.add(EventRow(campaign_id=campaign_id, trial_index=i, kind=f"trial_{row.status}",
+                               level="info" if approve else "warning",
+                               message=f"trial {i} {row.status}" + (f": {reason}" if reason else "")))
+        return list(indices)
+
+    def add_manual_request(self, row: "ManualRow") -> ManualRow:
+        with self.session() as s:
+            s.add(row)
+            s.add(EventRow(campaign_id=row.campaign_id, kind="manual_submitted",
+                           message=f"manual experiment submitted: {row.parameters_json}"))
+            s.flush()
+            s.refresh(row)
+        return row
+
+    def manual_requests(self, campaign_id: str, status: str | None = "pending") -> list[ManualRow]:
+        with self.session() as s:
+            q = select(ManualRow).where(ManualRow.campaign_id == campaign_id)
+            if status is not None:
+                q = q.where(ManualRow.status == status)
+            return list(s.exec(q.order_by(ManualRow.id)))
+
+    def add_manual_trial(self, request: ManualRow, index: int, strategy_state: str | None, descriptors: list) -> None:
+        """Store an attached manual experiment as a completed trial (flagged manual) with its
+        descriptors, analyses and measurement, and mark the request added: one transaction."""
+        cid = request.campaign_id
+        with self.session() as s:
+            s.add(TrialRow(campaign_id=cid, index=index, parameters_json=request.parameters_json,
+                           sample_id=f"manual-{request.id}", status="completed", manual=True,
+                           objectives_json=request.objectives_json, score=request.score,
+                           target_met=request.target_met, completed_at=_now()))
+            analyses = [(st, an, info, {k: np.asarray(v) for k, v in curves.items()})
+                        for st, an, info, curves in json.loads(request.analyses_json)]
+            self._add_results(s, cid, index, descriptors, analyses)
+            if request.measurement_json and request.arrays is not None:
+                m = json.loads(request.measurement_json)
+                s.add(MeasurementRow(campaign_id=cid, trial_index=index, step=m["step"], technique=m["technique"],
+                                     command_id=f"manual:{request.id}", metadata_json=json.dumps(m["metadata"]),
+                                     arrays=request.arrays))
+            req = s.get(ManualRow, request.id)
+            req.status, req.trial_index = "added", index
+            self._set_state(s, cid, strategy_state)
+            s.add(EventRow(campaign_id=cid, trial_index=index, kind="trial_manual",
+                           message=f"manual experiment {request.id} added as trial {index}"
+                                   + (f" ({request.note})" if request.note else "")))
 
     def finish_trial(self, campaign_id: str, index: int, *, status: str, strategy_state: str | None,
                      failure: str | None = None, objectives: dict[str, Any] | None = None,
@@ -248,17 +353,7 @@ class Store:
             row.objectives_json = json.dumps(objectives) if objectives is not None else None
             row.target_met, row.score = target_met, score
             row.completed_at = _now()
-            for d in descriptors or []:
-                s.add(DescriptorRow(
-                    campaign_id=campaign_id, trial_index=index, name=d.name,
-                    value_num=float(d.value) if not isinstance(d.value, str) else None,
-                    value_str=d.value if isinstance(d.value, str) else None,
-                    uncertainty=d.uncertainty, unit=d.unit, flags_json=json.dumps(d.flags),
-                    probabilities_json=json.dumps(d.probabilities) if d.probabilities is not None else None,
-                    analyser=d.analyser))
-            for step, analyser, info, curves in analyses or []:
-                s.add(AnalysisRow(campaign_id=campaign_id, trial_index=index, step=step, analyser=analyser,
-                                  info_json=json.dumps(info, default=str), curves=pack_arrays(curves)))
+            self._add_results(s, campaign_id, index, descriptors or [], analyses or [])
             self._set_state(s, campaign_id, strategy_state)
             level = "error" if status == "failed" else "info"
             msg = f"trial {index} {status}" + (f": {failure}" if failure else "")
@@ -342,6 +437,21 @@ class Store:
         if row is None:
             raise StoreError(f"campaign {campaign_id} has no trial {index}")
         return row
+
+    @staticmethod
+    def _add_results(s: Session, campaign_id: str, index: int, descriptors: list,
+                     analyses: list[tuple[str, str, dict, dict]]) -> None:
+        for d in descriptors:
+            s.add(DescriptorRow(
+                campaign_id=campaign_id, trial_index=index, name=d.name,
+                value_num=float(d.value) if not isinstance(d.value, str) else None,
+                value_str=d.value if isinstance(d.value, str) else None,
+                uncertainty=d.uncertainty, unit=d.unit, flags_json=json.dumps(d.flags),
+                probabilities_json=json.dumps(d.probabilities) if d.probabilities is not None else None,
+                analyser=d.analyser))
+        for step, analyser, info, curves in analyses:
+            s.add(AnalysisRow(campaign_id=campaign_id, trial_index=index, step=step, analyser=analyser,
+                              info_json=json.dumps(info, default=str), curves=pack_arrays(curves)))
 
     @staticmethod
     def _set_state(s: Session, campaign_id: str, state: str | None) -> None:

@@ -28,15 +28,15 @@ SCHEMES = {"mqtt": False, "tcp": False, "mqtts": True, "ssl": True}
 
 def parse_broker_url(url: str) -> tuple[str, int, bool, str | None, str | None]:
     """(host, port, tls, username, password) from mqtt://[user:pass@]host[:port] (mqtts:// for TLS)."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES or not parts.hostname:
-        raise TransportError(f"broker URL {url!r} not understood; use mqtt://HOST[:PORT] or mqtts://HOST[:PORT] "
-                             "(user:password@ allowed)")
+    parts = urlsplit(url.strip()) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in SCHEMES or not parts.hostname:
+        raise TransportError(f"broker URL {url!r} not understood; use mqtt://HOST[:PORT], tcp://HOST[:PORT] or "
+                             "mqtts://HOST[:PORT] for TLS (user:password@ allowed; default port 1883, 8883 with TLS)")
     tls = SCHEMES[parts.scheme]
     try:
         port = parts.port or (8883 if tls else 1883)
     except ValueError:
-        raise TransportError(f"broker URL {url!r} has an invalid port") from None
+        raise TransportError(f"broker URL {url!r} has an invalid port; use 1-65535") from None
     return (parts.hostname, port, tls, unquote(parts.username) if parts.username else None,
             unquote(parts.password) if parts.password else None)
 
@@ -53,10 +53,12 @@ class MqttClient:
         host, port, tls, user, password = parse_broker_url(url)
         self._addr = (host, port)
         self._subs: dict[str, Callback] = {}
+        self._on_reconnect: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._first = threading.Event()
         self._refused: str | None = None
+        self._unacked: dict[int, threading.Event] = {}  # subscribe mid -> set on SUBACK
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"sdl-{uuid.uuid4().hex[:12]}",
                         protocol=mqtt.MQTTv311, clean_session=True)
         if tls:
@@ -71,6 +73,7 @@ class MqttClient:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self._client = c
 
     # ----- lifecycle --------------------------------------------------------------------------
@@ -80,10 +83,12 @@ class MqttClient:
             self._client.connect(host, port, keepalive=30)
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
+            reason = reason[:1].lower() + reason[1:]
             raise TransportError(f"cannot reach MQTT broker at {self.url}: {reason}; start one, or omit `broker:` "
                                  "to use the embedded broker") from None
         self._client.loop_start()
         if not self._first.wait(timeout_s) or self._refused:
+            self._client.disconnect()
             self._client.loop_stop()
             raise TransportError(f"MQTT broker at {self.url} did not accept the connection within {timeout_s:g} s"
                                  + (f": {self._refused}" if self._refused else ""))
@@ -108,12 +113,20 @@ class MqttClient:
     def wait_connected(self, timeout_s: float) -> bool:
         return self._connected.wait(timeout_s)
 
+    def on_reconnect(self, fn: Callable[[], None]) -> None:
+        """Call `fn()` (on the network thread) after every re-connection, once the subscriptions
+        are re-sent: e.g. to publish a retained status again, which a restarted broker has lost."""
+        self._on_reconnect.append(fn)
+
     # ----- pub/sub ----------------------------------------------------------------------------
-    def subscribe(self, topic_filter: str, callback: Callback, qos: int = 1) -> None:
+    def subscribe(self, topic_filter: str, callback: Callback, qos: int = 1, timeout_s: float = 10.0) -> None:
+        """Deliver messages matching `topic_filter` to `callback(topic, payload)`. When connected,
+        returns once the broker acknowledged the subscription, so a reply to what is published
+        next cannot be missed."""
         with self._lock:
             self._subs[topic_filter] = callback
         if self.connected:
-            self._client.subscribe(topic_filter, qos=qos)
+            self._subscribe(self._client, topic_filter).wait(timeout_s)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, wait: bool = False,
                 timeout_s: float = 10.0) -> None:
@@ -124,7 +137,8 @@ class MqttClient:
             try:
                 info.wait_for_publish(timeout_s)
             except (RuntimeError, ValueError) as exc:
-                raise TransportError(f"publish to {topic!r} on {self.url} failed: {exc}") from None
+                queued = " (it stays queued and goes out when the connection is back)" if qos > 0 else ""
+                raise TransportError(f"publish to {topic!r} on {self.url} not confirmed: {exc}{queued}") from None
             if not info.is_published():
                 raise TransportError(f"publish to {topic!r} on {self.url} not acknowledged within {timeout_s:g} s")
 
@@ -142,12 +156,41 @@ class MqttClient:
             return
         with self._lock:
             filters = list(self._subs)
-        for f in filters:  # clean session: subscriptions come back only if we send them again
-            client.subscribe(f, qos=1)
-        if self._first.is_set() and not self._connected.is_set():
-            log.warning("reconnected to %s", self.url)
+        # clean session: subscriptions come back only if we send them again
+        acks = [self._subscribe(client, f) for f in filters]
+        again = self._first.is_set()
         self._connected.set()
         self._first.set()
+        if again:
+            log.warning("reconnected to %s", self.url)
+            # the hooks (e.g. "online again") wait for the SUBACKs: a command sent on seeing
+            # them must find the subscription in place; this thread delivers the SUBACKs, so wait elsewhere
+            threading.Thread(target=self._after_reconnect, args=(acks,), daemon=True).start()
+
+    def _subscribe(self, client, topic_filter: str) -> threading.Event:
+        acked = threading.Event()
+        with self._lock:  # held so that the SUBACK cannot be handled before its mid is known
+            rc, mid = client.subscribe(topic_filter, qos=1)
+            if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+                self._unacked[mid] = acked
+            else:
+                acked.set()  # not connected: sent again on (re)connect
+        return acked
+
+    def _after_reconnect(self, acks: list[threading.Event]) -> None:
+        for a in acks:
+            a.wait(10.0)
+        for fn in list(self._on_reconnect):
+            try:
+                fn()
+            except Exception:
+                log.exception("on_reconnect hook failed")
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._lock:
+            acked = self._unacked.pop(mid, None)
+        if acked is not None:
+            acked.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._connected.clear()
@@ -165,13 +208,20 @@ class MqttClient:
 
 
 class EmbeddedBroker:
-    """An in-process MQTT broker (amqtt) on 127.0.0.1, for campaigns that name no broker."""
+    """An in-process MQTT broker (amqtt) on 127.0.0.1, for campaigns that name no broker.
+
+    QoS 0/1/2, retained messages and last wills are amqtt's; anonymous access, nothing persisted.
+    Its asyncio loop runs in a daemon thread; asyncio sets TCP_NODELAY on every accepted socket.
+    `stop()` closes the listener and every client connection first (amqtt's own shutdown can
+    wait for ever on a session), so the port is free again when it returns.
+    """
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1"):
         self.host, self.port = host, port
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._broker = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -180,15 +230,27 @@ class EmbeddedBroker:
     def start(self) -> str:
         from amqtt.broker import Broker
 
-        for name in ("amqtt", "transitions"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger("amqtt").setLevel(logging.ERROR)  # WARNING chatters ("messages not broadcasted")
+        logging.getLogger("transitions").setLevel(logging.ERROR)
+        if self._loop is not None:
+            return self.url
+        writers = self._writers
+
+        class _Broker(Broker):
+            async def stream_connected(self, reader, writer, listener_name):  # remember connections to close them
+                writers.add(writer)
+                try:
+                    await super().stream_connected(reader, writer, listener_name)
+                finally:
+                    writers.discard(writer)
+
         ready = threading.Event()
         error: list[BaseException] = []
         loop = asyncio.new_event_loop()
 
         async def boot() -> None:
-            self._broker = Broker({"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
-                                   "sys_interval": 0})
+            self._broker = _Broker({"listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+                                    "sys_interval": 0}, loop=loop)
             await self._broker.start()
             self.port = self._broker._servers["default"].instance.sockets[0].getsockname()[1]
 
@@ -199,37 +261,52 @@ class EmbeddedBroker:
             except BaseException as exc:  # report to start()
                 error.append(exc)
                 ready.set()
+                loop.close()
                 return
             ready.set()
-            loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
 
-        self._loop = loop
-        self._thread = threading.Thread(target=serve, name="sdl-embedded-broker", daemon=True)
-        self._thread.start()
-        ready.wait(30)
+        thread = threading.Thread(target=serve, name=f"sdl-embedded-broker-{self.port}", daemon=True)
+        thread.start()
+        if not ready.wait(30):
+            raise TransportError(f"embedded MQTT broker on {self.host}:{self.port} did not start within 30 s")
         if error:
+            thread.join(5)
             raise TransportError(f"embedded MQTT broker could not start on {self.host}:{self.port}: {error[0]}")
+        self._loop, self._thread = loop, thread
         return self.url
 
     def stop(self) -> None:
         if self._loop is None:
             return
         loop, self._loop = self._loop, None
+        broker, writers = self._broker, self._writers
 
         async def down() -> None:
             try:
-                await self._broker.shutdown()
+                for server in broker._servers.values():  # free the port at once
+                    if server.instance is not None:
+                        server.instance.close()
+                for w in list(writers):  # clients see the connection drop (and reconnect elsewhere/later)
+                    w.transport.abort()
+                try:
+                    await asyncio.wait_for(broker.shutdown(), timeout=2.0)
+                except (asyncio.TimeoutError, Exception) as exc:  # amqtt's shutdown is best effort here
+                    log.debug("embedded broker shutdown: %r", exc)
             finally:
                 rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
                 for t in rest:
                     t.cancel()
-                await asyncio.gather(*rest, return_exceptions=True)
+                await asyncio.wait(rest, timeout=1.0) if rest else None
                 loop.stop()
 
         asyncio.run_coroutine_threadsafe(down(), loop)
         self._thread.join(10)
-        if not loop.is_running():
-            loop.close()
+        if self._thread.is_alive():
+            log.warning("embedded MQTT broker thread did not stop within 10 s")
 
     def __enter__(self) -> "EmbeddedBroker":
         self.start()

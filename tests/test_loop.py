@@ -134,8 +134,11 @@ class SilentSaxs(Driver):
 
 
 def _robot(lab, url):
-    robot = [d for d in start_simulated_lab("nanoparticles", lab, url, seed=0, time_scale=0) if d.instrument == "robot"]
-    return robot
+    drivers = start_simulated_lab("nanoparticles", lab, url, seed=0, time_scale=0)
+    for d in drivers:
+        if d.instrument != "robot":
+            d.stop()
+    return [d for d in drivers if d.instrument == "robot"]
 
 
 def test_nan_measurement_fails_trial_clearly(tmp_path, embedded_broker, lab_id):

@@ -49,6 +49,13 @@ def test_untrusted_descriptor_reported(campaign):
     assert e.untrusted == ["saxs.radius_nm"] and not e.target_met
 
 
-def test_missing_descriptor_names_it(campaign):
-    with pytest.raises(AnalysisError, match="no descriptor 'saxs.polydispersity'"):
-        evaluate(campaign, [_d()[0], _d()[2]])
+def test_missing_descriptor_leaves_its_metric_out_and_misses_target(campaign):
+    e = evaluate(campaign, [_d()[0], _d()[2]])
+    assert e.missing == ["saxs.polydispersity"] and not e.target_met
+    assert "saxs_polydispersity" not in e.metrics and "saxs_radius_nm__dist" in e.metrics
+    assert e.score > evaluate(campaign, _d(radius=8.7)).score
+
+
+def test_no_needed_descriptor_at_all_is_an_analysis_error(campaign):
+    with pytest.raises(AnalysisError, match="none of the descriptors the campaign needs"):
+        evaluate(campaign, [])

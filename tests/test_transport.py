@@ -62,8 +62,13 @@ def test_topic_segments_checked():
 def test_broker_url_parsing():
     assert parse_broker_url("mqtt://u:p%40ss@host:1884") == ("host", 1884, False, "u", "p@ss")
     assert parse_broker_url("mqtts://host")[1:3] == (8883, True)
-    with pytest.raises(TransportError, match="not understood"):
+    assert parse_broker_url("tcp://10.0.0.5") == ("10.0.0.5", 1883, False, None, None)
+    with pytest.raises(TransportError, match=r"'http://host' not understood; use mqtt://HOST\[:PORT\], tcp://"):
         parse_broker_url("http://host")
+    with pytest.raises(TransportError, match="invalid port"):
+        parse_broker_url("mqtt://host:99999")
+    with pytest.raises(TransportError, match="not understood"):
+        parse_broker_url("127.0.0.1:1883")
 
 
 # ----- live brokers -----------------------------------------------------------------------------------
@@ -112,6 +117,7 @@ def test_last_will_marks_offline(broker_url, lab_id):
     dying._client.socket().close()  # die without DISCONNECT: the broker publishes the will
     dying._client.loop_stop()
     assert got.get(timeout=60) == b"offline"
+    watcher.publish(status_topic, b"", retain=True, wait=True)  # leave no retained status behind
     watcher.close()
 
 
@@ -149,3 +155,43 @@ def test_client_survives_broker_restart():
         sub.close()
         pub.close()
         broker2.stop()
+
+
+def test_retained_message_reaches_a_late_subscriber(broker_url, lab_id):
+    status_topic = topic(lab_id, "saxs", "status")
+    with MqttClient(broker_url) as a:
+        a.publish(status_topic, b"online", retain=True, wait=True)
+    got: queue.Queue = queue.Queue()
+    with MqttClient(broker_url) as b:
+        b.subscribe(status_topic, lambda t, p: got.put(p))
+        assert got.get(timeout=5) == b"online"
+        b.publish(status_topic, b"", retain=True, wait=True)  # clear it
+
+
+def test_subscribe_before_connect_and_publish_wait_without_connection(embedded_broker, lab_id):
+    got: queue.Queue = queue.Queue()
+    c = MqttClient(embedded_broker.url)
+    c.subscribe(f"sdl/{lab_id}/early", lambda t, p: got.put(p))
+    assert not c.connected
+    with pytest.raises(TransportError, match=f"publish to 'sdl/{lab_id}/early' .* not confirmed.*stays queued"):
+        c.publish(f"sdl/{lab_id}/early", b"x", wait=True, timeout_s=0.5)
+    c.connect()
+    try:
+        time.sleep(0.2)
+        c.publish(f"sdl/{lab_id}/early", b"y", wait=True)
+        assert {got.get(timeout=5), got.get(timeout=5)} == {b"x", b"y"}  # QoS 1: the queued one went out too
+    finally:
+        c.close()
+    assert not c.connected
+
+
+def test_embedded_broker_starts_and_stops_without_leaking_threads():
+    import threading
+
+    before = {t.ident for t in threading.enumerate()}
+    with EmbeddedBroker() as broker:
+        assert broker.url.startswith("mqtt://127.0.0.1:") and broker.port > 0
+        with MqttClient(broker.url) as c:
+            assert c.connected
+    time.sleep(0.2)
+    assert [t.name for t in threading.enumerate() if t.ident not in before] == []

@@ -18,16 +18,18 @@ __all__ = ["AnalysisResult", "Analyser", "Descriptor", "available", "get", "defa
 
 # technique -> {analyser name -> "module:Class"}; the first listed is the technique's default.
 BUILTIN: dict[str, dict[str, str]] = {
-    "saxs": {"saxs_fit": "sdl.analysis.sas_fit:SaxsFitAnalyser"},
+    "saxs": {"saxs_ml": "sdl.analysis.sas_ml:SaxsMLAnalyser", "saxs_fit": "sdl.analysis.sas_fit:SaxsFitAnalyser"},
+    "pd": {"pd_ml": "sdl.analysis.pd_ml:PdMLAnalyser"},
 }
 
 # technique -> "module:function(path, **options) -> Measurement" for `sdl analyse TECHNIQUE FILE`
 READERS: dict[str, str] = {
     "saxs": "sdl.measurement:read_saxs",
+    "pd": "sdl.analysis.pd_ml:read_pd",
 }
 
 # technique -> "module:function(argv: list[str]) -> int" for `sdl train TECHNIQUE ...`
-TRAINERS: dict[str, str] = {}
+TRAINERS: dict[str, str] = {"saxs": "sdl.analysis.sas_train:main", "pd": "sdl.analysis.pd_train:main"}
 
 
 def load(path: str):

@@ -18,9 +18,24 @@ from sdl.errors import StrategyError
 from sdl.strategy.objectives import metrics
 
 
+_LIBS = ("ax", "botorch", "gpytorch", "linear_operator")
+
+
+class _DropExpected(logging.Filter):
+    """Ax warns when a trial completes with a metric missing; sdl does that on purpose (objectives.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "missing optimization config metrics" not in record.getMessage()
+
+
 def _quiet_ax() -> None:
-    for name in ("ax", "botorch", "gpytorch", "linear_operator"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    """Ax gives each of its module loggers its own INFO level and handler, so set them all."""
+    for name in [*_LIBS, *logging.root.manager.loggerDict]:
+        if name.split(".")[0] in _LIBS:
+            logger = logging.getLogger(name)
+            logger.setLevel(logging.WARNING)
+            if not any(isinstance(f, _DropExpected) for f in logger.filters):
+                logger.addFilter(_DropExpected())
     warnings.filterwarnings("ignore", module=r"(ax|botorch|gpytorch|linear_operator)(\..*)?")
 
 
@@ -28,9 +43,11 @@ class AxStrategy:
     """Strategy backed by an Ax `Client`. Fixed parameters are kept outside Ax and merged in."""
 
     def __init__(self, campaign: Campaign, snapshot: str | None = None):
-        _quiet_ax()
-        from ax.api.client import Client
-
+        logging.disable(logging.INFO)  # Ax logs at INFO while it imports
+        try:
+            from ax.api.client import Client
+        finally:
+            logging.disable(logging.NOTSET)
         _quiet_ax()  # Ax configures its loggers on import
 
         self.campaign = campaign
@@ -88,6 +105,7 @@ class AxStrategy:
 
         # same seed + same history -> same proposals (acquisition optimisation uses torch's RNG)
         torch.manual_seed(self.campaign.strategy.seed * 100_003 + len(self.client._experiment.trials))
+        _quiet_ax()  # loggers of modules Ax imports on first use
         try:
             trials = self.client.get_next_trials(max_trials=n)
         except Exception as exc:
@@ -95,13 +113,46 @@ class AxStrategy:
         return [(int(i), {**dict(p), **self.fixed}) for i, p in sorted(trials.items())]
 
     def tell(self, index: int, outcomes: dict[str, tuple[float, float]]) -> None:
-        missing = {m.name for m in self.metric_specs} - set(outcomes)
-        if missing:
-            raise StrategyError(f"trial {index}: outcomes lack metric(s) {sorted(missing)}")
-        self.client.complete_trial(trial_index=index, raw_data={k: (float(m), float(s)) for k, (m, s) in outcomes.items()})
+        unknown = set(outcomes) - {m.name for m in self.metric_specs}
+        if unknown or not outcomes:
+            raise StrategyError(f"trial {index}: outcomes {sorted(outcomes)} do not match the campaign's metrics "
+                                f"{sorted(m.name for m in self.metric_specs)}")
+        # a metric may be missing (descriptor not produced): Ax models each metric on the trials that have it
+        measured = self.campaign.strategy.noise == "measured"
+        data = {k: (float(m), float(s)) if measured else float(m) for k, (m, s) in outcomes.items()}
+        self.client.complete_trial(trial_index=index, raw_data=data)
 
-    def fail(self, index: int, reason: str) -> None:
-        self.client.mark_trial_failed(trial_index=index, failed_reason=reason[:500])
+    def attach(self, parameters: dict[str, Any], outcomes: dict[str, tuple[float, float]]) -> int:
+        free = {k: v for k, v in parameters.items() if k not in self.fixed}
+        try:
+            index = int(self.client.attach_trial(parameters=free))
+        except Exception as exc:
+            raise StrategyError(f"Ax did not accept the manual experiment {free}: {exc}") from exc
+        if outcomes:
+            self.tell(index, outcomes)
+        else:
+            self.fail(index, "manual experiment without any of the campaign's descriptors")
+        return index
+
+    def fail(self, index: int, reason: str, infeasible: bool = False) -> None:
+        worst = self._worst_observed() if infeasible else {}
+        if worst:
+            # the failed recipe gets the worst value seen of each objective (constraints left out):
+            # without it the GP knows nothing there and keeps proposing into a region that fails
+            self.client.complete_trial(trial_index=index, raw_data=worst)
+        else:
+            self.client.mark_trial_failed(trial_index=index, failed_reason=reason[:500])
+
+    def _worst_observed(self) -> dict[str, float | tuple[float, float]]:
+        data = self.client._experiment.lookup_data().df
+        out: dict[str, float | tuple[float, float]] = {}
+        for m in self.metric_specs:
+            seen = data.loc[data["metric_name"] == m.name, "mean"] if len(data) else []
+            if m.kind != "objective" or len(seen) == 0:
+                continue
+            worst = float(seen.max() if m.minimize else seen.min())
+            out[m.name] = (worst, float(seen.std(ddof=0))) if self.campaign.strategy.noise == "measured" else worst
+        return out
 
     def snapshot(self) -> str:
         return json.dumps(self.client._to_json_snapshot())

@@ -6,6 +6,10 @@ Each objective and constraint of a campaign becomes one metric (name, mean, SEM)
   d <= b, d >= b        -> metric `d`, an outcome constraint
   d == label            -> metric `d__is_<label>` = P(label), constraint >= min_probability
 Metric names replace '.' by '_' (Ax parses expressions over metric names).
+
+A descriptor the analysers did not produce (e.g. the crystallite size of a phase that is not in
+the sample) leaves its metric out: the strategy learns from the metrics that exist, and the trial
+misses the target.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from sdl.config import Campaign, Constraint, Objective
 from sdl.errors import AnalysisError
 
 MIN_SEM = 1e-6
+MISSING_PENALTY = 10.0  # added to the score per needed descriptor not produced
 
 
 def metric_name(descriptor: str, suffix: str = "") -> str:
@@ -66,26 +71,29 @@ class Evaluation:
     target_met: bool
     score: float  # one number to rank trials by (lower is better): summed normalised distance + violations
     untrusted: list[str]  # descriptors flagged ood / fit_failed
+    missing: list[str]  # needed descriptors the analysers did not produce
 
 
 def evaluate(campaign: Campaign, descriptors: list[Descriptor]) -> Evaluation:
     """Metrics, whether every target and constraint is met, and a ranking score.
 
-    Raises AnalysisError naming a descriptor the campaign needs but the analysers did not produce.
+    Raises AnalysisError when the analysers produced none of the descriptors the campaign needs.
     """
     by_name = {d.name: d for d in descriptors}
-
-    def need(name: str) -> Descriptor:
-        if name not in by_name:
-            raise AnalysisError(f"analysers produced no descriptor {name!r} (they produced {sorted(by_name)})")
-        return by_name[name]
+    needed = [item.descriptor for item in [*campaign.objectives, *campaign.constraints]]
+    missing = sorted({n for n in needed if n not in by_name})
+    if len(missing) == len(set(needed)):
+        raise AnalysisError(f"analysers produced none of the descriptors the campaign needs {missing} "
+                            f"(they produced {sorted(by_name)})")
 
     values: dict[str, tuple[float, float]] = {}
-    met = True
-    score = 0.0
+    met = not missing
+    score = MISSING_PENALTY * len(missing)
     untrusted: list[str] = []
     for o in campaign.objectives:
-        d = need(o.descriptor)
+        if o.descriptor in missing:
+            continue
+        d = by_name[o.descriptor]
         x, sem = _numeric(d), max(d.uncertainty or 0.0, MIN_SEM)
         if not d.trusted:
             untrusted.append(d.name)
@@ -98,7 +106,9 @@ def evaluate(campaign: Campaign, descriptors: list[Descriptor]) -> Evaluation:
             values[metric_name(o.descriptor)] = (x, sem)
             score += -x if o.goal == "maximize" else x
     for c in campaign.constraints:
-        d = need(c.descriptor)
+        if c.descriptor in missing:
+            continue
+        d = by_name[c.descriptor]
         if not d.trusted:
             untrusted.append(d.name)
         if c.equals is not None:
@@ -114,7 +124,7 @@ def evaluate(campaign: Campaign, descriptors: list[Descriptor]) -> Evaluation:
         met &= ok
         score += 0.0 if ok else 1.0
     has_target_or_constraint = any(o.goal == "target" for o in campaign.objectives) or bool(campaign.constraints)
-    return Evaluation(values, bool(met and has_target_or_constraint and not untrusted), score, untrusted)
+    return Evaluation(values, bool(met and has_target_or_constraint and not untrusted), score, untrusted, missing)
 
 
 def _numeric(d: Descriptor) -> float:

@@ -1,10 +1,11 @@
-"""Does the demo campaign reach its target, and faster than Sobol sampling?
+"""Does a campaign reach its target, and faster than Sobol sampling?
 
-Runs campaigns/nanoparticle_size.yaml for several seeds with the Bayesian strategy and with
-Sobol sampling (same budget, same simulated world seed), and prints per seed the number of
-experiments needed to meet the target, then success counts and medians.
+Runs a campaign (default campaigns/nanoparticle_size.yaml) for several seeds with the Bayesian
+strategy and with Sobol sampling (same budget, same simulated world seed), and prints per seed
+the number of experiments needed to meet the target, then success counts and medians.
 
-    python benchmarks/nanoparticle_campaign.py --seeds 10 [--analyser saxs_fit] [--strategies bayesian,sobol]
+    python benchmarks/campaign.py --seeds 10 [--campaign campaigns/oxide_phase_purity.yaml]
+        [--analysers saxs_fit] [--strategies bayesian,sobol] [--noise measured]
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from sdl.store import Store  # noqa: E402
 from sdl.transport import EmbeddedBroker  # noqa: E402
 
 
-def run(seed: int, kind: str, analyser: str | None, budget: int | None, broker: str, tmp: Path) -> tuple[int | None, int, float]:
+def run(path: Path, seed: int, kind: str, analysers: list[str] | None, budget: int | None, noise: str | None,
+        broker: str, tmp: Path) -> tuple[int | None, int, float]:
     over = {"strategy.seed": seed, "strategy.kind": kind, "store": f"sqlite:///{tmp}/{kind}-{seed}.db",
-            "broker": broker, "lab.id": f"bench-{kind}-{seed}", "budget.max_experiments": budget}
-    if analyser:
-        over["analysis"] = {"saxs": [analyser]}
-    c = load_campaign(ROOT / "campaigns" / "nanoparticle_size.yaml", **over)
+            "broker": broker, "lab.id": f"bench-{kind}-{seed}", "budget.max_experiments": budget,
+            "strategy.noise": noise}
+    c = load_campaign(path, **over)
+    if analysers:  # the campaign's one measured technique
+        c = load_campaign(path, **over, analysis={c.measuring_steps()[0].technique: analysers})
     t = time.perf_counter()
     s = run_campaign(c, store=Store(c.store))
     return s.target_met_at, s.n_trials, time.perf_counter() - t
@@ -41,10 +44,14 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--first-seed", type=int, default=0)
     ap.add_argument("--strategies", default="bayesian,sobol")
-    ap.add_argument("--analyser", help="SAXS analyser (default: the campaign's)")
+    ap.add_argument("--campaign", default=str(ROOT / "campaigns" / "nanoparticle_size.yaml"))
+    ap.add_argument("--analysers", help="comma-separated analyser chain (default: the campaign's)")
     ap.add_argument("--budget", type=int, help="override the campaign's experiment budget")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nanoparticle_campaign.txt"))
+    ap.add_argument("--noise", choices=["inferred", "measured"], help="GP observation noise (default: the campaign's)")
+    ap.add_argument("--out", help="results file (default benchmarks/results/campaign_<name>.txt)")
     args = ap.parse_args()
+    path = Path(args.campaign)
+    analysers = args.analysers.split(",") if args.analysers else None
     kinds = args.strategies.split(",")
     lines: list[str] = []
 
@@ -58,11 +65,12 @@ def main() -> None:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             cells = []
             for k in kinds:
-                met, n, secs = run(seed, k, args.analyser, args.budget, broker.url, Path(tmp))
+                met, n, secs = run(path, seed, k, analysers, args.budget, args.noise, broker.url, Path(tmp))
                 results[k].append(met)
                 cells.append(f"{str(met) if met else 'not met':>12} / {n:>3} / {secs:6.0f}")
             say(f"{seed:>4} " + " ".join(f"{c:>34}" for c in cells))
-    budget = args.budget or load_campaign(ROOT / "campaigns" / "nanoparticle_size.yaml").budget.max_experiments
+    c = load_campaign(path, **{"strategy.noise": args.noise})
+    budget = args.budget or c.budget.max_experiments
     say("")
     for k in kinds:
         met = [m for m in results[k] if m]
@@ -71,8 +79,11 @@ def main() -> None:
         q = statistics.quantiles(filled, n=4) if len(filled) > 1 else [filled[0]] * 3
         say(f"{k:>9}: target met in {len(met)}/{len(results[k])} seeds within {budget} experiments; "
             f"experiments to target median {statistics.median(filled):.1f} (IQR {q[0]:.1f}-{q[2]:.1f}; unmet = {budget + 1})")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    suffix = ("_" + "_".join(analysers) if analysers else "") + ("_noise_" + args.noise if args.noise else "")
+    out = Path(args.out or ROOT / "benchmarks" / "results" / f"campaign_{c.name}{suffix}.txt")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    head = f"# {c.name}, analysers {analysers or dict(c.analysis)}, GP noise {c.strategy.noise}: python {' '.join(sys.argv)}"
+    out.write_text("\n".join([head] + lines) + "\n")
 
 
 if __name__ == "__main__":

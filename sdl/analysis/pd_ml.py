@@ -1,0 +1,706 @@
+"""Powder-diffraction analyser: phase identification (single and mixed), phase fractions, lattice
+parameters and crystallite sizes, with a least-squares refinement started from the ML estimate,
+and a "phase not in library" (out-of-distribution) flag.
+
+Method (`info["method"]`):
+
+1. Preprocessing. The scan (2θ with its wavelength, or Q) is put on a fixed grid
+   Q = 0.75–5.15 Å⁻¹ (2048 points) by linear interpolation; points the scan does not reach are set
+   to zero and marked in a coverage-mask channel. Channel 0 is the pattern scaled to [0, 1];
+   channel 1 the square root of the intensity above a rolling-minimum background (which lifts
+   minor phases and removes most of the background). Because the grid is in Q, any wavelength works (trained on Cu and Co Kα, tested on a
+   0.1665 Å synchrotron beam and Mo Kα).
+2. `PdNet`, a small 1-D CNN (5 strided convolutions, one hidden dense layer, ~0.9 M weights),
+   gives per library phase: a presence logit (multi-label sigmoid), a fraction logit (softmax over
+   the phases called present), and Gaussian mean/log-variance heads for the lattice scale (relative
+   to the reference cell) and log crystallite size. Phases with probability ≥ 0.5 are called.
+3. Refinement ("cnn+least_squares"): a Le Bail/Rietveld-style whole-pattern fit of the same
+   forward model the simulator uses (`simulators.pd`: Dans_Diffraction structure factors,
+   Thompson–Cox–Hastings pseudo-Voigt, Scherrer + microstrain + Caglioti broadening), started at
+   the CNN estimate. Non-linear parameters (scipy.optimize.least_squares, trust-region
+   reflective, bounded): lattice scale and crystallite size per phase, one microstrain, zero
+   shift and (Bragg–Brentano) sample displacement. Linear parameters — one intensity scale per
+   phase and an 8-term Chebyshev background — are solved exactly at every step (variable
+   projection). The instrument profile comes from `metadata["caglioti_uvw_deg2"]` (a calibration
+   with a line-profile standard), else a default for the wavelength. Weight fractions follow from
+   the scales (w_p ∝ S_p ρ_p). Phases whose refined fraction falls below 2 % are dropped and the
+   fit repeated. Uncertainties: covariance from the Jacobian scaled by the reduced χ².
+   If the fit fails, the CNN estimates are reported (method "cnn", flag low_confidence).
+4. OOD score: the unexplained intensity after refinement — the positive part of the smoothed
+   residual above 3σ, as a fraction of the fitted peak intensity. `ood` is flagged above
+   `OOD_THRESHOLD` (measured false-alarm rate and detection rate: docs/analysers.md and
+   benchmarks/pd.py). The CNN energy score (-log Σ exp logits) is reported in info as well.
+
+Descriptors: `pd.phases` (categorical, value "+".join(sorted phases), probabilities per library
+phase), `pd.fraction.<phase>`, `pd.lattice_a_angstrom.<phase>`, `pd.crystallite_size_nm.<phase>`,
+`pd.phase_purity` (largest weight fraction), `pd.ood_score`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from sdl.analysis.base import AnalysisResult, Descriptor
+from sdl.errors import AnalysisError
+from sdl.measurement import Measurement, read_columns
+
+__all__ = [
+    "PdMLAnalyser",
+    "PdNet",
+    "Q_GRID",
+    "LIBRARY",
+    "LATTICE_RANGES",
+    "normalise_pattern",
+    "preprocess",
+    "preprocess_batch",
+    "refine",
+    "read_pd",
+    "energy_score",
+    "load_model",
+    "save_model",
+    "OOD_THRESHOLD",
+]
+
+from simulators.pd import LIBRARY as _SIM_LIBRARY  # noqa: E402  (pure physics, no sdl imports)
+
+LIBRARY: tuple[str, ...] = tuple(_SIM_LIBRARY)
+Q_GRID = np.linspace(0.75, 5.15, 2048)
+LATTICE_RANGES: dict[str, tuple[float, float]] = {
+    "CeO2": (0.96, 1.01),  # Ce1-xZrxO2 (Vegard) and reduced ceria
+    "ZrO2_tetragonal": (0.99, 1.04),  # Ce-doped t-ZrO2
+    "ZrO2_monoclinic": (0.99, 1.02),
+}
+DEFAULT_LATTICE_RANGE = (0.99, 1.01)
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+MODEL_FILE = "pd_ml.pt"
+META_FILE = "pd_ml.json"
+PRESENCE_THRESHOLD = 0.5
+OOD_THRESHOLD = 0.06
+DROP_FRACTION = 0.02
+DETECTION_LIMIT = DROP_FRACTION  # wt fraction: refinement drops phases below it, so "absent" means below this
+CANDIDATE_MIN_PROB = 0.03  # library phases the CNN did not call but gives at least this probability
+MAX_CANDIDATES = 2
+ADD_MIN_FRACTION = 0.04
+ADD_MIN_CHI2_GAIN = 0.10
+MAX_PHASES = 4
+N_BACKGROUND = 8
+DEFAULT_CAGLIOTI = {"lab": (0.004, -0.002, 0.003), "synchrotron": (0.0, 0.0, 5e-5)}
+
+
+# ----- preprocessing ---------------------------------------------------------------------------------
+
+N_CHANNELS = 3
+BKG_WINDOW = 151  # grid points (0.32 Å⁻¹) of the rolling-minimum background in channel 1
+
+
+def normalise_pattern(y: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(3, N) float32 network input over the covered points: 0) intensity scaled to [0, 1];
+    1) sqrt of the intensity above a rolling-minimum background, scaled to [0, 1] (lifts minor
+    phases, removes most of the background); 2) the coverage mask. A (B, N) `y` with one mask
+    gives (B, 3, N)."""
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+    y = np.asarray(y, dtype=float)
+    single = y.ndim == 1
+    Y = y[None] if single else y
+    m = np.asarray(mask, dtype=bool)
+    out = np.zeros((Y.shape[0], N_CHANNELS, Y.shape[1]), np.float32)
+    if m.any():
+        idx = np.flatnonzero(m)
+        sl = slice(idx[0], idx[-1] + 1)
+        v = Y[:, sl]
+        lo = v.min(axis=1, keepdims=True)
+        hi = v.max(axis=1, keepdims=True)
+        out[:, 0, sl] = (v - lo) / np.maximum(hi - lo, 1e-12)
+        b = uniform_filter1d(minimum_filter1d(v, BKG_WINDOW, axis=1, mode="nearest"), BKG_WINDOW // 2, axis=1,
+                             mode="nearest")
+        r = np.sqrt(np.clip(v - np.minimum(b, v), 0.0, None))
+        out[:, 1, sl] = r / np.maximum(r.max(axis=1, keepdims=True), 1e-12)
+        out[:, 2] = m
+    return out[0] if single else out
+
+
+def _axes(measurement: Measurement) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, float | None, dict]:
+    """(q, intensity, sigma, wavelength, notes) from a pd Measurement; 2θ needs a wavelength."""
+    notes: dict[str, Any] = {}
+    arrays = measurement.arrays
+    lam = measurement.metadata.get("wavelength_angstrom")
+    if lam is not None:
+        try:
+            lam = float(lam)
+        except (TypeError, ValueError):
+            raise AnalysisError(f"metadata wavelength_angstrom={lam!r} is not a number") from None
+        if not (0.01 < lam < 5.0):
+            raise AnalysisError(f"metadata wavelength_angstrom={lam} outside 0.01–5 Å")
+    if "two_theta_deg" in arrays:
+        x, y = measurement.require("two_theta_deg", "intensity")
+        if lam is None:
+            lam = 1.5406
+            notes["assumed"] = "wavelength 1.5406 Å (Cu Kα1): metadata names none"
+        q = 4 * np.pi * np.sin(np.radians(x) / 2) / lam
+    elif "q_inv_angstrom" in arrays:
+        q, y = measurement.require("q_inv_angstrom", "intensity")
+    else:
+        raise AnalysisError(
+            f"pd measurement needs 'two_theta_deg' or 'q_inv_angstrom' plus 'intensity'; it has {sorted(arrays)}"
+        )
+    sigma = None
+    if "sigma" in arrays:
+        (sigma,) = measurement.require("sigma")
+        if sigma.shape != y.shape:
+            raise AnalysisError(f"pd 'sigma' has shape {sigma.shape}; expected {y.shape}")
+    if q.size < 50:
+        raise AnalysisError(f"pd measurement has {q.size} points; need at least 50")
+    order = np.argsort(q)
+    q, y = q[order], y[order]
+    sigma = sigma[order] if sigma is not None else None
+    return q, y, sigma, lam, notes
+
+
+def preprocess(q: np.ndarray, intensity: np.ndarray) -> np.ndarray:
+    """Network input (3, len(Q_GRID)) from I(Q) (any order, any spacing)."""
+    q = np.asarray(q, dtype=float)
+    y = np.asarray(intensity, dtype=float)
+    order = np.argsort(q)
+    q, y = q[order], y[order]
+    mask = (Q_GRID >= q[0]) & (Q_GRID <= q[-1])
+    if mask.sum() < 0.4 * Q_GRID.size:
+        raise AnalysisError(
+            f"pd scan covers Q {q[0]:.2f}–{q[-1]:.2f} Å⁻¹, less than 40 % of the analyser's range "
+            f"{Q_GRID[0]:.2f}–{Q_GRID[-1]:.2f} Å⁻¹ (Cu Kα: about 10–80° 2θ)"
+        )
+    yi = np.zeros(Q_GRID.size)
+    yi[mask] = np.interp(Q_GRID[mask], q, y)
+    return normalise_pattern(yi, mask)
+
+
+def preprocess_batch(q: np.ndarray, intensities: np.ndarray) -> np.ndarray:
+    """Network inputs (B, 3, len(Q_GRID)) for B patterns on one common Q axis (a series from one
+    instrument): the interpolation weights are computed once, everything else is vectorised."""
+    q = np.asarray(q, dtype=float)
+    Y = np.atleast_2d(np.asarray(intensities, dtype=float))
+    if Y.shape[1] != q.size:
+        raise AnalysisError(f"preprocess_batch: intensities have {Y.shape[1]} points, the axis {q.size}")
+    if not np.all(np.isfinite(Y)) or not np.all(np.isfinite(q)):
+        raise AnalysisError("preprocess_batch: non-finite values (NaN/inf) in the patterns or the axis")
+    order = np.argsort(q)
+    q, Y = q[order], Y[:, order]
+    mask = (Q_GRID >= q[0]) & (Q_GRID <= q[-1])
+    if mask.sum() < 0.4 * Q_GRID.size:
+        raise AnalysisError(f"pd scans cover Q {q[0]:.2f}–{q[-1]:.2f} Å⁻¹, less than 40 % of the analyser's range")
+    g = Q_GRID[mask]
+    j = np.clip(np.searchsorted(q, g), 1, q.size - 1)
+    w = (g - q[j - 1]) / np.maximum(q[j] - q[j - 1], 1e-300)
+    yi = np.zeros((Y.shape[0], Q_GRID.size))
+    yi[:, mask] = Y[:, j - 1] * (1 - w) + Y[:, j] * w
+    return normalise_pattern(yi, mask)
+
+
+# ----- the network -----------------------------------------------------------------------------------
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _build_net_class():
+    torch = _torch()
+    nn = torch.nn
+
+    class _PdNet(nn.Module):
+        """1-D CNN over the Q grid -> per-phase presence, fraction, lattice-scale and size heads."""
+
+        def __init__(self, n_phases: int, n_points: int = Q_GRID.size, arch: Sequence[Sequence[int]] | None = None):
+            super().__init__()
+            # (in, out, kernel, stride): 2048 -> 512 -> 256 -> 128 -> 64 -> 32 positions
+            chans = [tuple(c) for c in (arch or DEFAULT_ARCH)]
+            self.arch = [list(c) for c in chans]
+            layers: list[Any] = []
+            n_out = n_points
+            for cin, cout, k, s in chans:
+                pad = (k - s) // 2 if k % 2 == 0 else k // 2
+                layers += [nn.Conv1d(cin, cout, k, stride=s, padding=pad), nn.BatchNorm1d(cout), nn.ReLU()]
+                n_out = (n_out + 2 * pad - k) // s + 1
+            self.features = nn.Sequential(*layers)
+            self.n_phases = n_phases
+            self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(chans[-1][1] * n_out, 256), nn.ReLU(), nn.Dropout(0.1))
+            self.head = nn.Linear(256, 6 * n_phases)
+
+        def forward(self, x):
+            h = self.head(self.hidden(self.features(x)))
+            P = self.n_phases
+            logits, frac, smu, slv, lmu, llv = h.split(P, dim=1)
+            return {
+                "logits": logits,
+                "frac_logits": frac,
+                "scale_mu": smu,
+                "scale_logvar": slv.clamp(-12, 6),
+                "size_mu": lmu,
+                "size_logvar": llv.clamp(-12, 6),
+            }
+
+    return _PdNet
+
+
+_NET_CLASS = None
+DEFAULT_ARCH = ((N_CHANNELS, 16, 16, 4), (16, 32, 7, 2), (32, 64, 5, 2), (64, 96, 5, 2), (96, 96, 3, 2))
+
+
+def PdNet(n_phases: int, n_points: int = Q_GRID.size, arch=None):  # noqa: N802 (a factory that reads like a class)
+    global _NET_CLASS
+    if _NET_CLASS is None:
+        _NET_CLASS = _build_net_class()
+    return _NET_CLASS(n_phases, n_points, arch)
+
+
+def save_model(model, meta: dict[str, Any], out_dir: Path | str) -> Path:
+    torch = _torch()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / MODEL_FILE
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def load_model(weights_dir: Path | str | None = None):
+    """(model in eval mode, metadata) from weights_dir (default: the shipped weights)."""
+    torch = _torch()
+    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    path, meta_path = d / MODEL_FILE, d / META_FILE
+    if not path.exists() or not meta_path.exists():
+        raise AnalysisError(
+            f"pd_ml weights not found in {d} (need {MODEL_FILE} and {META_FILE}); "
+            "train them with `python -m sdl.analysis.pd_train --out DIR`"
+        )
+    meta = json.loads(meta_path.read_text())
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = PdNet(len(meta["library"]), int(meta["q_grid"][2]), meta.get("arch"))
+    model.load_state_dict(state)
+    model.eval()
+    return model, meta
+
+
+def energy_score(logits: np.ndarray) -> np.ndarray:
+    """-log Σ_k exp(logit_k): high when no library phase is recognised."""
+    z = np.asarray(logits, dtype=float)
+    m = z.max(axis=1, keepdims=True)
+    return -(m[:, 0] + np.log(np.exp(z - m).sum(axis=1)))
+
+
+# ----- refinement ------------------------------------------------------------------------------------
+
+def _chebyshev_design(x: np.ndarray, n: int) -> np.ndarray:
+    t = 2.0 * (x - x.min()) / max(float(np.ptp(x)), 1e-12) - 1.0
+    return np.polynomial.chebyshev.chebvander(t, n - 1)
+
+
+def refine(
+    two_theta: np.ndarray,
+    y: np.ndarray,
+    sigma: np.ndarray | None,
+    wavelength: float,
+    phases: Sequence[str],
+    init_scale: Sequence[float],
+    init_size_nm: Sequence[float],
+    *,
+    caglioti_uvw_deg2: Sequence[float] | None = None,
+    polarisation: str = "unpolarised",
+    fit_displacement: bool | None = None,
+    n_background: int = N_BACKGROUND,
+    max_nfev: int = 50,
+) -> dict[str, Any]:
+    """Whole-pattern least-squares fit of phases' lattice scales, sizes, one microstrain, zero
+    shift (and displacement), with per-phase scales and a Chebyshev background solved linearly."""
+    from scipy.optimize import least_squares
+
+    from simulators import pd as spd
+
+    x = np.asarray(two_theta, dtype=float)
+    y = np.asarray(y, dtype=float)
+    order = np.argsort(x)
+    x, y = x[order], y[order]
+    sig = np.sqrt(np.maximum(np.abs(y), 1e-9 * max(float(np.abs(y).max()), 1e-30))) if sigma is None else np.asarray(sigma, dtype=float)[order]
+    sig = np.maximum(sig, 1e-6 * max(float(np.abs(y).max()), 1e-30))
+    w = 1.0 / sig
+    P = len(phases)
+    sync = polarisation == "synchrotron"
+    if fit_displacement is None:
+        fit_displacement = not sync
+    if caglioti_uvw_deg2 is None:
+        caglioti_uvw_deg2 = DEFAULT_CAGLIOTI["synchrotron" if sync else "lab"]
+    B = _chebyshev_design(x, n_background)
+    rngs = [LATTICE_RANGES.get(p, DEFAULT_LATTICE_RANGE) for p in phases]
+    lo = [r[0] - 0.01 for r in rngs] + [math.log(1.5)] * P + [0.0, -0.2] + ([-1.0] if fit_displacement else [])
+    hi = [r[1] + 0.01 for r in rngs] + [math.log(500.0)] * P + [8e-3, 0.2] + ([1.0] if fit_displacement else [])
+    p0 = np.concatenate([
+        np.clip(init_scale, np.array(lo[:P]) + 1e-6, np.array(hi[:P]) - 1e-6),
+        np.log(np.clip(init_size_nm, 2.0, 400.0)),
+        [5e-4, 0.0],
+        [0.0] if fit_displacement else [],
+    ])
+    xr = (float(x.min()), float(x.max()))
+
+    def design(p):
+        eps, zero = p[2 * P], p[2 * P + 1]
+        disp = p[2 * P + 2] if fit_displacement else 0.0
+        prof = spd.Profile(wavelength_angstrom=wavelength, caglioti_uvw_deg2=tuple(caglioti_uvw_deg2),
+                           zero_shift_deg=zero, displacement_mm=disp, polarisation=polarisation)
+        cols = np.empty((x.size, P))
+        for i, ph in enumerate(phases):
+            comp = spd.PhaseComponent(ph, 1.0, p[i], math.exp(p[P + i]), eps)
+            pos, area, h, eta = spd.peak_list(comp, prof, xr)
+            cols[:, i] = spd._pv_sum(x, pos, area, h, eta)
+        return np.hstack([cols, B])
+
+    state: dict[str, Any] = {}
+
+    def resid(p):
+        A = design(p)
+        Aw = A * w[:, None]
+        col_norm = np.linalg.norm(Aw, axis=0)
+        col_norm[col_norm == 0] = 1.0
+        An = Aw / col_norm
+        G = An.T @ An
+        G[np.diag_indices_from(G)] += 1e-10
+        c = np.linalg.solve(G, An.T @ (y * w)) / col_norm  # normal equations: (N x 10) is well scaled
+        state["c"], state["A"] = c, A
+        return (A @ c - y) * w
+
+    x_scale = np.concatenate([np.full(P, 1e-3), np.full(P, 0.1), [5e-4, 0.01], [0.05] if fit_displacement else []])
+    res = least_squares(resid, p0, bounds=(np.array(lo), np.array(hi)), x_scale=x_scale, method="trf",
+                        max_nfev=max_nfev, diff_step=1e-4)
+    r = resid(res.x)
+    c, A = state["c"], state["A"]
+    n_par = res.x.size + c.size
+    dof = max(x.size - n_par, 1)
+    chi2r = float(np.sum(r ** 2) / dof)
+    try:
+        J = res.jac
+        cov = np.linalg.pinv(J.T @ J) * chi2r
+        sd = np.sqrt(np.maximum(np.diag(cov), 0))
+    except np.linalg.LinAlgError:
+        sd = np.full(res.x.size, np.nan)
+    Aw = A * w[:, None]
+    try:
+        cov_c = np.linalg.pinv(Aw.T @ Aw) * chi2r
+        sd_c = np.sqrt(np.maximum(np.diag(cov_c), 0))[:P]
+    except np.linalg.LinAlgError:
+        sd_c = np.full(P, np.nan)
+    scales = res.x[:P]
+    phase_scales = c[:P]
+    fr = spd.weight_fractions_from_scales(phases, phase_scales, scales)
+    fr_sd = np.where(phase_scales > 0, fr * sd_c / np.maximum(np.abs(phase_scales), 1e-300), np.nan)
+    fit = A @ c
+    bkg = B @ c[P:]
+    return {
+        "phases": list(phases),
+        "lattice_scale": scales,
+        "lattice_scale_sd": sd[:P],
+        "size_nm": np.exp(res.x[P:2 * P]),
+        "size_rel_sd": sd[P:2 * P],
+        "strain": float(res.x[2 * P]),
+        "zero_shift_deg": float(res.x[2 * P + 1]),
+        "displacement_mm": float(res.x[2 * P + 2]) if fit_displacement else 0.0,
+        "phase_scales": phase_scales,
+        "fractions": fr,
+        "fractions_sd": fr_sd,
+        "two_theta": x,
+        "y": y,
+        "sigma": sig,
+        "fit": fit,
+        "background": bkg,
+        "chi2_reduced": chi2r,
+        "rwp": float(np.sqrt(np.sum((r) ** 2) / max(np.sum((y * w) ** 2), 1e-300))),
+        "success": bool(res.success) or res.status == 0,
+        "nfev": int(res.nfev),
+    }
+
+
+def unexplained_fraction(y: np.ndarray, fit: np.ndarray, background: np.ndarray, sigma: np.ndarray, window: int = 7) -> float:
+    """Positive smoothed residual above 3σ, as a fraction of the fitted peak intensity."""
+    k = np.ones(window) / window
+    rs = np.convolve(y - fit, k, mode="same")
+    ss = np.sqrt(np.convolve(sigma ** 2, k, mode="same") / window)
+    excess = np.maximum(rs - 3.0 * ss, 0.0)
+    peaks = np.maximum(fit - background, 0.0)
+    return float(excess.sum() / max(peaks.sum(), 1e-300))
+
+
+# ----- reader ----------------------------------------------------------------------------------------
+
+_WL_RE = re.compile(r"(wavelength|lambda|λ|wl)[^0-9]{0,20}([0-9]*\.?[0-9]+)\s*(nm|å|a|angstrom)?", re.I)
+_Q_RE = re.compile(r"(^|[^a-z])(q|q_inv_angstrom)([^a-z]|$)|1\s*/\s*(å|a|nm)|å⁻¹|nm⁻¹", re.I)
+_TT_RE = re.compile(r"2\s*-?\s*theta|2θ|tth|two_theta", re.I)
+
+
+def read_pd(path: str | Path, wavelength_angstrom: float | None = None, x_unit: str | None = None,
+            q_unit: str | None = None) -> Measurement:
+    """A powder pattern from columns x, I[, sigma]. x is 2θ (degrees) or Q (Å⁻¹, or nm⁻¹ if the
+    header says so), from `x_unit` ('2theta', 'q', 'q_nm'), else the header, else 2θ is assumed.
+    The wavelength comes from the argument, else a header line such as 'wavelength = 1.5406'
+    (Å; nm is converted). Both axes are returned when the wavelength is known. `q_unit`
+    ('angstrom' or 'nm', as `sdl analyse --q-unit` passes it) means the x column is Q in that unit."""
+    if q_unit is not None and x_unit is None:
+        if q_unit not in ("angstrom", "nm"):
+            raise AnalysisError(f"q_unit {q_unit!r} not understood; use 'angstrom' or 'nm'")
+        x_unit = "q" if q_unit == "angstrom" else "q_nm"
+    data, header = read_columns(path)
+    text = " ".join(header)
+    meta: dict[str, Any] = {"source": str(path), "header": header[:20]}
+    lam = wavelength_angstrom
+    if lam is None:
+        m = _WL_RE.search(text)
+        if m:
+            lam = float(m.group(2)) * (10.0 if (m.group(3) or "").lower() == "nm" else 1.0)
+    unit = (x_unit or "").lower() or None
+    if unit is None:
+        if _TT_RE.search(text):
+            unit = "2theta"
+        elif _Q_RE.search(text):
+            unit = "q_nm" if re.search(r"nm\s*\^?-?1|1\s*/\s*nm|nm⁻¹", text, re.I) else "q"
+        else:
+            unit = "2theta"
+            meta["assumed"] = "x column is 2θ in degrees (header names no unit; pass x_unit='q' for Q)"
+    if unit not in ("2theta", "q", "q_nm"):
+        raise AnalysisError(f"x_unit {unit!r} not understood; use '2theta', 'q' (Å⁻¹) or 'q_nm' (nm⁻¹)")
+    x = data[:, 0]
+    arrays: dict[str, np.ndarray] = {"intensity": data[:, 1]}
+    if data.shape[1] >= 3:
+        arrays["sigma"] = data[:, 2]
+    if lam is not None:
+        meta["wavelength_angstrom"] = float(lam)
+    if unit == "2theta":
+        arrays["two_theta_deg"] = x
+        if lam is not None:
+            arrays["q_inv_angstrom"] = 4 * np.pi * np.sin(np.radians(x) / 2) / lam
+    else:
+        q = x / (10.0 if unit == "q_nm" else 1.0)
+        arrays["q_inv_angstrom"] = q
+        if lam is not None:
+            s = q * lam / (4 * np.pi)
+            if np.all(np.abs(s) <= 1):
+                arrays["two_theta_deg"] = np.degrees(2 * np.arcsin(s))
+    return Measurement(technique="pd", arrays=arrays, metadata=meta)
+
+
+# ----- the analyser ----------------------------------------------------------------------------------
+
+class PdMLAnalyser:
+    """CNN phase identification + parameter regression, polished by least-squares refinement."""
+
+    name: ClassVar[str] = "pd_ml"
+    technique: ClassVar[str] = "pd"
+
+    def __init__(self, weights_dir: Path | str | None = None, refine: bool = True,
+                 ood_threshold: float = OOD_THRESHOLD):
+        self.model, self.meta = load_model(weights_dir)
+        self.library: tuple[str, ...] = tuple(self.meta["library"])
+        self.do_refine = bool(refine)
+        self.ood_threshold = float(ood_threshold)
+        self._lock = threading.Lock()
+
+    # -- batched CNN --------------------------------------------------------------------------------
+    def predict_batch(self, X: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
+        """CNN outputs for preprocessed inputs X (B, 2, len(Q_GRID)): probabilities, fractions
+        (softmax over called phases), lattice scale ± sd, size (nm) ± relative sd, energy score."""
+        torch = _torch()
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 3 or X.shape[1:] != (N_CHANNELS, Q_GRID.size):
+            raise AnalysisError(f"pd_ml input must have shape (B, {N_CHANNELS}, {Q_GRID.size}); got {X.shape}")
+        if not np.all(np.isfinite(X)):
+            raise AnalysisError("pd_ml input holds non-finite values (NaN/inf)")
+        outs: dict[str, list] = {}
+        with self._lock, torch.no_grad():
+            for i in range(0, X.shape[0], batch_size):
+                o = self.model(torch.from_numpy(X[i: i + batch_size]))
+                for k, v in o.items():
+                    outs.setdefault(k, []).append(v.numpy())
+        o = {k: np.concatenate(v) for k, v in outs.items()}
+        prob = 1.0 / (1.0 + np.exp(-o["logits"]))
+        called = prob >= PRESENCE_THRESHOLD
+        none = ~called.any(axis=1)
+        called[none, np.argmax(prob[none], axis=1)] = True
+        fl = np.where(called, o["frac_logits"], -np.inf)
+        fl = fl - fl.max(axis=1, keepdims=True)
+        fr = np.exp(fl)
+        fr = fr / fr.sum(axis=1, keepdims=True)
+        return {
+            "probabilities": prob,
+            "called": called,
+            "fractions": fr,
+            "lattice_scale": 1.0 + 0.02 * o["scale_mu"],
+            "lattice_scale_sd": 0.02 * np.exp(0.5 * o["scale_logvar"]),
+            "size_nm": 20.0 * np.exp(o["size_mu"]),
+            "size_rel_sd": np.exp(0.5 * o["size_logvar"]),
+            "energy": energy_score(o["logits"]),
+        }
+
+    def predict_measurements(self, measurements: Sequence[Measurement]) -> dict[str, np.ndarray]:
+        """CNN outputs for several measurements (vectorised preprocessing when they share an axis)."""
+        axes = [_axes(m)[:2] for m in measurements]
+        if not axes:
+            raise AnalysisError("predict_measurements needs at least one measurement")
+        q0 = axes[0][0]
+        if all(a[0].shape == q0.shape and np.array_equal(a[0], q0) for a in axes):
+            X = preprocess_batch(q0, np.stack([a[1] for a in axes]))
+        else:
+            X = np.stack([preprocess(q, y) for q, y in axes])
+        return self.predict_batch(X)
+
+    # -- one measurement ----------------------------------------------------------------------------
+    def analyse(self, measurement: Measurement) -> AnalysisResult:
+        if measurement.technique not in ("pd", "xrd"):
+            raise AnalysisError(f"pd_ml analyses technique 'pd'; got {measurement.technique!r}")
+        q, y, sigma, lam, notes = _axes(measurement)
+        X = preprocess(q, y)[None]
+        cnn = {k: v[0] for k, v in self.predict_batch(X).items()}
+        lib = self.library
+        prob = cnn["probabilities"]
+        called = [lib[i] for i in np.flatnonzero(cnn["called"])]
+        low_conf = float(prob.max()) < PRESENCE_THRESHOLD or bool(np.any(np.abs(prob - 0.5) < 0.2))
+        info: dict[str, Any] = {"cnn_probabilities": {p: float(v) for p, v in zip(lib, prob)},
+                                "cnn_energy": float(cnn["energy"]), **notes}
+        est_all = {p: {"fraction": float(cnn["fractions"][lib.index(p)]),
+                   "scale": float(cnn["lattice_scale"][lib.index(p)]),
+                   "scale_sd": float(cnn["lattice_scale_sd"][lib.index(p)]),
+                   "size": float(cnn["size_nm"][lib.index(p)]),
+                   "size_rel_sd": float(cnn["size_rel_sd"][lib.index(p)]),
+                   "fraction_sd": float("nan")} for p in lib}
+        est = {p: est_all[p] for p in called}
+        method = "cnn"
+        ood_score = float("nan")
+        curves: dict[str, np.ndarray] = {"q_inv_angstrom": q, "intensity": y}
+        if self.do_refine:
+            try:
+                ref = self._refine(measurement, q, y, sigma, lam, called, est_all, prob)
+            except (ValueError, RuntimeError, np.linalg.LinAlgError, FloatingPointError) as exc:
+                info["refinement_error"] = f"{type(exc).__name__}: {exc}"
+                ref = None
+            if ref is not None:
+                method = "cnn+least_squares"
+                called = ref["phases"]
+                est = {p: {"fraction": float(ref["fractions"][i]), "fraction_sd": float(ref["fractions_sd"][i]),
+                           "scale": float(ref["lattice_scale"][i]), "scale_sd": float(ref["lattice_scale_sd"][i]),
+                           "size": float(ref["size_nm"][i]), "size_rel_sd": float(ref["size_rel_sd"][i])}
+                       for i, p in enumerate(called)}
+                ood_score = unexplained_fraction(ref["y"], ref["fit"], ref["background"], ref["sigma"])
+                info.update(chi2_reduced=ref["chi2_reduced"], rwp=ref["rwp"], strain=ref["strain"],
+                            zero_shift_deg=ref["zero_shift_deg"], displacement_mm=ref["displacement_mm"],
+                            nfev=ref["nfev"], dropped_phases=ref.get("dropped", []),
+                            added_phases=ref.get("added", []), candidates_tested=ref.get("tested", []))
+                curves = {"two_theta_deg": ref["two_theta"], "intensity": ref["y"], "fit": ref["fit"],
+                          "background": ref["background"]}
+            else:
+                low_conf = True
+        info["method"] = method
+        info["ood_threshold"] = self.ood_threshold
+        ood = bool(np.isfinite(ood_score) and ood_score > self.ood_threshold)
+        flags: list[str] = []
+        if ood:
+            flags.append("ood")
+        if low_conf:
+            flags.append("low_confidence")
+        from simulators.pd import PHASES
+
+        descs = [Descriptor(name="pd.phases", value="+".join(sorted(called)), flags=list(flags),
+                            probabilities={p: float(v) for p, v in zip(lib, prob)}, analyser=self.name)]
+        for p in sorted(called):
+            e = est[p]
+            a_ref = PHASES[p].a
+            descs += [
+                Descriptor(name=f"pd.fraction.{p}", value=e["fraction"],
+                           uncertainty=_finite(e["fraction_sd"]), unit="wt fraction", flags=list(flags), analyser=self.name),
+                Descriptor(name=f"pd.lattice_a_angstrom.{p}", value=e["scale"] * a_ref,
+                           uncertainty=_finite(e["scale_sd"] * a_ref), unit="Å", flags=list(flags), analyser=self.name),
+                Descriptor(name=f"pd.crystallite_size_nm.{p}", value=e["size"],
+                           uncertainty=_finite(e["size"] * e["size_rel_sd"]), unit="nm", flags=list(flags), analyser=self.name),
+            ]
+        # a library phase that is not called is reported as absent: fraction 0 within the detection
+        # limit, so a campaign can constrain or maximise any phase's fraction
+        descs += [Descriptor(name=f"pd.fraction.{p}", value=0.0, uncertainty=DETECTION_LIMIT, unit="wt fraction",
+                             flags=list(flags), analyser=self.name) for p in sorted(set(lib) - set(called))]
+        purity = max((est[p]["fraction"] for p in called), default=float("nan"))
+        descs.append(Descriptor(name="pd.phase_purity", value=float(purity), unit="wt fraction", flags=list(flags),
+                                analyser=self.name))
+        descs.append(Descriptor(name="pd.ood_score", value=float(ood_score) if np.isfinite(ood_score) else float(cnn["energy"]),
+                                unit=None if np.isfinite(ood_score) else "energy", flags=["ood"] if ood else [],
+                                analyser=self.name))
+        return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
+
+    def _refine(self, measurement, q, y, sigma, lam, called, est, prob):
+        """Refine the called phases; then test the next most probable library phases (search-
+        match): a candidate is kept when its refined fraction reaches ADD_MIN_FRACTION and it lowers
+        χ² by ADD_MIN_CHI2_GAIN (relative); phases refined below DROP_FRACTION are dropped."""
+        md = measurement.metadata
+        if lam is None:
+            lam = 1.5406
+        s = q * lam / (4 * np.pi)
+        if np.any(s >= 1):
+            return None
+        tt = np.degrees(2 * np.arcsin(s))
+        pol = str(md.get("polarisation") or ("synchrotron" if lam < 0.5 else "unpolarised"))
+        cag = md.get("caglioti_uvw_deg2")
+        cag = tuple(float(v) for v in cag) if cag is not None and len(cag) == 3 else None
+
+        def fit(phases, prev=None):
+            init_s = [prev["scale"][p] if prev and p in prev["scale"] else est[p]["scale"] for p in phases]
+            init_L = [prev["size"][p] if prev and p in prev["size"] else est[p]["size"] for p in phases]
+            return refine(tt, y, sigma, lam, phases, init_s, init_L, caglioti_uvw_deg2=cag, polarisation=pol)
+
+        def as_prev(ref):
+            return {"scale": dict(zip(ref["phases"], ref["lattice_scale"])), "size": dict(zip(ref["phases"], ref["size_nm"]))}
+
+        def fit_and_drop(phases, prev=None):
+            dropped: list[str] = []
+            ref = fit(phases, prev)
+            for _ in range(3):
+                small = [p for p, f in zip(phases, ref["fractions"]) if not (f >= DROP_FRACTION)]
+                if not small or len(phases) == 1:
+                    break
+                if len(small) == len(phases):
+                    small = small[1:]
+                dropped += small
+                phases = [p for p in phases if p not in small]
+                ref = fit(phases, as_prev(ref))
+            return ref, dropped
+
+        ref, dropped = fit_and_drop(list(called))
+        added: list[str] = []
+        tested: list[dict[str, Any]] = []
+        order = np.argsort(-prob)
+        cands = [self.library[j] for j in order
+                 if self.library[j] not in ref["phases"] and self.library[j] not in dropped
+                 and prob[j] >= CANDIDATE_MIN_PROB][:MAX_CANDIDATES]
+        for c in cands:
+            if len(ref["phases"]) >= MAX_PHASES:
+                break
+            trial = fit(ref["phases"] + [c], as_prev(ref))
+            f_c = float(trial["fractions"][-1])
+            gain = 1.0 - trial["chi2_reduced"] / max(ref["chi2_reduced"], 1e-300)
+            tested.append({"phase": c, "cnn_probability": float(prob[self.library.index(c)]),
+                           "refined_fraction": f_c, "chi2_gain": float(gain)})
+            if f_c >= ADD_MIN_FRACTION and gain >= ADD_MIN_CHI2_GAIN:
+                ref, more = fit_and_drop(trial["phases"], as_prev(trial))
+                dropped += more
+                added.append(c)
+        ref["dropped"] = dropped
+        ref["added"] = added
+        ref["tested"] = tested
+        return ref
+
+
+def _finite(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

@@ -1,0 +1,477 @@
+"""SAXS/SANS analyser by machine learning: shape-model identification, size and polydispersity
+regression with uncertainty, out-of-distribution detection, and least-squares refinement.
+
+Pipeline for one curve I(q):
+
+1. Representation: log10 I interpolated onto a fixed log-q grid (`GRID`, 0.003-0.6 Å⁻¹, 192
+   points) with a mask channel (grid points outside the measured range, in gaps wider than
+   `MAX_GAP` in ln q, or where I <= 0 are masked); the mean of the valid log I is subtracted, so
+   the scale factor of the curve does not matter.
+2. `SasNet`, a small 1-D CNN: class logits (7 classes, `CLASSES`), and per class a Gaussian
+   (mean, log-variance) for each size parameter and the polydispersity (trained with Gaussian NLL).
+   Probabilities are temperature-scaled and the predicted standard deviations rescaled on a
+   validation split (stored with the weights).
+3. OOD score: max(P(other), F(d)) where d is the Mahalanobis distance of the CNN embedding to the
+   nearest in-library class mean and F its empirical distribution on in-distribution validation
+   curves; above the stored threshold the curve is flagged "ood".
+4. Refinement: scipy least_squares of the sasmodels model of the identified class (with Schulz
+   polydispersity and Gaussian resolution), started from the ML estimate; scale and a linear
+   background are solved at each step by non-negative least squares.
+
+The shipped weights live in sdl/analysis/weights/sas_ml.pt (loaded with weights_only=True).
+Train new ones with `sdl train saxs` (sdl.analysis.sas_train).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from sdl.analysis.base import AnalysisResult, Descriptor
+from sdl.errors import AnalysisError
+from sdl.measurement import Measurement
+
+WEIGHTS = Path(__file__).parent / "weights" / "sas_ml.pt"
+
+CLASSES: tuple[str, ...] = (
+    "sphere",
+    "core_shell_sphere",
+    "ellipsoid",
+    "cylinder",
+    "disc",
+    "core_shell_cylinder",
+    "other",
+)
+TARGETS: tuple[str, ...] = ("radius", "length", "polar_radius", "shell", "polydispersity")
+APPLIES: dict[str, tuple[str, ...]] = {
+    "sphere": ("radius", "polydispersity"),
+    "core_shell_sphere": ("radius", "shell", "polydispersity"),
+    "ellipsoid": ("radius", "polar_radius", "polydispersity"),
+    "cylinder": ("radius", "length", "polydispersity"),
+    "disc": ("radius", "length", "polydispersity"),
+    "core_shell_cylinder": ("radius", "length", "shell", "polydispersity"),
+    "other": (),
+}
+SASMODEL = {c: ("cylinder" if c == "disc" else c) for c in CLASSES if c != "other"}
+DESCRIPTOR = {"radius": "saxs.radius_nm", "length": "saxs.length_nm", "polar_radius": "saxs.polar_radius_nm",
+              "shell": "saxs.shell_nm", "polydispersity": "saxs.polydispersity"}
+
+GRID = np.logspace(math.log10(0.003), math.log10(0.6), 192)
+LOG_GRID = np.log(GRID)
+MAX_GAP = 0.3  # ln-q gap between measured points above which the grid points inside are masked
+MIN_POINTS = 20
+LOW_CONFIDENCE = 0.6  # calibrated top probability below which saxs.model is flagged low_confidence
+
+# regression targets are standardised: ln(size/100 Å)/1.5 and (pd - 0.1)/0.1
+_SIZE_REF, _SIZE_SCALE, _PD_REF, _PD_SCALE = math.log(100.0), 1.5, 0.1, 0.1
+
+
+def encode_targets(t: np.ndarray) -> np.ndarray:
+    """(n, 5) targets in Å / fraction -> standardised (NaN stays NaN)."""
+    z = np.empty_like(t, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z[:, :4] = (np.log(t[:, :4]) - _SIZE_REF) / _SIZE_SCALE
+    z[:, 4] = (t[:, 4] - _PD_REF) / _PD_SCALE
+    return z
+
+
+def decode_targets(mu: np.ndarray, sd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised mean/sd -> value (Å, fraction) and one-sigma uncertainty (same unit)."""
+    val = np.empty_like(mu)
+    unc = np.empty_like(sd)
+    val[..., :4] = np.exp(mu[..., :4] * _SIZE_SCALE + _SIZE_REF)
+    unc[..., :4] = val[..., :4] * sd[..., :4] * _SIZE_SCALE  # delta method on the log size
+    val[..., 4] = np.clip(mu[..., 4] * _PD_SCALE + _PD_REF, 0.0, None)
+    unc[..., 4] = sd[..., 4] * _PD_SCALE
+    return val, unc
+
+
+def represent(q: np.ndarray, I: np.ndarray) -> np.ndarray:
+    """(2, len(GRID)) float32: normalised log10 I on GRID and the validity mask."""
+    q = np.asarray(q, dtype=float)
+    I = np.asarray(I, dtype=float)
+    ok = (I > 0) & (q > 0) & np.isfinite(I) & np.isfinite(q)
+    if not ok.all():
+        q, I = q[ok], I[ok]
+    out = np.zeros((2, GRID.size), dtype=np.float32)
+    if q.size < 2:
+        return out
+    lq = np.log(q)
+    lI = np.log10(I)
+    if np.any(lq[1:] <= lq[:-1]):
+        order = np.argsort(lq, kind="stable")
+        lq, lI = lq[order], lI[order]
+    v = np.interp(LOG_GRID, lq, lI)
+    idx = np.searchsorted(lq, LOG_GRID)
+    inside = (LOG_GRID >= lq[0]) & (LOG_GRID <= lq[-1])
+    hi = np.clip(idx, 1, lq.size - 1)
+    gap = lq[hi] - lq[hi - 1]
+    valid = inside & (gap < MAX_GAP)
+    if valid.sum() < 2:
+        return out
+    v = v - v[valid].mean()
+    out[0] = np.where(valid, v, 0.0)
+    out[1] = valid
+    return out
+
+
+def represent_batch(q_list: Sequence[np.ndarray], I_list: Sequence[np.ndarray]) -> np.ndarray:
+    return np.stack([represent(q, I) for q, I in zip(q_list, I_list)]) if len(q_list) else np.zeros((0, 2, GRID.size), np.float32)
+
+
+# ----- the network -----------------------------------------------------------------------------------
+
+
+def build_net(widths: Sequence[int] = (24, 32, 48, 64), hidden: int = 192, n_classes: int = len(CLASSES), n_targets: int = len(TARGETS)):
+    """The 1-D CNN (torch imported here: it is slow to import)."""
+    import torch
+    from torch import nn
+
+    class SasNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = [nn.Conv1d(2, widths[0], 7, padding=3), nn.BatchNorm1d(widths[0]), nn.GELU()]
+            prev = widths[0]
+            for w in widths:
+                layers += [nn.Conv1d(prev, w, 5, stride=2, padding=2), nn.BatchNorm1d(w), nn.GELU()]
+                prev = w
+            self.features = nn.Sequential(*layers)
+            n_flat = prev * (GRID.size // 2 ** len(widths))
+            self.embed = nn.Sequential(nn.Flatten(), nn.Linear(n_flat, hidden), nn.GELU())
+            self.drop = nn.Dropout(0.1)
+            self.cls = nn.Linear(hidden, n_classes)
+            self.reg = nn.Linear(hidden, n_classes * n_targets * 2)
+            self.n_classes, self.n_targets = n_classes, n_targets
+
+        def forward(self, x: "torch.Tensor"):
+            h = self.embed(self.features(x))
+            hd = self.drop(h)
+            reg = self.reg(hd).view(-1, self.n_classes, self.n_targets, 2)
+            return self.cls(hd), reg[..., 0], reg[..., 1].clamp(-12.0, 6.0), h
+
+    return SasNet()
+
+
+class SasModel:
+    """The loaded network plus its calibration (temperature, sd scales, Mahalanobis statistics)."""
+
+    def __init__(self, nets, meta: dict[str, Any], maha_mean, maha_prec, ood_cdf) -> None:
+        self.nets = [n.eval() for n in (nets if isinstance(nets, (list, tuple)) else [nets])]
+        self.meta = meta
+        self.temperature = float(meta.get("temperature", 1.0))
+        self.sd_scale = np.asarray(meta.get("sd_scale", [1.0] * len(TARGETS)), dtype=float)
+        self.maha_mean = maha_mean  # (n_in_library_classes, H) torch
+        self.maha_prec = maha_prec  # (H, H) torch
+        self.ood_cdf = np.asarray(ood_cdf, dtype=float)  # sorted validation distances
+        self.threshold = float(meta.get("ood_threshold", 0.99))
+        self._whiten = None
+
+    @classmethod
+    def load(cls, path: str | Path = WEIGHTS) -> "SasModel":
+        import torch
+
+        p = Path(path)
+        if not p.is_file():
+            raise AnalysisError(f"SAS ML weights not found at {p}; train them with `sdl train saxs --out {p}`")
+        try:
+            blob = torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt or foreign file
+            raise AnalysisError(f"cannot load SAS ML weights {p}: {exc}") from None
+        meta = blob["meta"]
+        nets = []
+        for sd in blob.get("state_dicts") or [blob["state_dict"]]:
+            net = build_net(tuple(meta["widths"]), int(meta["hidden"]))
+            net.load_state_dict(sd)
+            nets.append(net)
+        return cls(nets, meta, blob["maha_mean"], blob["maha_prec"], blob["ood_cdf"].numpy())
+
+    def save(self, path: str | Path) -> Path:
+        import torch
+
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dicts": [{k: v.detach().clone() for k, v in n.state_dict().items()} for n in self.nets],
+                    "meta": self.meta, "maha_mean": self.maha_mean.float(), "maha_prec": self.maha_prec.float(),
+                    "ood_cdf": torch.tensor(self.ood_cdf, dtype=torch.float32)}, p)
+        return p
+
+    # ---------------------------------------------------------------------------------------------
+    def forward(self, xt):
+        """Ensemble outputs for a tensor batch: mean logits, mean of the means, mixture log-variance
+        (mean variance + variance of the members' means), concatenated embeddings."""
+        import torch
+
+        outs = [n(xt) for n in self.nets]
+        if len(outs) == 1:
+            return outs[0]
+        lo = torch.stack([o[0] for o in outs]).mean(0)
+        mus = torch.stack([o[1] for o in outs])
+        var = torch.stack([o[2].exp() for o in outs]).mean(0) + mus.var(0, unbiased=False)
+        return lo, mus.mean(0), var.log(), torch.cat([o[3] for o in outs], dim=1)
+
+    def raw(self, x: np.ndarray, batch: int = 1024) -> dict[str, np.ndarray]:
+        """Uncalibrated network outputs for represented curves x (n, 2, G)."""
+        import torch
+
+        logits, mu, logvar, emb = [], [], [], []
+        with torch.inference_mode():
+            for i in range(0, len(x), batch):
+                lo, m, lv, h = self.forward(torch.from_numpy(np.ascontiguousarray(x[i : i + batch])))
+                logits.append(lo.numpy()); mu.append(m.numpy()); logvar.append(lv.numpy()); emb.append(h)
+        if not logits:
+            z = np.zeros((0,))
+            return {"logits": z, "mu": z, "logvar": z, "dist": z}
+        emb_t = torch.cat(emb)
+        return {"logits": np.concatenate(logits), "mu": np.concatenate(mu), "logvar": np.concatenate(logvar),
+                "dist": self.mahalanobis(emb_t)}
+
+    def mahalanobis(self, emb) -> np.ndarray:
+        """Distance of each embedding to the nearest in-library class mean (shared covariance)."""
+        import torch
+
+        if self._whiten is None:  # prec = L L^T: distances are Euclidean after z = x L
+            L = torch.linalg.cholesky(self.maha_prec.double()).float()
+            self._whiten = (L, self.maha_mean @ L)
+        L, mz = self._whiten
+        z = emb @ L
+        d2 = (z * z).sum(1, keepdim=True) - 2 * z @ mz.T + (mz * mz).sum(1)[None, :]
+        return torch.sqrt(d2.clamp_min(0).min(dim=1).values).numpy()
+
+    def calibrated(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        lo = raw["logits"] / self.temperature
+        lo = lo - lo.max(axis=1, keepdims=True)
+        p = np.exp(lo)
+        p /= p.sum(axis=1, keepdims=True)
+        cdf = np.searchsorted(self.ood_cdf, raw["dist"], side="right") / max(len(self.ood_cdf), 1)
+        ood_score = np.maximum(p[:, CLASSES.index("other")], cdf)
+        sd = np.exp(0.5 * raw["logvar"]) * self.sd_scale[None, None, :]
+        return {"probabilities": p, "ood_score": ood_score, "distance_cdf": cdf, "mu": raw["mu"], "sd": sd}
+
+
+# ----- refinement ----------------------------------------------------------------------------------
+
+# refined parameters per class: (target name or extra, transform)
+_REFINE = {
+    "sphere": ("radius",),
+    "core_shell_sphere": ("radius", "shell"),
+    "ellipsoid": ("radius", "polar_radius"),
+    "cylinder": ("radius", "length"),
+    "disc": ("radius", "length"),
+    "core_shell_cylinder": ("radius", "shell", "length"),
+}
+
+
+def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.ndarray | None,
+           start: dict[str, float], max_nfev: int = 60) -> dict[str, Any]:
+    """Least-squares refinement of class `cls`'s sasmodels model on (q, I), started at `start` (Å).
+
+    Returns {"values": {target: Å or fraction}, "uncertainty": {...}, "fit": I_model(q), "chi2_red",
+    "nfev", "success", "sld_core" (core-shell), "dq_over_q"}.
+    """
+    from scipy.optimize import least_squares, nnls
+
+    from simulators import sas_dataset as D
+
+    q = np.asarray(q, float)
+    I = np.asarray(I, float)
+    if sigma is None:
+        sig = 0.02 * np.abs(I) + 1e-12 * np.max(np.abs(I))
+    else:
+        sig = np.maximum(np.asarray(sigma, float), 0.005 * np.abs(I))
+        sig = np.where(sig > 0, sig, np.max(sig[sig > 0]) if np.any(sig > 0) else 1.0)
+    lo, hi = q.min(), q.max()
+    n_fine = int(np.clip(70 * math.log10(hi * 1.35 / (lo / 1.35)), 60, 260))
+    qf = np.logspace(math.log10(lo / 1.35), math.log10(hi * 1.35), n_fine)
+    model = SASMODEL[cls]
+    kernel = D.curve_function(model, qf)
+    dqq_meas = None
+    if dq is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.asarray(dq, float) / q
+        r = r[np.isfinite(r)]
+        dqq_meas = float(np.median(r)) if r.size else 0.0
+    names = list(_REFINE[cls])
+    core_shell = cls.startswith("core_shell")
+    fit_dq = dqq_meas is None
+    basis_extra = np.stack([np.ones_like(q), q / hi, -q / hi], axis=1)
+
+    def unpack(x: np.ndarray) -> tuple[dict[str, float], float, float]:
+        t = {n: float(math.exp(x[i])) for i, n in enumerate(names)}
+        t["polydispersity"] = float(x[len(names)])
+        k = len(names) + 1
+        sld = float(x[k]) if core_shell else 3.0
+        k += core_shell
+        dqq = float(x[k]) if fit_dq else dqq_meas
+        return t, sld, dqq
+
+    def curve(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        t, sld, dqq = unpack(x)
+        _, params = D.class_params(cls, t, {"sld_core": sld})
+        P = D.smear(qf, np.maximum(kernel(params), 1e-300), q, dqq)
+        A = np.column_stack([P, basis_extra]) / sig[:, None]
+        coef, _ = nnls(A, I / sig)
+        return A @ coef * sig, coef
+
+    def resid(x: np.ndarray) -> np.ndarray:
+        return (curve(x)[0] - I) / sig
+
+    x0 = [math.log(max(start[n], 1.0)) for n in names] + [float(np.clip(start.get("polydispersity", 0.05), 0.0, 0.34))]
+    lb = [x - math.log(3.0) for x in x0[: len(names)]] + [0.0]
+    ub = [x + math.log(3.0) for x in x0[: len(names)]] + [0.35]
+    if core_shell:  # pick the core contrast by trying a few (cheap) before refining
+        best = None
+        for s in (-0.5, 0.2, 3.0):
+            c = float(np.sum(resid(np.array(x0 + [s] + ([0.03] if fit_dq else []))) ** 2))
+            if best is None or c < best[0]:
+                best = (c, s)
+        x0 += [best[1]]; lb += [-1.5]; ub += [5.0]
+    if fit_dq:
+        x0 += [0.03]; lb += [0.0]; ub += [0.15]
+    x0 = np.clip(np.array(x0), np.array(lb) + 1e-9, np.array(ub) - 1e-9)
+    res = least_squares(resid, x0, bounds=(lb, ub), x_scale="jac", diff_step=1e-3, max_nfev=max_nfev)
+    fit, coef = curve(res.x)
+    dof = max(q.size - len(res.x) - 3, 1)
+    chi2_red = float(np.sum(res.fun ** 2) / dof)
+    t, sld, dqq = unpack(res.x)
+    unc: dict[str, float] = {}
+    try:
+        J = res.jac
+        cov = np.linalg.pinv(J.T @ J) * max(chi2_red, 1.0)
+        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+    except (np.linalg.LinAlgError, ValueError):
+        sd = np.full(len(res.x), np.nan)
+    for i, n in enumerate(names):
+        unc[n] = t[n] * float(sd[i])
+    unc["polydispersity"] = float(sd[len(names)])
+    return {"values": t, "uncertainty": unc, "fit": fit, "chi2_red": chi2_red, "nfev": int(res.nfev),
+            "success": bool(res.success), "sld_core": sld if core_shell else None, "dq_over_q": dqq,
+            "dq_fitted": fit_dq, "scale": float(coef[0])}
+
+
+# ----- the analyser ------------------------------------------------------------------------------------
+
+
+class SaxsMLAnalyser:
+    """CNN shape-model identification + size/polydispersity regression + OOD + refinement."""
+
+    name: ClassVar[str] = "saxs_ml"
+    technique: ClassVar[str] = "saxs"
+
+    def __init__(self, weights: str | Path | None = None, refine: bool = True, max_nfev: int = 60) -> None:
+        self.weights = Path(weights) if weights else WEIGHTS
+        self.model = SasModel.load(self.weights)
+        self.refine = refine
+        self.max_nfev = max_nfev
+
+    # batched, no refinement -----------------------------------------------------------------------
+    def predict_batch(self, q_list: Sequence[np.ndarray], I_list: Sequence[np.ndarray]) -> dict[str, Any]:
+        """ML predictions for many curves (no refinement).
+
+        Returns arrays: "probabilities" (n, 7, calibrated), "label" (n,), "model" (class names),
+        "values"/"uncertainty" (n, 5, Å and fraction, for the predicted class; NaN where the
+        parameter does not apply), "ood_score" (n,), "ood" (n, bool), "valid_points" (n,).
+        """
+        if len(q_list) != len(I_list):
+            raise AnalysisError(f"predict_batch: {len(q_list)} q arrays but {len(I_list)} intensity arrays")
+        x = represent_batch(q_list, I_list)
+        cal = self.model.calibrated(self.model.raw(x))
+        p = cal["probabilities"]
+        lab = p.argmax(axis=1)
+        n = len(lab)
+        mu = cal["mu"][np.arange(n), lab]
+        sd = cal["sd"][np.arange(n), lab]
+        val, unc = decode_targets(mu, sd)
+        for i, li in enumerate(lab):
+            app = APPLIES[CLASSES[li]]
+            for j, tname in enumerate(TARGETS):
+                if tname not in app:
+                    val[i, j] = unc[i, j] = np.nan
+        return {"probabilities": p, "label": lab, "model": [CLASSES[i] for i in lab], "values": val,
+                "uncertainty": unc, "ood_score": cal["ood_score"], "ood": cal["ood_score"] > self.model.threshold,
+                "valid_points": x[:, 1].sum(axis=1)}
+
+    # one measurement ------------------------------------------------------------------------------
+    def analyse(self, measurement: Measurement) -> AnalysisResult:
+        q, I = measurement.require("q_inv_angstrom", "intensity")
+        sigma = dq = None
+        if "sigma" in measurement.arrays:
+            (sigma,) = measurement.require("sigma")
+        if "dq_inv_angstrom" in measurement.arrays:
+            (dq,) = measurement.require("dq_inv_angstrom")
+        src = measurement.metadata.get("source")
+        where = f" ({src})" if src else ""
+        if q.size < MIN_POINTS:
+            raise AnalysisError(f"saxs curve{where} has {q.size} points; saxs_ml needs at least {MIN_POINTS}")
+        if np.any(q <= 0):
+            raise AnalysisError(f"saxs curve{where} has {int(np.sum(q <= 0))} q value(s) <= 0; q_inv_angstrom must be positive")
+        pos = I > 0
+        if not np.any(pos):
+            raise AnalysisError(f"saxs curve{where}: all intensities are <= 0; expected a positive I(q) (background not over-subtracted)")
+        if pos.sum() < MIN_POINTS:
+            raise AnalysisError(f"saxs curve{where} has only {int(pos.sum())} positive intensities; saxs_ml needs at least {MIN_POINTS}")
+        inside = (q >= GRID[0] / 1.5) & (q <= GRID[-1] * 1.5)
+        if inside.sum() < MIN_POINTS:
+            raise AnalysisError(
+                f"saxs curve{where} has {int(inside.sum())} points in 0.002-0.9 Å⁻¹ (q range {q.min():.3g}-{q.max():.3g}); "
+                "saxs_ml is trained on that window: is q in nm⁻¹? (use q_unit='nm')"
+            )
+        pred = self.predict_batch([q], [I])
+        p = pred["probabilities"][0]
+        cls = pred["model"][0]
+        ood_score = float(pred["ood_score"][0])
+        ood = bool(pred["ood"][0]) or cls == "other"
+        top = float(p.max())
+        flags: list[str] = []
+        if ood:
+            flags.append("ood")
+        if top < LOW_CONFIDENCE:
+            flags.append("low_confidence")
+        info: dict[str, Any] = {
+            "method": "1-D CNN (log I on a fixed log-q grid) with temperature-scaled probabilities, Gaussian-NLL "
+            "size heads, Mahalanobis+P(other) OOD score" + (", then sasmodels least-squares refinement" if self.refine else ""),
+            "weights": str(self.weights),
+            "ood_threshold": self.model.threshold,
+            "ranking": sorted(((c, float(v)) for c, v in zip(CLASSES, p)), key=lambda t: -t[1]),
+            "sasmodels_model": SASMODEL.get(cls),
+            "refined": False,
+        }
+        values = {t: float(pred["values"][0, j]) for j, t in enumerate(TARGETS)}
+        uncs = {t: float(pred["uncertainty"][0, j]) for j, t in enumerate(TARGETS)}
+        info["ml_estimate"] = {t: v for t, v in values.items() if t in APPLIES[cls]}
+        curves: dict[str, np.ndarray] = {"q_inv_angstrom": q, "intensity": I}
+        param_flags: list[str] = ["ood"] if ood else []
+        if cls != "other" and self.refine:
+            t0 = time.perf_counter()
+            try:
+                r = refine(cls, q, I, sigma, dq, {t: values[t] for t in APPLIES[cls]}, max_nfev=self.max_nfev)
+            except Exception as exc:  # refinement must not lose the ML answer
+                info["refine_error"] = f"{type(exc).__name__}: {exc}"
+                param_flags.append("fit_failed")
+            else:
+                for t in APPLIES[cls]:
+                    values[t] = r["values"][t]
+                    u = r["uncertainty"].get(t)
+                    if u is not None and np.isfinite(u):
+                        uncs[t] = u
+                curves["fit"] = r["fit"]
+                info.update(refined=True, chi2_red=r["chi2_red"], nfev=r["nfev"], refine_success=r["success"],
+                            dq_over_q=r["dq_over_q"], dq_over_q_fitted=r["dq_fitted"], sld_core_rel=r["sld_core"],
+                            refine_seconds=time.perf_counter() - t0)
+        if "fit" not in curves:
+            curves["fit"] = np.full_like(q, np.nan)
+        if info["refined"]:
+            param_flags.append("refined")
+        descs = [
+            Descriptor(name="saxs.model", value=cls, probabilities={c: float(v) for c, v in zip(CLASSES, p)},
+                       flags=flags, analyser=self.name),
+            Descriptor(name="saxs.ood_score", value=ood_score, unit=None, flags=["ood"] if ood else [], analyser=self.name),
+        ]
+        for t in APPLIES[cls]:
+            scale = 0.1 if t != "polydispersity" else 1.0  # Å -> nm
+            descs.append(Descriptor(name=DESCRIPTOR[t], value=values[t] * scale, uncertainty=uncs[t] * scale,
+                                    unit="nm" if t != "polydispersity" else None, flags=list(param_flags), analyser=self.name))
+        return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
