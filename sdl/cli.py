@@ -231,7 +231,8 @@ class ConsoleReporter:
         if summary.makespan_s:
             clock = "simulated" if summary.clock == "instrument" else "wall-clock"
             busy = ", ".join(f"{k} {u:.0%}" for k, u in sorted(summary.utilisation.items()))
-            print(f"  makespan {summary.makespan_s:.4g} {clock} s; instrument utilisation: {busy}")
+            span = f"{summary.makespan_s / 3600:.2f} h" if summary.makespan_s >= 3600 else f"{summary.makespan_s:.3g} s"
+            print(f"  makespan {span} ({clock}); instrument utilisation: {busy}")
         print(f"  see `sdl status {summary.campaign_id}`, `sdl report {summary.campaign_id}`")
 
     def _write(self, line: str) -> None:
