@@ -1,6 +1,7 @@
 """Simulated instruments: a synthesis robot and a measuring instrument around any simulated world.
 
-A world (simulators/) makes samples (`synthesize(params, sample_id)`, `synthesis_time_s(params)`,
+A world (simulators/) makes samples (`synthesize(params, sample_id)`, raising
+`simulators.world.SynthesisFailed` when the recipe makes nothing; `synthesis_time_s(params)`,
 `sample(sample_id)`); an instrument class measures them (`measure(sample, rng) -> {"arrays",
 "metadata"}`, `measure_time_s()`, constructor keywords = its settings, plus `seed`). Robot and
 instrument share the world: the "physical" sample moves from one to the other.
@@ -19,7 +20,6 @@ command's sample record.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import threading
@@ -32,21 +32,15 @@ from drivers.base import ActionFailed, Driver, Handler
 from sdl.errors import ProtocolError
 from sdl.measurement import Measurement
 from sdl.protocol import CommandBody
-
-
-def stable_seed(*parts: Any) -> int:
-    """A 64-bit integer from the parts' text (SHA-256; stable across processes, unlike hash())."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little")
+from simulators.world import SynthesisFailed, stable_seed
 
 
 class SynthesisRobot(Driver):
     """Action `synthesize`: params are the recipe; the result names the sample made."""
 
-    def __init__(self, world: Any, failure: type[Exception], lab: str, broker_url: str, *,
-                 instrument: str = "robot", time_scale: float = 0.0):
+    def __init__(self, world: Any, lab: str, broker_url: str, *, instrument: str = "robot", time_scale: float = 0.0):
         super().__init__(instrument, lab, broker_url, time_scale=time_scale)
-        self.world, self.failure = world, failure
+        self.world = world
 
     def actions(self) -> dict[str, Handler]:
         return {"synthesize": self.synthesize}
@@ -59,9 +53,8 @@ class SynthesisRobot(Driver):
             sample = self.world.synthesize(cmd.params, cmd.sample_id)
         except ValueError as exc:
             raise ProtocolError(f"bad recipe: {exc}") from None
-        except self.failure as exc:
-            reason = getattr(exc, "reason", str(exc))
-            raise ActionFailed("synthesis_failed", f"synthesis of {cmd.sample_id} failed: {reason}") from None
+        except SynthesisFailed as exc:
+            raise ActionFailed("synthesis_failed", f"synthesis of {cmd.sample_id} failed: {exc.reason}") from None
         return {"sample_id": sample.sample_id, "sample": sample.to_dict(), "duration_s": duration}
 
 

@@ -24,12 +24,13 @@ stable (SHA-256) hash of the sample id: the same world seed and sample id give t
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from simulators.world import SynthesisFailed, World, check_params, from_unit_cube, stable_seed
 
 __all__ = [
     "PARAMETER_SPACE",
@@ -78,15 +79,6 @@ _FAILURE_REASONS = {
 }
 
 
-class SynthesisFailed(Exception):
-    """The synthesis made no usable particles; `reason` says why (in words a chemist reads)."""
-
-    def __init__(self, reason: str, sample_id: str | None = None):
-        self.reason = reason
-        self.sample_id = sample_id
-        super().__init__(f"synthesis {sample_id!r} failed: {reason}" if sample_id else reason)
-
-
 @dataclass
 class Sample:
     """One synthesised batch. `model_params` are sasmodels parameters (Å, 1e-6 Å^-2);
@@ -110,39 +102,9 @@ class Sample:
         }
 
 
-def stable_seed(*parts: Any) -> int:
-    """A 64-bit integer from a SHA-256 of the parts' text (stable across processes, unlike hash())."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
 def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """The parameters checked against PARAMETER_SPACE (floats as float); ValueError names the culprit."""
-    if not isinstance(params, dict):
-        raise ValueError(f"synthesis parameters must be a dict of {sorted(PARAMETER_SPACE)}, got {type(params).__name__}")
-    unknown = sorted(set(params) - set(PARAMETER_SPACE))
-    if unknown:
-        raise ValueError(f"unknown synthesis parameter(s) {unknown}; allowed: {sorted(PARAMETER_SPACE)}")
-    missing = sorted(set(PARAMETER_SPACE) - set(params))
-    if missing:
-        raise ValueError(f"missing synthesis parameter(s) {missing}; all of {sorted(PARAMETER_SPACE)} are required")
-    out: dict[str, Any] = {}
-    for name, spec in PARAMETER_SPACE.items():
-        value = params[name]
-        if spec["type"] == "choice":
-            if value not in spec["values"]:
-                raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(spec['values'])}")
-            out[name] = value
-            continue
-        lo, hi = spec["bounds"]
-        unit = spec["unit"]
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ValueError(f"{name}={value!r} must be a number in [{lo}, {hi}] {unit}")
-        v = float(value)
-        if not math.isfinite(v) or not (lo <= v <= hi):
-            raise ValueError(f"{name}={v!r} is out of range; allowed [{lo}, {hi}] {unit}")
-        out[name] = v
-    return out
+    return check_params(params, PARAMETER_SPACE)
 
 
 # ----- the hidden response (vectorised) -------------------------------------------------------------
@@ -220,14 +182,7 @@ def _response(T, P, S, red, t) -> dict[str, np.ndarray]:
 
 def _cube_to_params(u: np.ndarray, reducer_index: np.ndarray) -> tuple[np.ndarray, ...]:
     """Columns of the unit cube (temperature, precursor, surfactant, time) to physical values."""
-    cols = []
-    for j, name in enumerate(("temperature_C", "precursor_mM", "surfactant_ratio", "time_min")):
-        lo, hi = PARAMETER_SPACE[name]["bounds"]
-        if PARAMETER_SPACE[name]["log_scale"]:
-            cols.append(lo * (hi / lo) ** u[:, j])
-        else:
-            cols.append(lo + (hi - lo) * u[:, j])
-    T, P, S, t = cols
+    T, P, S, t = from_unit_cube(u, ("temperature_C", "precursor_mM", "surfactant_ratio", "time_min"), PARAMETER_SPACE)
     return T, P, S, reducer_index, t
 
 
@@ -253,13 +208,9 @@ def target_fraction(n: int = 200_000, seed: int = 0, target: dict[str, Any] | No
 
 # ----- the world ---------------------------------------------------------------------------------
 
-class NanoparticleWorld:
+class NanoparticleWorld(World):
     """The hidden chemistry. `synthesize` makes a Sample (or raises SynthesisFailed); the world
     keeps every sample it made, for the instruments to measure."""
-
-    def __init__(self, seed: int = 0):
-        self.seed = int(seed)
-        self._samples: dict[str, Sample] = {}
 
     # -- public -----------------------------------------------------------------------------------
     def synthesis_time_s(self, params: dict[str, Any]) -> float:
@@ -286,23 +237,7 @@ class NanoparticleWorld:
             raise SynthesisFailed(_FAILURE_REASONS[status], sample_id)
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, stable_seed("synthesis", sample_id)]))
         sample = self._make_sample(p, sample_id, resp, rng)
-        self._samples[sample_id] = sample
-        return sample
-
-    def sample(self, sample_id: str) -> Sample:
-        try:
-            return self._samples[sample_id]
-        except KeyError:
-            known = sorted(self._samples)
-            shown = known[:10] + (["..."] if len(known) > 10 else [])
-            raise KeyError(
-                f"no sample {sample_id!r} in this world (it was never synthesised, or its synthesis "
-                f"failed); known samples: {shown}"
-            ) from None
-
-    @property
-    def samples(self) -> dict[str, Sample]:
-        return dict(self._samples)
+        return self._keep(sample)
 
     def expected(self, params: dict[str, Any]) -> dict[str, Any]:
         """Noise-free truth for a recipe (for tests, benchmarks and docs; not for the loop)."""

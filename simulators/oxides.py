@@ -42,7 +42,6 @@ Default target (`DEFAULT_TARGET`): phase-pure tetragonal ZrO2-rich solid solutio
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from simulators import pd as _pd
+from simulators.world import SynthesisFailed, World, check_params, from_unit_cube, stable_seed
 
 __all__ = [
     "PARAMETER_SPACE",
@@ -93,47 +93,9 @@ _FAILURE_REASONS = {
 PHASE_KEYS = ("CeO2", "ZrO2_tetragonal", "ZrO2_monoclinic", "Ce2O3_hexagonal")
 
 
-class SynthesisFailed(Exception):
-    """The synthesis made no usable sample; `reason` says why (in words a chemist reads)."""
-
-    def __init__(self, reason: str, sample_id: str | None = None):
-        self.reason = reason
-        self.sample_id = sample_id
-        super().__init__(f"synthesis {sample_id!r} failed: {reason}" if sample_id else reason)
-
-
-def stable_seed(*parts: Any) -> int:
-    """A 64-bit integer from a SHA-256 of the parts' text (stable across processes, unlike hash())."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little")
-
-
 def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """The parameters checked against PARAMETER_SPACE (floats as float); ValueError names the culprit."""
-    if not isinstance(params, dict):
-        raise ValueError(f"synthesis parameters must be a dict of {sorted(PARAMETER_SPACE)}, got {type(params).__name__}")
-    unknown = sorted(set(params) - set(PARAMETER_SPACE))
-    if unknown:
-        raise ValueError(f"unknown synthesis parameter(s) {unknown}; allowed: {sorted(PARAMETER_SPACE)}")
-    missing = sorted(set(PARAMETER_SPACE) - set(params))
-    if missing:
-        raise ValueError(f"missing synthesis parameter(s) {missing}; all of {sorted(PARAMETER_SPACE)} are required")
-    out: dict[str, Any] = {}
-    for name, spec in PARAMETER_SPACE.items():
-        value = params[name]
-        if spec["type"] == "choice":
-            if value not in spec["values"]:
-                raise ValueError(f"{name}={value!r} is not allowed; choose one of {list(spec['values'])}")
-            out[name] = value
-            continue
-        lo, hi = spec["bounds"]
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ValueError(f"{name}={value!r} must be a number in [{lo}, {hi}] {spec['unit']}")
-        v = float(value)
-        if not math.isfinite(v) or not (lo <= v <= hi):
-            raise ValueError(f"{name}={v!r} is out of range; allowed [{lo}, {hi}] {spec['unit']}")
-        out[name] = v
-    return out
+    return check_params(params, PARAMETER_SPACE)
 
 
 def _sig(x):
@@ -198,11 +160,7 @@ def meets_target(resp: dict[str, np.ndarray], target: dict[str, Any] | None = No
 
 
 def _cube_to_params(u: np.ndarray, atm: np.ndarray):
-    lo_t, hi_t = PARAMETER_SPACE["calcination_time_h"]["bounds"]
-    lo_T, hi_T = PARAMETER_SPACE["calcination_temperature_C"]["bounds"]
-    x = u[:, 0]
-    T = lo_T + (hi_T - lo_T) * u[:, 1]
-    t = np.exp(np.log(lo_t) + (np.log(hi_t) - np.log(lo_t)) * u[:, 2])
+    x, T, t = from_unit_cube(u, ("zr_fraction", "calcination_temperature_C", "calcination_time_h"), PARAMETER_SPACE)
     return x, T, t, atm
 
 
@@ -245,13 +203,9 @@ class Sample:
         ]
 
 
-class OxideWorld:
+class OxideWorld(World):
     """The hidden chemistry. `synthesize` makes a Sample (or raises SynthesisFailed); the world
     keeps every sample it made, for the instruments to measure."""
-
-    def __init__(self, seed: int = 0):
-        self.seed = int(seed)
-        self._samples: dict[str, Sample] = {}
 
     def synthesis_time_s(self, params: dict[str, Any]) -> float:
         """Calcination time plus ramp/cool/handling overhead (s)."""
@@ -321,22 +275,7 @@ class OxideWorld:
         }
         sample = Sample(sample_id=sample_id, params=dict(p), phases=phases, truth=truth,
                         synthesis_time_s=self.synthesis_time_s(p))
-        self._samples[sample_id] = sample
-        return sample
-
-    def sample(self, sample_id: str) -> Sample:
-        try:
-            return self._samples[sample_id]
-        except KeyError:
-            known = sorted(self._samples)
-            shown = known[:10] + (["..."] if len(known) > 10 else [])
-            raise KeyError(
-                f"no sample {sample_id!r} in this world (never synthesised, or its synthesis failed); known: {shown}"
-            ) from None
-
-    @property
-    def samples(self) -> dict[str, Sample]:
-        return dict(self._samples)
+        return self._keep(sample)
 
 
 class PdInstrument:

@@ -16,12 +16,13 @@ counts / (flux * exposure_s * (q_i/q_max)^2) and sigma = sqrt(counts) / (same fa
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
+from simulators.world import stable_seed
 
 __all__ = ["SaxsInstrument", "form_factor_curve", "load_kernel_model", "make_direct_model", "MODELS"]
 
@@ -69,11 +70,6 @@ def form_factor_curve(model: str, q, dq=None, **params) -> np.ndarray:
         raise ValueError("q must be a non-empty 1-D array of positive, finite values in Å^-1")
     dm = make_direct_model(model, q, dq)
     return np.asarray(dm(**params), dtype=float)
-
-
-def _stable_seed(*parts: Any) -> int:
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little")
 
 
 class SaxsInstrument:
@@ -138,7 +134,7 @@ class SaxsInstrument:
         "metadata": {...}}; intensity and sigma in cm^-1."""
         if rng is None:
             sid = getattr(sample, "sample_id", "")
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, _stable_seed("saxs", sid)]))
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, stable_seed("saxs", sid)]))
         expected = self.expected_intensity(sample)
         factor = self.counting_factor()
         counts = rng.poisson(np.clip(expected, 0.0, None) * factor).astype(float)
