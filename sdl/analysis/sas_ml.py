@@ -34,29 +34,13 @@ import numpy as np
 from sdl.analysis.base import AnalysisResult, Descriptor
 from sdl.errors import AnalysisError
 from sdl.measurement import Measurement
+from simulators import sas_dataset as D
+from simulators.sas_dataset import APPLIES, CLASSES, TARGETS
 
 WEIGHTS = Path(__file__).parent / "weights" / "sas_ml.pt"
 
-CLASSES: tuple[str, ...] = (
-    "sphere",
-    "core_shell_sphere",
-    "ellipsoid",
-    "cylinder",
-    "disc",
-    "core_shell_cylinder",
-    "other",
-)
-TARGETS: tuple[str, ...] = ("radius", "length", "polar_radius", "shell", "polydispersity")
-APPLIES: dict[str, tuple[str, ...]] = {
-    "sphere": ("radius", "polydispersity"),
-    "core_shell_sphere": ("radius", "shell", "polydispersity"),
-    "ellipsoid": ("radius", "polar_radius", "polydispersity"),
-    "cylinder": ("radius", "length", "polydispersity"),
-    "disc": ("radius", "length", "polydispersity"),
-    "core_shell_cylinder": ("radius", "length", "shell", "polydispersity"),
-    "other": (),
-}
-SASMODEL = {c: ("cylinder" if c == "disc" else c) for c in CLASSES if c != "other"}
+# the labels are the training set's: classes, regression targets and which apply to which class
+SASMODEL = {c: m for c, m in D.SASMODEL.items() if m}  # class -> sasmodels model refined
 DESCRIPTOR = {"radius": "saxs.radius_nm", "length": "saxs.length_nm", "polar_radius": "saxs.polar_radius_nm",
               "shell": "saxs.shell_nm", "polydispersity": "saxs.polydispersity"}
 
@@ -273,8 +257,6 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     "nfev", "success", "sld_core" (core-shell), "dq_over_q"}.
     """
     from scipy.optimize import least_squares, nnls
-
-    from simulators import sas_dataset as D
 
     q = np.asarray(q, float)
     I = np.asarray(I, float)
