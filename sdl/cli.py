@@ -202,7 +202,7 @@ class ConsoleReporter:
         if self.quiet:
             return
         params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.parameters.items())
-        wanted = {o.descriptor for o in self.campaign.objectives} | {c.descriptor for c in self.campaign.constraints}
+        wanted = self.campaign.descriptors_needed()
         desc = " ".join(_fmt_descriptor(d) for d in descriptors if d.name in wanted)
         if trial.status == "failed":
             line = f"trial {trial.index:3d} FAILED  {params}\n            {trial.failure}"

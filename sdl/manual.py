@@ -15,6 +15,7 @@ from typing import Any
 
 from sdl import analysis
 from sdl.analysis import Descriptor
+from sdl.analysis.base import choose
 from sdl.config import Campaign, ChoiceParameter, FixedParameter
 from sdl.errors import ConfigError
 from sdl.store import ManualRow, Store, pack_arrays
@@ -103,11 +104,7 @@ def submit(store: Store, campaign_id: str, campaign: Campaign, parameters: dict[
         arrays = pack_arrays(m.arrays)
     typed = {d.name for d in descriptors or []}
     chosen = [*(descriptors or []), *(d for d in found if d.name not in typed)]
-    first: dict[str, Descriptor] = {}
-    for d in chosen:  # as in the loop: the first trusted value of each descriptor counts
-        if d.name not in first or (d.trusted and not first[d.name].trusted):
-            first[d.name] = d
-    ev = evaluate(campaign, list(first.values()))
+    ev = evaluate(campaign, list(choose(chosen).values()))
     row = ManualRow(campaign_id=campaign_id, parameters_json=json.dumps(params),
                     objectives_json=json.dumps(ev.metrics), score=ev.score, target_met=ev.target_met,
                     descriptors_json=json.dumps([d.model_dump() for d in chosen]),

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from sdl import analysis
-from sdl.analysis.base import AnalysisResult, Descriptor
+from sdl.analysis.base import AnalysisResult, Descriptor, choose
 from sdl.config import Campaign, Step
 from sdl.errors import AnalysisError, ConfigError, DriverError, ProtocolError, SdlError, StrategyError
 from sdl.measurement import Measurement
@@ -509,7 +509,6 @@ def analyse_measurements(campaign: Campaign, measurements: dict[str, Measurement
     Returns (all descriptors, (step, analyser, info, curves) per analysis, evaluation)."""
     descriptors: list[Descriptor] = []
     analyses: list[tuple[str, str, dict, dict]] = []
-    chosen: dict[str, Descriptor] = {}  # per descriptor: the first trusted value, else the first
     for step in campaign.measuring_steps():
         m = measurements.get(step.name)
         if m is None:
@@ -518,15 +517,13 @@ def analyse_measurements(campaign: Campaign, measurements: dict[str, Measurement
         for name in campaign.analysers_for(step.technique):
             # the listed analysers form a fallback chain: the next runs only while a
             # descriptor the campaign needs is missing or untrusted (e.g. ML flagged OOD)
+            chosen = choose(descriptors)
             if needed and all(n in chosen and chosen[n].trusted for n in needed):
                 break
             result: AnalysisResult = analysis.get(step.technique, name).analyse(m)
             descriptors.extend(result.descriptors)
             analyses.append((step.name, result.analyser, result.info, result.curves))
-            for d in result.descriptors:
-                if d.name not in chosen or (d.trusted and not chosen[d.name].trusted):
-                    chosen[d.name] = d
-    return descriptors, analyses, evaluate(campaign, list(chosen.values()))
+    return descriptors, analyses, evaluate(campaign, list(choose(descriptors).values()))
 
 
 # ----- running a campaign with its lab ----------------------------------------------------------

@@ -39,7 +39,7 @@ def campaign_record(store: Store, campaign_id: str) -> dict[str, Any]:
         "campaign": {"id": row.id, "name": row.name, "status": row.status, "stop_reason": row.stop_reason,
                      "created_at": row.created_at, "updated_at": row.updated_at},
         "counts": {k: v for k, v in counts.items() if v},
-        "wanted": sorted({o.descriptor for o in campaign.objectives} | {c.descriptor for c in campaign.constraints}),
+        "wanted": sorted(campaign.descriptors_needed()),
         "target_met_at": next((i + 1 for i, r in enumerate(records) if r["target_met"]), None),
         "best": best,
         "trials": records,

@@ -33,6 +33,15 @@ class Descriptor(BaseModel):
         return not (set(self.flags) & UNTRUSTED_FLAGS)
 
 
+def choose(descriptors: list[Descriptor]) -> dict[str, Descriptor]:
+    """One value per descriptor name: the first trusted one in list order, else the first."""
+    chosen: dict[str, Descriptor] = {}
+    for d in descriptors:
+        if d.name not in chosen or (d.trusted and not chosen[d.name].trusted):
+            chosen[d.name] = d
+    return chosen
+
+
 class AnalysisResult(BaseModel):
     """Descriptors plus what a person wants to see next to them (e.g. the fitted model curve)."""
 

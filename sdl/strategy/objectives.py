@@ -80,9 +80,9 @@ def evaluate(campaign: Campaign, descriptors: list[Descriptor]) -> Evaluation:
     Raises AnalysisError when the analysers produced none of the descriptors the campaign needs.
     """
     by_name = {d.name: d for d in descriptors}
-    needed = [item.descriptor for item in [*campaign.objectives, *campaign.constraints]]
-    missing = sorted({n for n in needed if n not in by_name})
-    if len(missing) == len(set(needed)):
+    needed = campaign.descriptors_needed()
+    missing = sorted(needed - set(by_name))
+    if len(missing) == len(needed):
         raise AnalysisError(f"analysers produced none of the descriptors the campaign needs {missing} "
                             f"(they produced {sorted(by_name)})")
 
