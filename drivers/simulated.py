@@ -80,7 +80,6 @@ class SimulatedInstrument(Driver):
         self._draws: dict[str, int] = {}  # sample_id -> distinct measurement commands so far
         self._draw_of: OrderedDict[str, int] = OrderedDict()  # correlation_id -> its k
         self._lock = threading.Lock()
-        self._takes_rng = "rng" in inspect.signature(instrument_cls.measure).parameters
 
     def actions(self) -> dict[str, Handler]:
         return {"measure": self.measure}
@@ -89,10 +88,7 @@ class SimulatedInstrument(Driver):
         instrument = self._instrument(self._settings(cmd.params))
         sample = self._sample(cmd)
         duration = self.simulate_time(instrument.measure_time_s() * self.time_factor)
-        if self._takes_rng:
-            data = instrument.measure(sample, self._rng(cmd.sample_id))
-        else:
-            data = instrument.measure(sample)
+        data = instrument.measure(sample, self._rng(cmd.sample_id))
         m = Measurement(technique=self.technique, arrays=data["arrays"],
                         metadata={**data["metadata"], "sample_id": sample.sample_id})
         return {"measurement": m.to_wire(), "duration_s": duration}
