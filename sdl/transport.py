@@ -114,8 +114,9 @@ class MqttClient:
         return self._connected.wait(timeout_s)
 
     def on_reconnect(self, fn: Callable[[], None]) -> None:
-        """Call `fn()` (on the network thread) after every re-connection, once the subscriptions
-        are re-sent: e.g. to publish a retained status again, which a restarted broker has lost."""
+        """Call `fn()` (on a short-lived thread) after every re-connection, once the broker has
+        acknowledged the re-sent subscriptions: e.g. to publish a retained status again, which a
+        restarted broker has lost."""
         self._on_reconnect.append(fn)
 
     # ----- pub/sub ----------------------------------------------------------------------------
@@ -126,7 +127,7 @@ class MqttClient:
         with self._lock:
             self._subs[topic_filter] = callback
         if self.connected:
-            self._subscribe(self._client, topic_filter).wait(timeout_s)
+            self._subscribe(self._client, topic_filter, qos).wait(timeout_s)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False, wait: bool = False,
                 timeout_s: float = 10.0) -> None:
@@ -167,10 +168,10 @@ class MqttClient:
             # them must find the subscription in place; this thread delivers the SUBACKs, so wait elsewhere
             threading.Thread(target=self._after_reconnect, args=(acks,), daemon=True).start()
 
-    def _subscribe(self, client, topic_filter: str) -> threading.Event:
+    def _subscribe(self, client, topic_filter: str, qos: int = 1) -> threading.Event:
         acked = threading.Event()
         with self._lock:  # held so that the SUBACK cannot be handled before its mid is known
-            rc, mid = client.subscribe(topic_filter, qos=1)
+            rc, mid = client.subscribe(topic_filter, qos=qos)
             if rc == mqtt.MQTT_ERR_SUCCESS and mid is not None:
                 self._unacked[mid] = acked
             else:
