@@ -21,22 +21,23 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sdl.config import load_campaign  # noqa: E402
-from sdl.orchestrator import run_campaign  # noqa: E402
+from sdl.orchestrator import Summary, run_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
 from sdl.transport import EmbeddedBroker  # noqa: E402
 
 
-def run(path: Path, seed: int, kind: str, analysers: list[str] | None, budget: int | None, noise: str | None,
-        broker: str, tmp: Path) -> tuple[int | None, int, float]:
+def run(path: Path, seed: int, kind: str, broker: str, tmp: Path, analysers: list[str] | None = None,
+        **over) -> tuple[Summary, Store, float]:
+    """One campaign run with strategy `kind` and `seed` (strategy and simulated world) in its own
+    SQLite file under `tmp`; `over` are load_campaign overrides. Returns (summary, store, seconds)."""
     over = {"strategy.seed": seed, "strategy.kind": kind, "store": f"sqlite:///{tmp}/{kind}-{seed}.db",
-            "broker": broker, "lab.id": f"bench-{kind}-{seed}", "budget.max_experiments": budget,
-            "strategy.noise": noise}
+            "broker": broker, "lab.id": f"bench-{kind}-{seed}", **over}
     c = load_campaign(path, **over)
     if analysers:  # the campaign's one measured technique
         c = load_campaign(path, **over, analysis={c.measuring_steps()[0].technique: analysers})
     t = time.perf_counter()
-    s = run_campaign(c, store=Store(c.store))
-    return s.target_met_at, s.n_trials, time.perf_counter() - t
+    store = Store(c.store)
+    return run_campaign(c, store=store), store, time.perf_counter() - t
 
 
 def main() -> None:
@@ -65,9 +66,11 @@ def main() -> None:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             cells = []
             for k in kinds:
-                met, n, secs = run(path, seed, k, analysers, args.budget, args.noise, broker.url, Path(tmp))
+                s, _, secs = run(path, seed, k, broker.url, Path(tmp), analysers,
+                                 **{"budget.max_experiments": args.budget, "strategy.noise": args.noise})
+                met = s.target_met_at
                 results[k].append(met)
-                cells.append(f"{str(met) if met else 'not met':>12} / {n:>3} / {secs:6.0f}")
+                cells.append(f"{str(met) if met else 'not met':>12} / {s.n_trials:>3} / {secs:6.0f}")
             say(f"{seed:>4} " + " ".join(f"{c:>34}" for c in cells))
     c = load_campaign(path, **{"strategy.noise": args.noise})
     budget = args.budget or c.budget.max_experiments

@@ -78,15 +78,22 @@ Parameter = Annotated[FloatParameter | IntParameter | ChoiceParameter | FixedPar
 
 
 class Step(_Strict):
-    """One command to one instrument. A step with `technique` returns a Measurement."""
+    """One command to one instrument. A step with `technique` returns a Measurement.
+    `instrument` may list several interchangeable instruments (a pool, e.g. two SAXS cameras):
+    each sample goes to whichever is free first, in the order listed."""
 
     name: str
-    instrument: str
+    instrument: str | list[str] = Field(min_length=1)
     action: str
     technique: str | None = None
     settings: dict[str, Any] = Field(default_factory=dict)
     timeout_s: float = Field(default=600.0, gt=0)
     retries: int = Field(default=0, ge=0, le=5)  # re-sends (same command id) after a timeout
+
+    @property
+    def pool(self) -> list[str]:
+        """The instruments that can run this step, in order of preference."""
+        return [self.instrument] if isinstance(self.instrument, str) else list(self.instrument)
 
 
 class Lab(_Strict):
@@ -110,12 +117,18 @@ class Lab(_Strict):
 
 
 class Objective(_Strict):
-    """maximize/minimize a numeric descriptor, or bring it to `value` within `tolerance`."""
+    """What is wanted of a numeric descriptor: maximize/minimize it, bring it to `value` within
+    `tolerance` (target), or map it (learn it over the whole space rather than optimise it).
+
+    `threshold` (maximize/minimize, several objectives): the worst value still of interest; the
+    thresholds form the reference point of the Pareto front's hypervolume.
+    """
 
     descriptor: str
-    goal: Literal["maximize", "minimize", "target"]
+    goal: Literal["maximize", "minimize", "target", "map"]
     value: float | None = None
     tolerance: float | None = Field(default=None, gt=0)
+    threshold: float | None = None
 
     @model_validator(mode="after")
     def _target(self) -> "Objective":
@@ -123,6 +136,8 @@ class Objective(_Strict):
             raise ValueError("goal 'target' needs `value` and `tolerance` (same unit as the descriptor)")
         if self.goal != "target" and (self.value is not None or self.tolerance is not None):
             raise ValueError(f"`value`/`tolerance` only apply to goal 'target', not {self.goal!r}")
+        if self.threshold is not None and self.goal not in ("maximize", "minimize"):
+            raise ValueError(f"`threshold` applies to goals 'maximize'/'minimize', not {self.goal!r}")
         return self
 
 
@@ -148,21 +163,64 @@ class Constraint(_Strict):
 # ----- strategy, budget, campaign ------------------------------------------------------------------
 
 
+class Cost(_Strict):
+    """Cost of one experiment, linear in the parameters: `base` + sum(per[p] * value of p), in any
+    unit (e.g. hours). With a cost, the acquisition is expected improvement per unit cost."""
+
+    base: float = Field(default=1.0, ge=0)
+    per: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("per")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: c for k, c in v.items() if c < 0}
+        if bad:
+            raise ValueError(f"cost coefficients must be >= 0 (a cheaper experiment for more of something "
+                             f"is not supported), got {bad}")
+        return v
+
+
+class WarmStart(_Strict):
+    """An earlier campaign whose completed trials seed this one: their stored descriptors are
+    re-evaluated against this campaign's objectives and attached as prior experiments (not
+    counted against the budget). Trials outside this campaign's search space are skipped."""
+
+    campaign: str  # campaign id or name (latest of that name)
+    store: str | None = None  # database URL; default: this campaign's store
+
+
 class Strategy(_Strict):
-    kind: Literal["bayesian", "sobol"] = "bayesian"
-    initial_trials: int = Field(default=8, ge=1)  # quasi-random (Sobol) trials before the model is used
+    """How the next experiment is chosen. `bayesian`: Sobol start, then a GP with the acquisition
+    the objectives call for (log noisy EI for one objective, log noisy expected hypervolume
+    improvement for several, integrated posterior variance for `map`, EI per unit cost with
+    `cost`). `sobol`: quasi-random sampling (baseline). `ax_default`: Ax's own default generation
+    strategy, untuned (baseline)."""
+
+    kind: Literal["bayesian", "sobol", "ax_default"] = "bayesian"
+    # space-filling start before the model is used: the centre of the space, then Sobol points
+    # (Ax's default design; benchmarks/results/campaign_*: 5 beat 8 on the simulated worlds)
+    initial_trials: int = Field(default=5, ge=1)
+    initialize_with_center: bool = True
     max_in_flight: int = Field(default=1, ge=1, le=64)  # samples being made/measured at once
     seed: int = 0
     # observation noise of the GP: "inferred" fits it from the data (batch-to-batch synthesis scatter
     # is usually far larger than the analysers' fit uncertainty); "measured" uses the analysers' SEMs
     noise: Literal["inferred", "measured"] = "inferred"
     require_approval: bool = False  # each proposed trial waits for `sdl approve` (or `sdl reject`)
+    cost: Cost | None = None
+    warm_start: WarmStart | None = None
 
 
 class Budget(_Strict):
+    """When to stop: experiments used, wall time, target met, or no expected improvement left:
+    `min_expected_improvement` (in standard deviations of the observed objective; for several
+    objectives, of hypervolume) not reached by `patience` model-based proposals in a row."""
+
     max_experiments: int = Field(default=30, ge=1)
     max_wall_time_s: float | None = Field(default=None, gt=0)
     stop_on_target: bool = True
+    min_expected_improvement: float | None = Field(default=None, gt=0)
+    patience: int = Field(default=3, ge=1)
 
 
 class Campaign(_Strict):
@@ -204,6 +262,20 @@ class Campaign(_Strict):
                         f"parameter constraint {c!r} names {token!r}, which is not a float/int parameter "
                         f"(those are {sorted(tunable)})"
                     )
+        goals = [o.goal for o in self.objectives]
+        if "map" in goals and len(goals) > 1:
+            raise ValueError("an objective with goal 'map' must be the only objective (mapping learns one "
+                             "response; add the others as constraints or run a second campaign)")
+        if any(o.threshold is not None for o in self.objectives) and len(goals) < 2:
+            raise ValueError("`threshold` is the reference point of a multi-objective campaign; with one "
+                             "objective, write it as a constraint instead")
+        if self.strategy.cost:
+            for name in self.strategy.cost.per:
+                if name not in tunable:
+                    raise ValueError(f"strategy.cost.per names {name!r}, which is not a float/int parameter "
+                                     f"(those are {sorted(tunable)})")
+            if "map" in goals:
+                raise ValueError("strategy.cost applies to optimisation; goal 'map' does not use it")
         steps = [s.name for s in self.workflow]
         if len(set(steps)) != len(steps):
             raise ValueError(f"workflow step names repeat: {steps}")

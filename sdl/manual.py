@@ -17,7 +17,7 @@ from sdl import analysis
 from sdl.analysis import Descriptor
 from sdl.analysis.base import choose
 from sdl.config import Campaign, ChoiceParameter, FixedParameter
-from sdl.errors import ConfigError
+from sdl.errors import AnalysisError, ConfigError
 from sdl.store import ManualRow, Store, pack_arrays
 from sdl.strategy import Strategy, evaluate
 
@@ -125,3 +125,38 @@ def apply_pending(store: Store, campaign_id: str, strategy: Strategy) -> list[in
         store.add_manual_trial(req, index, strategy.snapshot(), descriptors)
         added.append(index)
     return added
+
+
+def warm_start(store: Store, campaign: Campaign) -> tuple[list[ManualRow], list[str]]:
+    """The completed trials of the campaign named in `strategy.warm_start` as manual experiments
+    for this one (campaign_id still to be set): their stored descriptors are re-evaluated against
+    this campaign's objectives, so an earlier campaign with another target still teaches the model
+    the response. Returns (rows, reasons for the trials skipped). Raises StoreError for an unknown
+    campaign."""
+    ws = campaign.strategy.warm_start
+    if ws is None:
+        return [], []
+    source = store if ws.store in (None, campaign.store) else Store(ws.store)
+    earlier = source.find_campaign(ws.campaign)
+    by_trial: dict[int, list[Descriptor]] = {}
+    for d in source.descriptors(earlier.id):
+        by_trial.setdefault(d.trial_index, []).append(Descriptor(
+            name=d.name, value=d.value_str if d.value_str is not None else d.value_num, uncertainty=d.uncertainty,
+            unit=d.unit, flags=json.loads(d.flags_json), analyser=d.analyser,
+            probabilities=json.loads(d.probabilities_json) if d.probabilities_json else None))
+    rows, skipped = [], []
+    for t in source.trials(earlier.id):
+        if t.status != "completed":
+            continue
+        try:
+            params = check_parameters(campaign, t.parameters)
+            ev = evaluate(campaign, list(choose(by_trial.get(t.index, [])).values()))
+        except (ConfigError, AnalysisError) as exc:
+            skipped.append(f"trial {t.index}: {exc}")
+            continue
+        rows.append(ManualRow(
+            campaign_id="", parameters_json=json.dumps(params), objectives_json=json.dumps(ev.metrics),
+            score=ev.score, target_met=ev.target_met,
+            descriptors_json=json.dumps([d.model_dump() for d in by_trial.get(t.index, [])]),
+            analyses_json="[]", note=f"warm start: trial {t.index} of campaign {earlier.id}"))
+    return rows, skipped

@@ -93,6 +93,7 @@ class _Active:
     results: dict[str, dict] = field(default_factory=dict)  # step name -> result body (no arrays)
     measurements: dict[str, Measurement] = field(default_factory=dict)
     approved: bool = True  # False while the trial waits for `sdl approve`
+    instrument: str | None = None  # the instrument running the current step (chosen from its pool)
 
 
 def new_campaign_id(name: str) -> str:
@@ -121,9 +122,19 @@ class Orchestrator:
         self._waiting_shown: tuple[int, ...] = ()
 
         if campaign_id is None:
+            from sdl.manual import warm_start
+
+            prior, skipped = warm_start(store, campaign)  # before creating: an unknown source stores nothing
             self.campaign_id = new_campaign_id(campaign.name)
             self.store.create_campaign(self.campaign_id, campaign.name, campaign.model_dump_json())
             snapshot = None
+            for row in prior:
+                row.campaign_id = self.campaign_id
+                store.add_manual_request(row)
+            if campaign.strategy.warm_start:
+                store.log(self.campaign_id, "warm_start", f"{len(prior)} trials of campaign "
+                          f"{campaign.strategy.warm_start.campaign} queued as prior experiments; {len(skipped)} "
+                          "skipped" + "".join(f"\n  {r}" for r in skipped))
         else:
             self.campaign_id = campaign_id
             snapshot = self.store.find_campaign(campaign_id).strategy_state
@@ -189,7 +200,7 @@ class Orchestrator:
 
     # ----- start-up and resume ---------------------------------------------------------------
     def _wait_for_instruments(self) -> None:
-        needed = {s.instrument for s in self.campaign.workflow}
+        needed = {i for s in self.campaign.workflow for i in s.pool}
         deadline = time.monotonic() + STATUS_WAIT_S
         while time.monotonic() < deadline:
             self._drain(timeout=0.05)
@@ -204,10 +215,11 @@ class Orchestrator:
                 f"--broker {self.broker_url}`"
             )
         for s in self.campaign.workflow:
-            actions = self._status[s.instrument].actions
-            if actions and s.action not in actions:
-                raise ConfigError(f"workflow step {s.name!r}: instrument {s.instrument!r} has no action {s.action!r} "
-                                  f"(it offers {actions})")
+            for i in s.pool:
+                actions = self._status[i].actions
+                if actions and s.action not in actions:
+                    raise ConfigError(f"workflow step {s.name!r}: instrument {i!r} has no action {s.action!r} "
+                                      f"(it offers {actions})")
 
     def _recover(self) -> None:
         """Rebuild in-flight trials from the store (resume): completed steps are not repeated,
@@ -229,7 +241,7 @@ class Orchestrator:
                     act.step = i + 1
                     continue
                 if c is not None:
-                    act.command_id, act.attempts = c.id, c.attempts
+                    act.command_id, act.attempts, act.instrument = c.id, c.attempts, c.instrument
                 break
             self._active[t.index] = act
             self.store.log(self.campaign_id, "trial_resumed",
@@ -265,6 +277,23 @@ class Orchestrator:
                 row = self.store.add_trial(self.campaign_id, index, params, sample_id, state,
                                            status="proposed" if wait else "running")
                 self._active[index] = _Active(trial=row, approved=not wait)
+                ei = self.strategy.expected_improvement(index)
+                if ei is not None:
+                    self.store.log(self.campaign_id, "proposal", f"expected improvement {ei:.3g} (standardised)",
+                                   trial_index=index)
+            if self._no_improvement_left():
+                self._stop_reason = (f"no expected improvement left: the last {c.budget.patience} proposals each "
+                                     f"expected less than {c.budget.min_expected_improvement:g} (standardised units)")
+
+    def _no_improvement_left(self) -> bool:
+        """The stop rule `budget.min_expected_improvement`, read from the strategy's own record of
+        each proposal (so it holds across a resume); manual and Sobol trials do not count."""
+        b = self.campaign.budget
+        if b.min_expected_improvement is None:
+            return False
+        seen = [self.strategy.expected_improvement(t.index) for t in self.store.trials(self.campaign_id)]
+        last = [e for e in seen if e is not None][-b.patience:]
+        return len(last) == b.patience and all(e < b.min_expected_improvement for e in last)
 
     def _dispatch(self) -> None:
         for index in sorted(self._active):
@@ -272,8 +301,10 @@ class Orchestrator:
             if act.step >= len(self.campaign.workflow) or act.deadline or not act.approved:
                 continue
             step = self.campaign.workflow[act.step]
-            if self._busy.get(step.instrument, index) != index:
+            free = [i for i in ([act.instrument] if act.instrument else step.pool) if self._busy.get(i, index) == index]
+            if not free:
                 continue
+            act.instrument = free[0]
             self._send(act, step)
 
     def _send(self, act: _Active, step: Step) -> None:
@@ -285,18 +316,18 @@ class Orchestrator:
         act.attempts += 1
         if first:
             self.store.add_command(CommandRow(id=act.command_id, campaign_id=self.campaign_id, trial_index=t.index,
-                                              step=step.name, instrument=step.instrument, action=step.action,
+                                              step=step.name, instrument=act.instrument, action=step.action,
                                               params_json=json.dumps(params)))
         else:
             self.store.update_command(act.command_id, attempts=act.attempts, status="sent")
         sample = next((r["sample"] for r in act.results.values() if isinstance(r.get("sample"), dict)), None)
         env = command(step.action, correlation_id=act.command_id, campaign_id=self.campaign_id,
                       sample_id=t.sample_id, params=params, timeout_s=step.timeout_s, sample=sample)
-        self._busy[step.instrument] = t.index
+        self._busy[act.instrument] = t.index
         self._by_command[act.command_id] = t.index
         act.sent_at = time.monotonic()
         act.deadline = act.sent_at + step.timeout_s
-        self.client.publish(topic(self.lab, step.instrument, "cmd"), env.to_bytes(), qos=1)
+        self.client.publish(topic(self.lab, act.instrument, "cmd"), env.to_bytes(), qos=1)
 
     def _wait_and_handle(self) -> None:
         now = time.monotonic()
@@ -350,13 +381,13 @@ class Orchestrator:
             infeasible = False
             try:
                 err = parse_body(ErrorBody, env, topic_name)
-                reason = f"{step.instrument} {step.action} failed ({err.code}): {err.message}"
+                reason = f"{act.instrument} {step.action} failed ({err.code}): {err.message}"
                 infeasible = err.code == "synthesis_failed"  # an outcome of the recipe, not of the lab
             except ProtocolError as exc:
-                reason = f"{step.instrument} sent a malformed error reply: {exc}"
+                reason = f"{act.instrument} sent a malformed error reply: {exc}"
             self.store.update_command(act.command_id, status="error", reply_json=json.dumps(env.body)[:10_000],
                                       finished_at=datetime.now(timezone.utc))
-            self._release(act, step)
+            self._release(act)
             self._fail(act, reason, infeasible=infeasible)
 
     def _step_done(self, act: _Active, step: Step, env: Envelope) -> None:
@@ -373,8 +404,8 @@ class Orchestrator:
             except ProtocolError as exc:
                 self.store.update_command(act.command_id, status="error", finished_at=done["finished_at"],
                                           reply_json=json.dumps({"error": str(exc)}))
-                self._release(act, step)
-                self._fail(act, f"{step.instrument} returned an invalid measurement: {exc}")
+                self._release(act)
+                self._fail(act, f"{act.instrument} returned an invalid measurement: {exc}")
                 return
             body.pop("measurement")
             done["reply_json"] = json.dumps(body, default=str)
@@ -384,36 +415,36 @@ class Orchestrator:
             done["reply_json"] = json.dumps(body, default=str)
             self.store.update_command(act.command_id, **done)
         act.results[step.name] = body
-        self._release(act, step)
+        self._release(act)
         act.step += 1
-        act.command_id, act.deadline, act.attempts = None, 0.0, 0
+        act.command_id, act.deadline, act.attempts, act.instrument = None, 0.0, 0, None
         if act.step == len(self.campaign.workflow):
             self._complete(act)
 
-    def _release(self, act: _Active, step: Step) -> None:
-        if self._busy.get(step.instrument) == act.trial.index:
-            del self._busy[step.instrument]
+    def _release(self, act: _Active) -> None:
+        if act.instrument and self._busy.get(act.instrument) == act.trial.index:
+            del self._busy[act.instrument]
         self._by_command.pop(act.command_id or "", None)
 
     def _timed_out(self, act: _Active) -> None:
         step = self.campaign.workflow[act.step]
-        status = self._status.get(step.instrument)
+        status = self._status.get(act.instrument)
         if status is None or status.state == "offline":
-            self._offline(step.instrument)
+            self._offline(act.instrument)
             return
         if act.attempts <= step.retries:
             self.store.log(self.campaign_id, "command_retry",
-                           f"no result from {step.instrument} for {act.command_id} within {step.timeout_s:g} s; "
+                           f"no result from {act.instrument} for {act.command_id} within {step.timeout_s:g} s; "
                            f"re-sending (attempt {act.attempts + 1})", level="warning", trial_index=act.trial.index)
             self._send(act, step)
             return
         self.store.update_command(act.command_id, status="timeout", finished_at=datetime.now(timezone.utc))
-        self._release(act, step)
-        self._fail(act, f"instrument {step.instrument!r} did not answer {step.action} (command {act.command_id}) "
+        self._release(act)
+        self._fail(act, f"instrument {act.instrument!r} did not answer {step.action} (command {act.command_id}) "
                         f"within {step.timeout_s:g} s after {act.attempts} attempt(s)")
 
     def _offline(self, instrument: str) -> None:
-        users = [a for a in self._active.values() if a.deadline and self.campaign.workflow[a.step].instrument == instrument]
+        users = [a for a in self._active.values() if a.deadline and a.instrument == instrument]
         if not users:
             return
         self._halt = (f"instrument {instrument!r} went offline (driver's last will) with trial(s) "

@@ -15,8 +15,62 @@ from sdl.measurement import Measurement, write_columns
 from sdl.store import Store, unpack_arrays
 
 
+def _values(trials: list[dict[str, Any]], descriptor: str) -> np.ndarray:
+    """The numeric value of `descriptor` per trial record; NaN where missing or categorical."""
+    out = []
+    for t in trials:
+        v = t["descriptors"].get(descriptor, {}).get("value")
+        out.append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan)
+    return np.array(out, dtype=float)
+
+
+def _max_min(campaign: Campaign) -> list[Any]:
+    """The objectives with a direction (maximize/minimize), in campaign order."""
+    return [o for o in campaign.objectives if o.goal in ("maximize", "minimize")]
+
+
+def _non_dominated(Y: np.ndarray, goals: list[str]) -> np.ndarray:
+    """Boolean mask of the rows of Y (n, k) no other row dominates (>= everywhere and > somewhere,
+    after flipping minimised columns)."""
+    Z = Y * np.array([1.0 if g == "maximize" else -1.0 for g in goals])
+    ge = (Z[None, :, :] >= Z[:, None, :]).all(-1)  # ge[i, j]: row j is at least as good as row i
+    gt = (Z[None, :, :] > Z[:, None, :]).any(-1)
+    return ~(ge & gt).any(1)
+
+
+def _front_inputs(records: list[dict[str, Any]], objectives: list[Any]) -> tuple[list[dict[str, Any]], np.ndarray]:
+    """Completed trials with a number for each of `objectives`, and those numbers (n, k)."""
+    done = [r for r in records if r["status"] == "completed"]
+    Y = np.column_stack([_values(done, o.descriptor) for o in objectives]) if done else np.zeros((0, len(objectives)))
+    ok = np.isfinite(Y).all(1)
+    return [r for r, k in zip(done, ok) if k], Y[ok]
+
+
+def hypervolume(Y: np.ndarray, goals: list[str], ref: np.ndarray) -> float:
+    """Volume dominated by the rows of Y (n, k) beyond the reference point `ref`, in the
+    objectives' own units (product of them); minimised columns are flipped first."""
+    import torch
+    from botorch.utils.multi_objective.box_decompositions.dominated import DominatedPartitioning
+
+    sign = np.array([1.0 if g == "maximize" else -1.0 for g in goals])
+    Z, r = Y * sign, np.asarray(ref, dtype=float) * sign
+    Z = Z[np.isfinite(Z).all(1) & (Z > r).all(1)]
+    if not len(Z):
+        return 0.0
+    return float(DominatedPartitioning(ref_point=torch.tensor(r), Y=torch.tensor(Z)).compute_hypervolume())
+
+
+def pareto_front(campaign: Campaign, records: list[dict[str, Any]]) -> list[int]:
+    """Indices of the completed trials that no other completed trial dominates on all maximize/
+    minimize objectives (their descriptor values, constraints not considered)."""
+    objectives = _max_min(campaign)
+    done, Y = _front_inputs(records, objectives)
+    return [r["index"] for r, keep in zip(done, _non_dominated(Y, [o.goal for o in objectives])) if keep]
+
+
 def campaign_record(store: Store, campaign_id: str) -> dict[str, Any]:
-    """Everything `sdl status --json` prints: campaign, counts, trials with descriptors, best trial."""
+    """Everything `sdl status --json` prints: campaign, counts, trials with descriptors, best trial,
+    and `pareto_front` (trial indices) when the campaign has two or more maximize/minimize objectives."""
     row = store.find_campaign(campaign_id)
     campaign = Campaign.model_validate_json(row.config_json)
     trials = store.trials(campaign_id)
@@ -43,12 +97,16 @@ def campaign_record(store: Store, campaign_id: str) -> dict[str, Any]:
         "target_met_at": next((i + 1 for i, r in enumerate(records) if r["target_met"]), None),
         "best": best,
         "trials": records,
+        **({"pareto_front": pareto_front(campaign, records)} if len(_max_min(campaign)) >= 2 else {}),
     }
 
 
 def write_report(store: Store, campaign_id: str, out: Path) -> Path:
-    """Optimisation trace (score per experiment, best so far, each target descriptor with its band)
-    and the best trial's measured curve with the analyser's fit."""
+    """A PNG on a grid of panels: the optimisation trace (score per experiment, best so far), each
+    target descriptor with its band, the best trial's measured curve with the analyser's fit, a GP
+    model of the first objective's descriptor (heat map over the two most important numeric
+    parameters, and the parameter importances), and with two or more maximize/minimize objectives
+    the Pareto front of the first two."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,14 +115,41 @@ def write_report(store: Store, campaign_id: str, out: Path) -> Path:
     rec = campaign_record(store, campaign_id)
     campaign = Campaign.model_validate_json(store.find_campaign(campaign_id).config_json)
     targets = [o for o in campaign.objectives if o.goal == "target"]
-    n_panels = 2 + len(targets)
-    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.2))
-    trials = rec["trials"]
-    x = np.arange(1, len(trials) + 1)
+    pareto = len(_max_min(campaign)) >= 2
+    n_panels = 5 + len(targets) + pareto
+    ncols = -(-n_panels // 2)
+    fig, grid = plt.subplots(2, ncols, figsize=(5.2 * ncols, 8.4), squeeze=False)
+    axes = iter(grid.flat)
 
-    ax = axes[0]
+    if pareto:
+        _hypervolume_panel(next(axes), campaign, rec["trials"])
+    else:
+        _trace_panel(next(axes), rec["trials"])
+    for o in targets:
+        _target_panel(next(axes), rec["trials"], o)
+    _curve_panel(next(axes), store, campaign_id, rec["best"], campaign.descriptors_needed())
+    _model_panels(fig, next(axes), next(axes), campaign, rec)
+    if pareto:
+        _pareto_panel(next(axes), campaign, rec)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.suptitle(f"{campaign_id} — {rec['campaign']['status']}", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _note(ax: Any, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes)
+    ax.set_axis_off()
+
+
+def _trace_panel(ax: Any, trials: list[dict[str, Any]]) -> None:
+    x = np.arange(1, len(trials) + 1)
     score = np.array([t["score"] if t["score"] is not None else np.nan for t in trials], dtype=float)
-    failed = np.array([t["status"] == "failed" for t in trials])
+    failed = np.array([t["status"] == "failed" for t in trials], dtype=bool)
     ax.plot(x[~failed], np.maximum(score[~failed], 1e-3), "o", color="tab:blue", label="trial")
     if failed.any():  # failed trials have no score: mark them along the bottom edge
         ax.plot(x[failed], np.full(failed.sum(), 0.03), "x", color="tab:red", label="failed",
@@ -75,49 +160,145 @@ def write_report(store: Store, campaign_id: str, out: Path) -> Path:
     if met:
         ax.axvline(met[0], color="tab:green", ls="--", label=f"target met (exp. {met[0]})")
     ax.set(xlabel="experiment", ylabel="score (lower is better)", title="optimisation trace")
-    ax.set_yscale("log")
+    if np.nanmin(score, initial=np.inf) > 0:  # distances and violations; maximised values go negative
+        ax.set_yscale("log")
     ax.legend(fontsize=8)
 
-    for ax, o in zip(axes[1:], targets):
-        vals = [t["descriptors"].get(o.descriptor, {}) for t in trials]
-        y = np.array([v.get("value", np.nan) if not isinstance(v.get("value"), str) else np.nan for v in vals], float)
-        e = np.array([v.get("uncertainty") or 0.0 for v in vals], float)
-        ax.errorbar(x, y, yerr=e, fmt="o", ms=4, color="tab:blue")
-        ax.axhspan(o.value - o.tolerance, o.value + o.tolerance, color="tab:green", alpha=0.2, label="target")
-        ax.set(xlabel="experiment", ylabel=o.descriptor, title=f"{o.descriptor} vs target")
-        ax.legend(fontsize=8)
 
-    ax = axes[-1]
-    b = rec["best"]
-    shown = False
-    if b is not None:
-        for a in store.analyses(campaign_id, b["index"]):
-            curves = unpack_arrays(a.curves)
-            q = curves.get("q_inv_angstrom")
-            if q is None:
-                continue
-            ax.errorbar(q, curves["intensity"], fmt=".", ms=3, color="tab:gray", label="measured")
-            if "fit" in curves:
-                ax.plot(q, curves["fit"], color="tab:red", label=f"fit ({a.analyser})")
-            ax.set(xscale="log", yscale="log", xlabel="q (Å⁻¹)", ylabel="I (cm⁻¹)")
-            model = b["descriptors"].get("saxs.model", {}).get("value", "")
-            r = b["descriptors"].get("saxs.radius_nm", {})
-            label = f"best trial {b['index']}: {model}"
-            if r:
-                label += f", R = {r['value']:.3g} ± {r.get('uncertainty') or 0:.2g} nm"
-            ax.set_title(label, fontsize=9)
-            ax.legend(fontsize=8)
-            shown = True
-            break
-    if not shown:
-        ax.text(0.5, 0.5, "no analysed trial yet", ha="center", va="center", transform=ax.transAxes)
-        ax.set_axis_off()
-    fig.suptitle(f"{campaign_id} — {rec['campaign']['status']}", fontsize=10)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+def _hypervolume_panel(ax: Any, campaign: Campaign, trials: list[dict[str, Any]]) -> None:
+    """Hypervolume of the measured front after each experiment, over the thresholds (or, where an
+    objective has none, the worst value measured)."""
+    objectives = _max_min(campaign)
+    goals = [o.goal for o in objectives]
+    Y = np.column_stack([_values(trials, o.descriptor) for o in objectives])
+    Y[[t["status"] != "completed" for t in trials]] = np.nan
+    worst = np.where(np.array(goals) == "maximize", np.nanmin(Y, 0, initial=np.inf), np.nanmax(Y, 0, initial=-np.inf))
+    ref = np.array([o.threshold if o.threshold is not None else w for o, w in zip(objectives, worst)])
+    hv = [hypervolume(Y[:k], goals, ref) for k in range(1, len(trials) + 1)]
+    ax.step(np.arange(1, len(trials) + 1), hv, where="post", color="k")
+    ax.set(xlabel="experiment", ylabel="hypervolume (product of objective units)",
+           title="dominated hypervolume of the measured front")
+
+
+def _target_panel(ax: Any, trials: list[dict[str, Any]], o: Any) -> None:
+    x = np.arange(1, len(trials) + 1)
+    e = np.array([t["descriptors"].get(o.descriptor, {}).get("uncertainty") or 0.0 for t in trials], float)
+    ax.errorbar(x, _values(trials, o.descriptor), yerr=e, fmt="o", ms=4, color="tab:blue")
+    ax.axhspan(o.value - o.tolerance, o.value + o.tolerance, color="tab:green", alpha=0.2, label="target")
+    ax.set(xlabel="experiment", ylabel=o.descriptor, title=f"{o.descriptor} vs target")
+    ax.legend(fontsize=8)
+
+
+# curve x-axis key stored by the analysers -> (x label, y label, axis scale)
+CURVE_AXES = {"q_inv_angstrom": ("q (Å⁻¹)", "I (cm⁻¹)", "log"), "two_theta_deg": ("2θ (°)", "intensity (counts)", "linear")}
+
+
+def _curve_panel(ax: Any, store: Store, campaign_id: str, b: dict[str, Any] | None, wanted: set[str]) -> None:
+    for a in store.analyses(campaign_id, b["index"]) if b is not None else []:
+        curves = unpack_arrays(a.curves)
+        axis = next((k for k in CURVE_AXES if k in curves), None)
+        if axis is None:
+            continue
+        xlabel, ylabel, scale = CURVE_AXES[axis]
+        x = curves[axis]
+        ax.plot(x, curves["intensity"], ".", ms=3, color="tab:gray", label="measured")
+        if "fit" in curves:
+            ax.plot(x, curves["fit"], color="tab:red", lw=1, label=f"fit ({a.analyser})")
+        ax.set(xscale=scale, yscale=scale, xlabel=xlabel, ylabel=ylabel)
+        shown = [f"{n} = {d['value']:.3g}" if not isinstance(d["value"], str) else f"{d['value']}"
+                 for n, d in b["descriptors"].items() if n in wanted]
+        ax.set_title(f"best trial {b['index']}\n" + "\n".join(shown), fontsize=8)
+        ax.legend(fontsize=8)
+        return
+    _note(ax, "no analysed trial yet")
+
+
+def _label(p: Any) -> str:
+    return f"{p.name} ({p.unit})" if getattr(p, "unit", None) else p.name
+
+
+def _model_panels(fig: Any, ax_map: Any, ax_imp: Any, campaign: Campaign, rec: dict[str, Any]) -> None:
+    """GP of the first objective's descriptor over the completed trials: its mean over the two most
+    important numeric parameters (the others held at the best trial's values), and the importances."""
+    from botorch.exceptions.errors import ModelFittingError
+    from matplotlib.colors import Normalize
+
+    from sdl import surrogate
+
+    o = campaign.objectives[0]
+    done = [t for t in rec["trials"] if t["status"] == "completed"]
+    y = _values(done, o.descriptor)
+    used = [t for t, v in zip(done, y) if np.isfinite(v)]
+    y = y[np.isfinite(y)]
+    if len(used) < 3:
+        _note(ax_map, f"{o.descriptor}: too few trials for a model")
+        _note(ax_imp, "too few trials for a model")
+        return
+    try:
+        model = surrogate.fit(campaign, [t["parameters"] for t in used], y)
+    except ModelFittingError as exc:
+        _note(ax_map, f"GP fit failed: {exc}")
+        _note(ax_imp, "GP fit failed")
+        return
+
+    imp = model.importances()
+    ax_imp.barh(list(imp)[::-1], list(imp.values())[::-1], color="tab:blue")
+    ax_imp.set(xlabel="importance (1 / GP lengthscale, unit-cube scale)",
+               title=f"what drives {o.descriptor}")
+
+    by_name = {p.name: p for p in campaign.parameters}
+    numeric = [name for name in imp if by_name[name].type in ("float", "int")]
+    if len(numeric) < 2:
+        _note(ax_map, "a heat map needs two numeric parameters")
+        return
+    px, py = by_name[numeric[0]], by_name[numeric[1]]
+    base = (rec["best"] or done[-1])["parameters"]
+    xs, ys = ((np.geomspace if p.log_scale else np.linspace)(*p.bounds, 60) for p in (px, py))
+    mean, _ = model.predict([{**base, px.name: a, py.name: b} for b in ys for a in xs])
+    Z = mean.reshape(len(ys), len(xs))
+    norm = Normalize(min(Z.min(), y.min()), max(Z.max(), y.max()))
+    mesh = ax_map.pcolormesh(xs, ys, Z, shading="auto", cmap="viridis", norm=norm)
+    ax_map.scatter([t["parameters"][px.name] for t in used], [t["parameters"][py.name] for t in used],
+                   c=y, cmap="viridis", norm=norm, edgecolors="k", s=28, label="trials")
+    ax_map.plot(base[px.name], base[py.name], "*", color="tab:red", ms=15, mec="w", label="best")
+    unit = next((t["descriptors"][o.descriptor].get("unit") for t in used), None)
+    fig.colorbar(mesh, ax=ax_map, label=o.descriptor + (f" ({unit})" if unit else ""))
+    if o.goal == "target":
+        levels = [v for v in (o.value - o.tolerance, o.value, o.value + o.tolerance) if Z.min() < v < Z.max()]
+        if levels:
+            ax_map.contour(xs, ys, Z, levels=levels, colors="w",
+                           linestyles=["-" if v == o.value else "--" for v in levels])
+    held = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in base.items() if k not in (px.name, py.name))
+    ax_map.set(xlabel=_label(px), ylabel=_label(py), xscale="log" if px.log_scale else "linear",
+               yscale="log" if py.log_scale else "linear")
+    ax_map.set_title(f"GP mean of {o.descriptor}\n" + (f"held at best: {held}" if held else ""), fontsize=8, wrap=True)
+    ax_map.legend(fontsize=7, loc="upper right")
+
+
+def _pareto_panel(ax: Any, campaign: Campaign, rec: dict[str, Any]) -> None:
+    """Completed trials in the plane of the first two maximize/minimize objectives, the front
+    (non-dominated in that plane) as a staircase, and the reference point where thresholds are set."""
+    ox, oy = _max_min(campaign)[:2]
+    done, Y = _front_inputs(rec["trials"], [ox, oy])
+    ax.set(xlabel=f"{ox.descriptor} ({ox.goal})", ylabel=f"{oy.descriptor} ({oy.goal})", title="Pareto front")
+    if not done:
+        _note(ax, "no completed trial with both objectives")
+        return
+    front = Y[_non_dominated(Y, [ox.goal, oy.goal])]
+    front = front[np.argsort(front[:, 0])]
+    ax.plot(Y[:, 0], Y[:, 1], "o", color="tab:gray", alpha=0.6, label="trials")
+    # the boundary of the region the front dominates: vertical first when x is maximised
+    ax.step(front[:, 0], front[:, 1], "-o", where="pre" if ox.goal == "maximize" else "post",
+            color="tab:red", label=f"non-dominated ({len(front)})")
+    tx, ty = (getattr(o, "threshold", None) for o in (ox, oy))
+    if tx is not None:
+        ax.axvline(tx, color="k", ls=":", lw=1)
+    if ty is not None:
+        ax.axhline(ty, color="k", ls=":", lw=1)
+    if tx is not None and ty is not None:
+        ax.plot(tx, ty, "kx", ms=9, label="reference point")
+    ax.legend(fontsize=8)
 
 
 def export(store: Store, campaign_id: str, out: Path) -> Path:

@@ -5,7 +5,7 @@ import pytest
 from sdl.analysis.base import Descriptor
 from sdl.config import load_campaign
 from sdl.errors import AnalysisError
-from sdl.strategy.objectives import evaluate, metrics
+from sdl.strategy.objectives import evaluate, metrics, outcome_constraints
 
 DEMO = "campaigns/nanoparticle_size.yaml"
 
@@ -26,8 +26,20 @@ def campaign():
 def test_metric_specs(campaign):
     specs = {m.name: m for m in metrics(campaign)}
     assert specs["saxs_radius_nm__dist"].minimize and specs["saxs_radius_nm__dist"].kind == "objective"
-    assert specs["saxs_polydispersity"].expression == "saxs_polydispersity <= 0.1"
-    assert specs["saxs_model__is_sphere"].expression == "saxs_model__is_sphere >= 0.5"
+    assert specs["saxs_radius_nm"].kind == "constraint"  # the target's band
+    assert outcome_constraints(campaign) == ["saxs_polydispersity <= 0.1", "saxs_model__is_sphere >= 0.5",
+                                             "saxs_radius_nm >= 7.5", "saxs_radius_nm <= 8.5"]
+    assert "saxs_radius_nm" not in {m.name for m in metrics(campaign, target_bands=False)}
+    assert outcome_constraints(campaign, target_bands=False) == outcome_constraints(campaign)[:2]
+
+
+def test_objective_and_constraint_on_one_descriptor_keep_both(campaign):
+    c = campaign.model_copy(update={"objectives": [type(campaign.objectives[0])(descriptor="saxs.radius_nm",
+                                                                                goal="maximize")],
+                                    "constraints": [type(campaign.constraints[0])(descriptor="saxs.radius_nm", op="<=",
+                                                                                  bound=10.0)]})
+    assert [m.name for m in metrics(c)] == ["saxs_radius_nm"]  # one metric, modelled once
+    assert outcome_constraints(c) == ["saxs_radius_nm <= 10.0"]  # and its bound is not lost
 
 
 def test_target_met_and_metrics(campaign):

@@ -52,3 +52,22 @@ def test_two_cameras_are_kept_busy_with_samples_in_flight(tmp_path):
     # with three samples in flight the robot makes the next sample while the cameras measure
     assert runs[3].makespan_s < 0.9 * runs[1].makespan_s
     assert runs[3].utilisation["robot"] > runs[1].utilisation["robot"]
+
+
+def test_a_pool_of_cameras_measures_each_sample_once_on_whichever_is_free(tmp_path):
+    d = load_campaign(ROOT / "campaigns" / "nanoparticle_two_saxs.yaml").model_dump(mode="json")
+    d["workflow"] = [d["workflow"][0], {**d["workflow"][1], "instrument": ["saxs", "saxs_lab"]}]
+    d.update(store=f"sqlite:///{tmp_path}/sdl.db", strategy={**d["strategy"], "kind": "sobol", "max_in_flight": 3},
+             budget={**d["budget"], "max_experiments": 6})
+    c = load_campaign(d)
+    store = Store(c.store)
+    s = run_campaign(c, store=store)
+    assert s.status == "finished" and s.n_trials == 6
+    cmds = [x for x in store.commands(s.campaign_id) if x.step == "saxs"]
+    assert sorted(x.trial_index for x in cmds) == list(range(6))  # each sample measured once
+    assert {x.instrument for x in cmds} == {"saxs", "saxs_lab"}  # both cameras took samples
+    assert all(t.status == "completed" for t in store.trials(s.campaign_id))
+    # neither camera ever ran two samples at once (the instruments' own clock)
+    for cam in ("saxs", "saxs_lab"):
+        spans = sorted((x.sent_at, x.finished_at) for x in cmds if x.instrument == cam)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))

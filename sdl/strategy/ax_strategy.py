@@ -15,10 +15,13 @@ from typing import Any
 
 from sdl.config import Campaign, ChoiceParameter, FixedParameter
 from sdl.errors import StrategyError
-from sdl.strategy.objectives import metrics
+from sdl.strategy.objectives import metrics, outcome_constraints
 
 
 _LIBS = ("ax", "botorch", "gpytorch", "linear_operator")
+# a campaign's GPs are small: one torch thread fits and optimises them faster than several, which
+# contend with the drivers, the broker and each other on a few cores (benchmarks/strategy_step.py)
+TORCH_THREADS = 1
 
 
 class _DropExpected(logging.Filter):
@@ -50,9 +53,16 @@ class AxStrategy:
             logging.disable(logging.NOTSET)
         _quiet_ax()  # Ax configures its loggers on import
 
+        from sdl.strategy.acquisition import register_with_ax
+
+        register_with_ax()
         self.campaign = campaign
         self.fixed = {p.name: p.value for p in campaign.parameters if isinstance(p, FixedParameter)}
-        self.metric_specs = metrics(campaign)
+        # the target band is sdl's formulation; `ax_default` gets the campaign as written
+        self.bands = campaign.strategy.kind != "ax_default"
+        self.metric_specs = metrics(campaign, self.bands)
+        self._modelled = {m.name for m in self.metric_specs}
+        self._all_metrics = {m.name for m in metrics(campaign)}
         if snapshot:
             try:
                 self.client = Client._from_json_snapshot(json.loads(snapshot))
@@ -86,18 +96,39 @@ class AxStrategy:
                                              name=c.name)
             objectives = [m for m in self.metric_specs if m.kind == "objective"]
             objective = ", ".join(("-" if m.minimize else "") + m.name for m in objectives)
-            constraints = [m.expression for m in self.metric_specs if m.kind == "constraint"]
+            constraints = outcome_constraints(c, self.bands)
             self.client.configure_optimization(objective=objective, outcome_constraints=constraints or None)
-            if c.strategy.kind == "sobol":
-                self.client.configure_generation_strategy(method="random_search",
-                                                          initialization_random_seed=c.strategy.seed)
-            else:
-                self.client.configure_generation_strategy(
-                    method="fast", initialization_budget=c.strategy.initial_trials,
-                    initialization_random_seed=c.strategy.seed, initialize_with_center=False,
-                    allow_exceeding_initialization_budget=True)
+            self._configure_generation()
         except Exception as exc:
             raise StrategyError(f"Ax rejected the campaign {c.name!r}: {exc}") from exc
+
+    def _configure_generation(self) -> None:
+        s = self.campaign.strategy
+        if s.kind == "sobol":
+            self.client.configure_generation_strategy(method="random_search", initialization_random_seed=s.seed)
+            return
+        if s.kind == "ax_default":  # Ax out of the box: its own initialisation size, centre point first
+            self.client.configure_generation_strategy(initialization_random_seed=s.seed)
+            return
+        from ax.api.utils.generation_strategy_dispatch import choose_generation_strategy
+        from ax.api.utils.structs import GenerationStrategyDispatchStruct
+
+        from sdl.strategy.acquisition import MAP_OPTIMIZER, acquisition_for
+
+        acqf, options = acquisition_for(self.campaign)
+        gs = choose_generation_strategy(
+            GenerationStrategyDispatchStruct(method="fast", initialization_budget=s.initial_trials,
+                                             initialization_random_seed=s.seed,
+                                             # prior data already gives a start: no centre point then
+                                             initialize_with_center=s.initialize_with_center and not s.warm_start,
+                                             allow_exceeding_initialization_budget=True),
+            botorch_acqf_class=acqf)
+        spec = gs._nodes[-1].generator_specs[0]
+        if options:
+            spec.generator_kwargs["botorch_acqf_options"] = options
+        if acqf is not None and acqf.__name__ == "qNegIntegratedPosteriorVariance":
+            spec.generator_gen_kwargs = {"model_gen_options": {"optimizer_kwargs": MAP_OPTIMIZER}}
+        self.client.set_generation_strategy(gs)
 
     # ----- the Strategy protocol -------------------------------------------------------------
     def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]:
@@ -106,14 +137,37 @@ class AxStrategy:
         # same seed + same history -> same proposals (acquisition optimisation uses torch's RNG)
         torch.manual_seed(self.campaign.strategy.seed * 100_003 + len(self.client._experiment.trials))
         _quiet_ax()  # loggers of modules Ax imports on first use
+        threads = torch.get_num_threads()
+        torch.set_num_threads(TORCH_THREADS)
         try:
             trials = self.client.get_next_trials(max_trials=n)
         except Exception as exc:
             raise StrategyError(f"strategy could not propose a trial: {exc}") from exc
+        finally:
+            torch.set_num_threads(threads)
         return [(int(i), {**dict(p), **self.fixed}) for i, p in sorted(trials.items())]
 
+    def expected_improvement(self, index: int) -> float | None:
+        """The expected improvement the model saw in proposing trial `index` (standardised units of
+        the objective, or of hypervolume for several); None for Sobol and mapping proposals."""
+        from sdl.strategy.acquisition import experiment_cost, improvement_from
+
+        trial = self.client._experiment.trials[index]
+        run = trial.generator_runs[0] if trial.generator_runs else None
+        meta = (run.gen_metadata or {}) if run else {}
+        values = meta.get("expected_acquisition_value")
+        if values is None or run._generator_key == "Sobol":
+            return None
+        values = values if isinstance(values, list) else [values]
+        kwargs = run._generator_kwargs or {}
+        acqf = kwargs.get("botorch_acqf_class")
+        params = {**dict(trial.arm.parameters), **self.fixed}
+        return improvement_from(float(max(values)), getattr(acqf, "__name__", acqf),
+                                experiment_cost(self.campaign, params))
+
     def tell(self, index: int, outcomes: dict[str, tuple[float, float]]) -> None:
-        unknown = set(outcomes) - {m.name for m in self.metric_specs}
+        outcomes = {k: v for k, v in outcomes.items() if k in self._modelled or k not in self._all_metrics}
+        unknown = set(outcomes) - self._modelled
         if unknown or not outcomes:
             raise StrategyError(f"trial {index}: outcomes {sorted(outcomes)} do not match the campaign's metrics "
                                 f"{sorted(m.name for m in self.metric_specs)}")

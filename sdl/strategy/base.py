@@ -25,4 +25,9 @@ class Strategy(Protocol):
         """Add an experiment made outside the loop (with its outcomes); returns its trial index."""
         ...
 
+    def expected_improvement(self, index: int) -> float | None:
+        """What the model expected trial `index` to improve (standardised units), None where no
+        model proposed it (initial design, manual, mapping)."""
+        ...
+
     def snapshot(self) -> str: ...

@@ -2,7 +2,11 @@
 
 Each objective and constraint of a campaign becomes one metric (name, mean, SEM):
   maximize/minimize d   -> metric `d`                          (SEM = descriptor uncertainty)
-  target d = v ± tol    -> metric `d__dist` = |d - v|, minimised (SEM = descriptor uncertainty)
+  map d                 -> metric `d` (learnt everywhere, not optimised)
+  target d = v ± tol    -> metric `d__dist` = |d - v|, minimised (SEM = descriptor uncertainty),
+                           and (bayesian strategy) metric `d` constrained to [v - tol, v + tol]:
+                           the GP of the smooth descriptor tells where the band lies, which the
+                           V-shaped distance alone does not
   d <= b, d >= b        -> metric `d`, an outcome constraint
   d == label            -> metric `d__is_<label>` = P(label), constraint >= min_probability
 Metric names replace '.' by '_' (Ax parses expressions over metric names).
@@ -38,29 +42,57 @@ class MetricSpec:
     descriptor: str
     kind: str  # "objective" | "constraint"
     minimize: bool = False
-    expression: str = ""  # Ax outcome-constraint expression for constraints
+    threshold: float | None = None  # objectives of a multi-objective campaign: reference point
 
 
 def objective_metric(o: Objective) -> MetricSpec:
     if o.goal == "target":
         return MetricSpec(metric_name(o.descriptor, "__dist"), o.descriptor, "objective", minimize=True)
-    return MetricSpec(metric_name(o.descriptor), o.descriptor, "objective", minimize=o.goal == "minimize")
+    return MetricSpec(metric_name(o.descriptor), o.descriptor, "objective", minimize=o.goal == "minimize",
+                      threshold=o.threshold)
 
 
 def constraint_metric(c: Constraint) -> MetricSpec:
     if c.equals is not None:
-        name = metric_name(c.descriptor, f"__is_{metric_name(c.equals)}")
-        return MetricSpec(name, c.descriptor, "constraint", expression=f"{name} >= {c.min_probability}")
-    name = metric_name(c.descriptor)
-    return MetricSpec(name, c.descriptor, "constraint", expression=f"{name} {c.op} {c.bound}")
+        return MetricSpec(metric_name(c.descriptor, f"__is_{metric_name(c.equals)}"), c.descriptor, "constraint")
+    return MetricSpec(metric_name(c.descriptor), c.descriptor, "constraint")
 
 
-def metrics(campaign: Campaign) -> list[MetricSpec]:
-    out = [objective_metric(o) for o in campaign.objectives] + [constraint_metric(c) for c in campaign.constraints]
+def metrics(campaign: Campaign, target_bands: bool = True) -> list[MetricSpec]:
+    """The metrics to model; `target_bands` adds the descriptor of each target objective."""
+    out = [objective_metric(o) for o in campaign.objectives]
+    if target_bands:
+        out += [MetricSpec(metric_name(o.descriptor), o.descriptor, "constraint")
+                for o in campaign.objectives if o.goal == "target"]
+    out += [constraint_metric(c) for c in campaign.constraints]
     seen: dict[str, MetricSpec] = {}
     for m in out:
         seen.setdefault(m.name, m)  # an objective and a bound on the same descriptor share a metric
     return list(seen.values())
+
+
+def outcome_constraints(campaign: Campaign, target_bands: bool = True) -> list[str]:
+    """Ax outcome-constraint expressions: the constraints, each target's band (`target_bands`), and
+    the objective thresholds (Ax reads a bound on an objective metric as its reference point).
+    Ax takes one bound per metric and direction: where several apply, the tightest is kept."""
+    bounds: dict[tuple[str, str], float] = {}
+
+    def add(name: str, op: str, bound: float) -> None:
+        old = bounds.get((name, op))
+        bounds[(name, op)] = bound if old is None else (max(old, bound) if op == ">=" else min(old, bound))
+
+    for c in campaign.constraints:
+        if c.equals is not None:
+            add(metric_name(c.descriptor, f"__is_{metric_name(c.equals)}"), ">=", c.min_probability)
+        else:
+            add(metric_name(c.descriptor), c.op, c.bound)
+    for o in campaign.objectives:
+        if o.goal == "target" and target_bands:
+            add(metric_name(o.descriptor), ">=", o.value - o.tolerance)
+            add(metric_name(o.descriptor), "<=", o.value + o.tolerance)
+        if o.threshold is not None:
+            add(metric_name(o.descriptor), "<=" if o.goal == "minimize" else ">=", o.threshold)
+    return [f"{name} {op} {bound}" for (name, op), bound in bounds.items()]
 
 
 @dataclass
@@ -100,11 +132,12 @@ def evaluate(campaign: Campaign, descriptors: list[Descriptor]) -> Evaluation:
         if o.goal == "target":
             dist = abs(x - o.value)
             values[metric_name(o.descriptor, "__dist")] = (dist, sem)
+            values[metric_name(o.descriptor)] = (x, sem)  # for the band (a strategy may leave it out)
             met &= dist <= o.tolerance
             score += dist / o.tolerance
         else:
             values[metric_name(o.descriptor)] = (x, sem)
-            score += -x if o.goal == "maximize" else x
+            score += {"maximize": -x, "minimize": x, "map": 0.0}[o.goal]
     for c in campaign.constraints:
         if c.descriptor in missing:
             continue
