@@ -5,12 +5,17 @@ strategy and with Sobol sampling (same budget, same simulated world seed), and p
 the number of experiments needed to meet the target, then success counts and medians.
 
     python benchmarks/campaign.py --seeds 10 [--campaign campaigns/oxide_phase_purity.yaml]
-        [--analysers saxs_fit] [--strategies bayesian,sobol] [--noise measured]
+        [--analysers saxs_fit] [--strategies bayesian,sobol,ax_default] [--noise measured]
+        [--set 'strategy.cost={"base": 0.083, "per": {"time_min": 0.0167}}' --tag cost]
+
+Besides experiments, it prints the simulated lab time (h, the instruments' own clock) spent until
+the target was met, which is what a cost-aware strategy saves.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -23,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 from sdl.config import load_campaign  # noqa: E402
 from sdl.orchestrator import Summary, run_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
+from sdl.timeline import instrument_timeline  # noqa: E402
 from sdl.transport import EmbeddedBroker  # noqa: E402
 
 
@@ -49,11 +55,15 @@ def main() -> None:
     ap.add_argument("--analysers", help="comma-separated analyser chain (default: the campaign's)")
     ap.add_argument("--budget", type=int, help="override the campaign's experiment budget")
     ap.add_argument("--noise", choices=["inferred", "measured"], help="GP observation noise (default: the campaign's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="campaign override, e.g. strategy.initial_trials=5 (repeatable)")
+    ap.add_argument("--tag", default="", help="suffix of the results file name")
     ap.add_argument("--out", help="results file (default benchmarks/results/campaign_<name>.txt)")
     args = ap.parse_args()
     path = Path(args.campaign)
     analysers = args.analysers.split(",") if args.analysers else None
     kinds = args.strategies.split(",")
+    extra = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     lines: list[str] = []
 
     def say(line: str) -> None:
@@ -61,18 +71,23 @@ def main() -> None:
         lines.append(line)
 
     results: dict[str, list[int | None]] = {k: [] for k in kinds}
+    hours: dict[str, list[float]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
-        say(f"{'seed':>4} " + " ".join(f"{k + ' (exp to target / run / s)':>34}" for k in kinds))
+        say(f"{'seed':>4} " + " ".join(f"{k + ' (exp to target / lab h / run / s)':>44}" for k in kinds))
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             cells = []
             for k in kinds:
-                s, _, secs = run(path, seed, k, broker.url, Path(tmp), analysers,
-                                 **{"budget.max_experiments": args.budget, "strategy.noise": args.noise})
+                s, store, secs = run(path, seed, k, broker.url, Path(tmp), analysers,
+                                     **{"budget.max_experiments": args.budget, "strategy.noise": args.noise, **extra})
                 met = s.target_met_at
+                trials = [t for t in store.trials(s.campaign_id) if not t.manual]
+                upto = {t.index for t in trials[:met or len(trials)]}
+                tl = instrument_timeline(c for c in store.commands(s.campaign_id) if c.trial_index in upto)
+                hours[k].append(tl.makespan_s / 3600 if tl else float("nan"))
                 results[k].append(met)
-                cells.append(f"{str(met) if met else 'not met':>12} / {s.n_trials:>3} / {secs:6.0f}")
-            say(f"{seed:>4} " + " ".join(f"{c:>34}" for c in cells))
-    c = load_campaign(path, **{"strategy.noise": args.noise})
+                cells.append(f"{str(met) if met else 'not met':>12} / {hours[k][-1]:7.1f} / {s.n_trials:>3} / {secs:6.0f}")
+            say(f"{seed:>4} " + " ".join(f"{c:>44}" for c in cells))
+    c = load_campaign(path, **{"strategy.noise": args.noise, **extra})
     budget = args.budget or c.budget.max_experiments
     say("")
     for k in kinds:
@@ -81,8 +96,10 @@ def main() -> None:
         filled = sorted(m if m else budget + 1 for m in results[k])
         q = statistics.quantiles(filled, n=4) if len(filled) > 1 else [filled[0]] * 3
         say(f"{k:>9}: target met in {len(met)}/{len(results[k])} seeds within {budget} experiments; "
-            f"experiments to target median {statistics.median(filled):.1f} (IQR {q[0]:.1f}-{q[2]:.1f}; unmet = {budget + 1})")
-    suffix = ("_" + "_".join(analysers) if analysers else "") + ("_noise_" + args.noise if args.noise else "")
+            f"experiments to target median {statistics.median(filled):.1f} (IQR {q[0]:.1f}-{q[2]:.1f}; unmet = {budget + 1}); "
+            f"lab time to target (or to the end) median {statistics.median(hours[k]):.1f} h")
+    suffix = ("_" + "_".join(analysers) if analysers else "") + ("_noise_" + args.noise if args.noise else "") + (
+        "_" + args.tag if args.tag else "")
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"campaign_{c.name}{suffix}.txt")
     out.parent.mkdir(parents=True, exist_ok=True)
     head = f"# {c.name}, analysers {analysers or dict(c.analysis)}, GP noise {c.strategy.noise}: python {' '.join(sys.argv)}"

@@ -274,8 +274,9 @@ class Campaign(_Strict):
                 if name not in tunable:
                     raise ValueError(f"strategy.cost.per names {name!r}, which is not a float/int parameter "
                                      f"(those are {sorted(tunable)})")
-            if "map" in goals:
-                raise ValueError("strategy.cost applies to optimisation; goal 'map' does not use it")
+            if "map" in goals or len(goals) > 1:
+                raise ValueError("strategy.cost weighs the expected improvement of one objective; it does not "
+                                 "apply to goal 'map' or to several objectives")
         steps = [s.name for s in self.workflow]
         if len(set(steps)) != len(steps):
             raise ValueError(f"workflow step names repeat: {steps}")

@@ -88,9 +88,8 @@ def test_constraint_kinds_and_categorical_parameter_end_to_end(tmp_path, embedde
     s, store, strategy = _run(c, embedded_broker)
     check_consistent(store, s.campaign_id, 4)
     cons = {str(oc) for oc in strategy.client._experiment.optimization_config.outcome_constraints}
-    # radius >= 2 merges with the target's band [7.5, 8.5] (Ax takes one bound per metric and side)
-    assert cons == {f"OutcomeConstraint({x})" for x in ("saxs_polydispersity <= 0.1", "saxs_radius_nm >= 7.5",
-                                                        "saxs_radius_nm <= 8.5", "saxs_model__is_sphere >= 0.8")}
+    assert cons == {f"OutcomeConstraint({x})" for x in ("saxs_polydispersity <= 0.1", "saxs_radius_nm >= 2.0",
+                                                        "saxs_model__is_sphere >= 0.8")}
     assert {t.parameters["reducing_agent"] for t in store.trials(s.campaign_id)} <= {"citrate", "borohydride",
                                                                                      "ascorbic_acid"}
 
@@ -184,6 +183,9 @@ def test_warm_start_reuses_an_earlier_campaigns_descriptors(tmp_path, embedded_b
     ({"objectives": [{"descriptor": "saxs.radius_nm", "goal": "maximise"}]}, "'maximize', 'minimize', 'target' or 'map'"),
     ({"strategy.cost": {"per": {"speed": 1.0}}}, "not a float/int parameter"),
     ({"strategy.cost": {"per": {"time_min": -1.0}}}, "must be >= 0"),
+    ({"strategy.cost": {"per": {"time_min": 1.0}}, "objectives": [
+        {"descriptor": "saxs.radius_nm", "goal": "maximize"}, {"descriptor": "saxs.polydispersity", "goal": "minimize"}]},
+     "does not apply to goal 'map' or to several objectives"),
     ({"budget.min_expected_improvement": 0}, "greater than 0"),
     ({"strategy.kind": "ax"}, "'bayesian', 'sobol' or 'ax_default'"),
     ({"strategy.warm_start": {"store": "sqlite:///x.db"}}, "warm_start.campaign"),

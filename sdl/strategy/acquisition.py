@@ -12,6 +12,7 @@ k samples in flight get k different proposals. Imported only by the Ax strategy 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -63,22 +64,30 @@ def _construct_cost_weighted(model, training_data, cost_base: float, cost_per: d
     return inputs
 
 
-# integrated posterior variance fantasises an observation at every candidate: a smaller optimiser
-# budget than Ax's default (20 restarts, 1024 raw samples) keeps a proposal to seconds
-MAP_OPTIMIZER = {"num_restarts": 4, "raw_samples": 128}
+@dataclass(frozen=True)
+class Acquisition:
+    """What Ax's BoTorch generator is given: the class (None: Ax's default choice), its options,
+    and the acquisition optimiser's settings (None: Ax's)."""
+
+    cls: type[AcquisitionFunction] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] | None = None
 
 
-def acquisition_for(campaign: Campaign) -> tuple[type[AcquisitionFunction] | None, dict[str, Any]]:
-    """(BoTorch acquisition class, its options) for a campaign; None leaves Ax's default choice."""
+def acquisition_for(campaign: Campaign) -> Acquisition:
+    """The acquisition for a campaign's objectives (module docstring's table)."""
     if any(o.goal == "map" for o in campaign.objectives):
-        return qNegIntegratedPosteriorVariance, {"num_mc_points": 256}
+        # it fantasises an observation at every candidate: a smaller optimiser budget than Ax's
+        # default (20 restarts, 1024 raw samples) keeps a proposal to seconds
+        return Acquisition(qNegIntegratedPosteriorVariance, {"num_mc_points": 256},
+                           {"num_restarts": 4, "raw_samples": 128})
     cost = campaign.strategy.cost
-    if cost and len(campaign.objectives) == 1:
+    if cost:  # one objective (the config refuses a cost with several)
         by_name = {p.name: p for p in campaign.parameters}
         per = {name: [coef, isinstance(by_name[name], FloatParameter) and by_name[name].log_scale]
                for name, coef in cost.per.items() if coef}
-        return CostWeightedLogNEI, {"cost_base": cost.base, "cost_per": per}
-    return None, {}
+        return Acquisition(CostWeightedLogNEI, {"cost_base": cost.base, "cost_per": per})
+    return Acquisition()
 
 
 def experiment_cost(campaign: Campaign, params: dict[str, Any]) -> float:

@@ -58,11 +58,7 @@ class AxStrategy:
         register_with_ax()
         self.campaign = campaign
         self.fixed = {p.name: p.value for p in campaign.parameters if isinstance(p, FixedParameter)}
-        # the target band is sdl's formulation; `ax_default` gets the campaign as written
-        self.bands = campaign.strategy.kind != "ax_default"
-        self.metric_specs = metrics(campaign, self.bands)
-        self._modelled = {m.name for m in self.metric_specs}
-        self._all_metrics = {m.name for m in metrics(campaign)}
+        self.metric_specs = metrics(campaign)
         if snapshot:
             try:
                 self.client = Client._from_json_snapshot(json.loads(snapshot))
@@ -96,7 +92,7 @@ class AxStrategy:
                                              name=c.name)
             objectives = [m for m in self.metric_specs if m.kind == "objective"]
             objective = ", ".join(("-" if m.minimize else "") + m.name for m in objectives)
-            constraints = outcome_constraints(c, self.bands)
+            constraints = outcome_constraints(c)
             self.client.configure_optimization(objective=objective, outcome_constraints=constraints or None)
             self._configure_generation()
         except Exception as exc:
@@ -113,21 +109,21 @@ class AxStrategy:
         from ax.api.utils.generation_strategy_dispatch import choose_generation_strategy
         from ax.api.utils.structs import GenerationStrategyDispatchStruct
 
-        from sdl.strategy.acquisition import MAP_OPTIMIZER, acquisition_for
+        from sdl.strategy.acquisition import acquisition_for
 
-        acqf, options = acquisition_for(self.campaign)
+        acq = acquisition_for(self.campaign)
         gs = choose_generation_strategy(
             GenerationStrategyDispatchStruct(method="fast", initialization_budget=s.initial_trials,
                                              initialization_random_seed=s.seed,
                                              # prior data already gives a start: no centre point then
                                              initialize_with_center=s.initialize_with_center and not s.warm_start,
                                              allow_exceeding_initialization_budget=True),
-            botorch_acqf_class=acqf)
-        spec = gs._nodes[-1].generator_specs[0]
-        if options:
-            spec.generator_kwargs["botorch_acqf_options"] = options
-        if acqf is not None and acqf.__name__ == "qNegIntegratedPosteriorVariance":
-            spec.generator_gen_kwargs = {"model_gen_options": {"optimizer_kwargs": MAP_OPTIMIZER}}
+            botorch_acqf_class=acq.cls)
+        spec = gs._nodes[-1].generator_specs[0]  # the model-based node
+        if acq.options:
+            spec.generator_kwargs["botorch_acqf_options"] = acq.options
+        if acq.optimizer:
+            spec.generator_gen_kwargs = {"model_gen_options": {"optimizer_kwargs": acq.optimizer}}
         self.client.set_generation_strategy(gs)
 
     # ----- the Strategy protocol -------------------------------------------------------------
@@ -166,8 +162,7 @@ class AxStrategy:
                                 experiment_cost(self.campaign, params))
 
     def tell(self, index: int, outcomes: dict[str, tuple[float, float]]) -> None:
-        outcomes = {k: v for k, v in outcomes.items() if k in self._modelled or k not in self._all_metrics}
-        unknown = set(outcomes) - self._modelled
+        unknown = set(outcomes) - {m.name for m in self.metric_specs}
         if unknown or not outcomes:
             raise StrategyError(f"trial {index}: outcomes {sorted(outcomes)} do not match the campaign's metrics "
                                 f"{sorted(m.name for m in self.metric_specs)}")

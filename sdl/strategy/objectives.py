@@ -3,10 +3,7 @@
 Each objective and constraint of a campaign becomes one metric (name, mean, SEM):
   maximize/minimize d   -> metric `d`                          (SEM = descriptor uncertainty)
   map d                 -> metric `d` (learnt everywhere, not optimised)
-  target d = v ± tol    -> metric `d__dist` = |d - v|, minimised (SEM = descriptor uncertainty),
-                           and (bayesian strategy) metric `d` constrained to [v - tol, v + tol]:
-                           the GP of the smooth descriptor tells where the band lies, which the
-                           V-shaped distance alone does not
+  target d = v ± tol    -> metric `d__dist` = |d - v|, minimised (SEM = descriptor uncertainty)
   d <= b, d >= b        -> metric `d`, an outcome constraint
   d == label            -> metric `d__is_<label>` = P(label), constraint >= min_probability
 Metric names replace '.' by '_' (Ax parses expressions over metric names).
@@ -58,23 +55,19 @@ def constraint_metric(c: Constraint) -> MetricSpec:
     return MetricSpec(metric_name(c.descriptor), c.descriptor, "constraint")
 
 
-def metrics(campaign: Campaign, target_bands: bool = True) -> list[MetricSpec]:
-    """The metrics to model; `target_bands` adds the descriptor of each target objective."""
-    out = [objective_metric(o) for o in campaign.objectives]
-    if target_bands:
-        out += [MetricSpec(metric_name(o.descriptor), o.descriptor, "constraint")
-                for o in campaign.objectives if o.goal == "target"]
-    out += [constraint_metric(c) for c in campaign.constraints]
+def metrics(campaign: Campaign) -> list[MetricSpec]:
+    """The metrics to model, one per name."""
+    out = [objective_metric(o) for o in campaign.objectives] + [constraint_metric(c) for c in campaign.constraints]
     seen: dict[str, MetricSpec] = {}
     for m in out:
         seen.setdefault(m.name, m)  # an objective and a bound on the same descriptor share a metric
     return list(seen.values())
 
 
-def outcome_constraints(campaign: Campaign, target_bands: bool = True) -> list[str]:
-    """Ax outcome-constraint expressions: the constraints, each target's band (`target_bands`), and
-    the objective thresholds (Ax reads a bound on an objective metric as its reference point).
-    Ax takes one bound per metric and direction: where several apply, the tightest is kept."""
+def outcome_constraints(campaign: Campaign) -> list[str]:
+    """Ax outcome-constraint expressions: the constraints and the objective thresholds (Ax reads a
+    bound on an objective metric as its reference point). Ax takes one bound per metric and
+    direction: where several apply, the tightest is kept."""
     bounds: dict[tuple[str, str], float] = {}
 
     def add(name: str, op: str, bound: float) -> None:
@@ -87,9 +80,6 @@ def outcome_constraints(campaign: Campaign, target_bands: bool = True) -> list[s
         else:
             add(metric_name(c.descriptor), c.op, c.bound)
     for o in campaign.objectives:
-        if o.goal == "target" and target_bands:
-            add(metric_name(o.descriptor), ">=", o.value - o.tolerance)
-            add(metric_name(o.descriptor), "<=", o.value + o.tolerance)
         if o.threshold is not None:
             add(metric_name(o.descriptor), "<=" if o.goal == "minimize" else ">=", o.threshold)
     return [f"{name} {op} {bound}" for (name, op), bound in bounds.items()]
@@ -132,7 +122,6 @@ def evaluate(campaign: Campaign, descriptors: list[Descriptor]) -> Evaluation:
         if o.goal == "target":
             dist = abs(x - o.value)
             values[metric_name(o.descriptor, "__dist")] = (dist, sem)
-            values[metric_name(o.descriptor)] = (x, sem)  # for the band (a strategy may leave it out)
             met &= dist <= o.tolerance
             score += dist / o.tolerance
         else:
