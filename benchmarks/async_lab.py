@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from printout import Printout  # noqa: E402
+
 from sdl.config import load_campaign  # noqa: E402
 from sdl.orchestrator import run_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
@@ -35,11 +37,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=30)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "async_lab.txt"))
     args = ap.parse_args()
-    lines = [f"# python benchmarks/async_lab.py --seeds {args.seeds} --in-flight {args.in_flight} --budget {args.budget}"]
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    say = Printout()
 
     say(f"{'seed':>4} {'in flight':>9} {'makespan (sim. h)':>18} {'robot':>6} {'saxs':>6} {'saxs_lab':>8} "
         f"{'best score':>10} {'target at':>9}")
@@ -67,9 +65,7 @@ def main() -> None:
         f"(per seed {', '.join(f'{r:.0%}' for r in ratios)}); goal <= 60 %")
     say(f"best score (lower is better) median: sequential {statistics.median(scores[1]):.3g}, "
         f"pipelined {statistics.median(scores[args.in_flight]):.3g}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    say.write(args.out)
 
 
 if __name__ == "__main__":

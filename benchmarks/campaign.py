@@ -25,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from printout import Printout  # noqa: E402
+
 from sdl.config import load_campaign  # noqa: E402
 from sdl.orchestrator import Summary, run_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
@@ -64,11 +66,7 @@ def main() -> None:
     analysers = args.analysers.split(",") if args.analysers else None
     kinds = args.strategies.split(",")
     extra = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    say = Printout()
 
     results: dict[str, list[int | None]] = {k: [] for k in kinds}
     hours: dict[str, list[float]] = {k: [] for k in kinds}
@@ -100,10 +98,9 @@ def main() -> None:
             f"lab time to target (or to the end) median {statistics.median(hours[k]):.1f} h")
     suffix = ("_" + "_".join(analysers) if analysers else "") + ("_noise_" + args.noise if args.noise else "") + (
         "_" + args.tag if args.tag else "")
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"campaign_{c.name}{suffix}.txt")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    head = f"# {c.name}, analysers {analysers or dict(c.analysis)}, GP noise {c.strategy.noise}: python {' '.join(sys.argv)}"
-    out.write_text("\n".join([head] + lines) + "\n")
+    say.write(args.out or ROOT / "benchmarks" / "results" / f"campaign_{c.name}{suffix}.txt",
+              f"# {c.name}, analysers {analysers or dict(c.analysis)}, GP noise {c.strategy.noise}: "
+              f"python {' '.join(sys.argv)}")
 
 
 if __name__ == "__main__":

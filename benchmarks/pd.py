@@ -36,6 +36,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from printout import Printout  # noqa: E402
+
 from sdl.analysis import pd_demix, pd_train  # noqa: E402
 from sdl.analysis.pd_ml import LIBRARY, PdMLAnalyser, _axes, preprocess, preprocess_batch  # noqa: E402
 from simulators import oxides  # noqa: E402
@@ -57,11 +59,7 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    lines: list[str] = []
-
-    def out(s=""):
-        print(s, flush=True)
-        lines.append(s)
+    out = Printout()
 
     an = PdMLAnalyser()
     out("# Powder diffraction benchmark (pd_ml, pd_demix)")
@@ -211,8 +209,7 @@ def main(argv=None) -> int:
 
     out()
     out(f"## Oxide world: default target {oxides.DEFAULT_TARGET} covers {oxides.target_fraction() * 100:.2f} % of the space")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    out.write(args.out)
     print(f"\nwrote {args.out}")
     return 0
 

@@ -24,6 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from printout import Printout  # noqa: E402
+
 SCAN_ACCURACY = 0.973
 
 
@@ -45,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     from sdl.analysis.sas_ml import APPLIES, CLASSES, TARGETS, SaxsMLAnalyser, refine, represent_batch
     from sdl.analysis.sas_train import expected_calibration_error
 
-    lines: list[str] = []
-
-    def out(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
+    out = Printout()
 
     an = SaxsMLAnalyser(args.weights)
     meta = an.model.meta
@@ -199,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     for th, t in t_inf.items():
         out(f"throughput (predict_batch, {n} curves, batched, {th} torch thread(s), before refinement): {n / t:,.0f} curves/s  ({t:.2f} s; goal >= 2,000/s)")
     out(f"  (machine load average during the run: {load}; {__import__('os').cpu_count()} CPUs shared with other jobs)")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines) + "\n")
+    out.write(args.out)
     print(f"(written to {args.out})")
     return 0
 

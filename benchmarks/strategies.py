@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from campaign import run  # noqa: E402
+from printout import Printout  # noqa: E402
 
 from sdl import report  # noqa: E402
 from sdl.config import load_campaign  # noqa: E402
@@ -112,11 +113,7 @@ def main() -> None:
     else:
         context, score, unit = map_grid(campaign), score_map, "RMSE of the learnt radius map (nm)"
     kinds = args.strategies.split(",")
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    say = Printout()
 
     results: dict[str, list[list[float]]] = {k: [] for k in kinds}
     say(f"{args.kind}: {unit} after {checkpoints} experiments")
@@ -136,8 +133,7 @@ def main() -> None:
         say(f"{k:>10}: " + "; ".join(
             f"after {n}: median {np.median(cols[:, i]):.3f} (IQR {np.percentile(cols[:, i], 25):.3f}-"
             f"{np.percentile(cols[:, i], 75):.3f})" for i, n in enumerate(checkpoints)))
-    out = Path(args.out or ROOT / "benchmarks" / "results" / f"{args.kind}.txt")
-    out.write_text("\n".join([f"# python {' '.join(sys.argv)}"] + lines) + "\n")
+    say.write(args.out or ROOT / "benchmarks" / "results" / f"{args.kind}.txt")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from botorch.test_functions.multi_objective import DTLZ2  # noqa: E402
 
+from printout import Printout  # noqa: E402
+
 from sdl.config import load_campaign  # noqa: E402
 from sdl.strategy.ax_strategy import AxStrategy  # noqa: E402
 
@@ -37,7 +39,7 @@ def campaign(n_params: int, n_objectives: int, tmp: str):
         "parameters": [{"name": n, "type": "float", "bounds": [0.0, 1.0]} for n in names],
         "workflow": [{"name": "m", "instrument": "sim", "action": "measure", "technique": "sim"}],
         "objectives": objectives,
-        "strategy": {"kind": "bayesian", "initial_trials": 8, "seed": 0},
+        "strategy": {"kind": "bayesian", "initial_trials": 8, "initialize_with_center": False, "seed": 0},
     }), names
 
 
@@ -50,11 +52,7 @@ def main() -> None:
     ap.add_argument("--out", help="results file (default benchmarks/results/strategy_step.txt)")
     args = ap.parse_args()
     problem = DTLZ2(dim=args.params, num_objectives=max(args.objectives, 2), noise_std=0.01)
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    say = Printout()
 
     def outcome(params: dict) -> dict:
         x = torch.tensor([[params[n] for n in names]], dtype=torch.double)
@@ -79,8 +77,7 @@ def main() -> None:
     say(f"{args.observations} observations, {args.params} parameters, {args.objectives} objectives, "
         f"torch threads {torch.get_num_threads()}: fit + propose median {statistics.median(asks):.2f} s "
         f"(min {min(asks):.2f}, max {max(asks):.2f}); goal <= 2 s")
-    out = Path(args.out or ROOT / "benchmarks" / "results" / "strategy_step.txt")
-    out.write_text("\n".join([f"# python {' '.join(sys.argv)}"] + lines) + "\n")
+    say.write(args.out or ROOT / "benchmarks" / "results" / "strategy_step.txt")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from campaign import run  # noqa: E402
+from printout import Printout  # noqa: E402
 
 from sdl.transport import EmbeddedBroker  # noqa: E402
 
@@ -32,11 +33,7 @@ def main() -> None:
     ap.add_argument("--earlier", type=int, default=15)
     ap.add_argument("--out", help="results file (default benchmarks/results/warm_start.txt)")
     args = ap.parse_args()
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    say = Printout()
 
     budget = 40
     res: dict[str, list[int]] = {"cold": [], "warm": []}
@@ -61,8 +58,7 @@ def main() -> None:
         q = statistics.quantiles(v, n=4) if len(v) > 1 else v * 3
         say(f"{mode}: target met in {sum(x <= budget for x in v)}/{len(v)} seeds; experiments to target median "
             f"{statistics.median(v):.1f} (IQR {q[0]:.1f}-{q[2]:.1f}), not counting the {args.earlier} earlier ones")
-    out = Path(args.out or ROOT / "benchmarks" / "results" / "warm_start.txt")
-    out.write_text("\n".join([f"# python {' '.join(sys.argv)}"] + lines) + "\n")
+    say.write(args.out or ROOT / "benchmarks" / "results" / "warm_start.txt")
 
 
 if __name__ == "__main__":
