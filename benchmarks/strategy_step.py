@@ -11,6 +11,7 @@ of each `tell`. Goal (issue 5): fit + propose <= 2 s for 100 observations on a 2
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -26,7 +27,7 @@ from botorch.test_functions.multi_objective import DTLZ2  # noqa: E402
 from printout import Printout  # noqa: E402
 
 from sdl.config import load_campaign  # noqa: E402
-from sdl.strategy.ax_strategy import AxStrategy  # noqa: E402
+from sdl.strategy.ax_strategy import TORCH_THREADS, AxStrategy  # noqa: E402
 
 
 def campaign(n_params: int, n_objectives: int, tmp: str):
@@ -75,7 +76,8 @@ def main() -> None:
             tells.append(time.perf_counter() - t)
             say(f"step with {i} observations: fit + propose {asks[-1]:.2f} s, tell {tells[-1] * 1000:.0f} ms")
     say(f"{args.observations} observations, {args.params} parameters, {args.objectives} objectives, "
-        f"torch threads {torch.get_num_threads()}: fit + propose median {statistics.median(asks):.2f} s "
+        f"torch threads {TORCH_THREADS}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: "
+        f"fit + propose median {statistics.median(asks):.2f} s "
         f"(min {min(asks):.2f}, max {max(asks):.2f}); goal <= 2 s")
     say.write(args.out or ROOT / "benchmarks" / "results" / "strategy_step.txt")
 
