@@ -344,9 +344,14 @@ def cmd_add(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from sdl.config import load_campaign
 
+    from sdl.strategy import ACQUISITIONS, acquisition_kind
+
     c = load_campaign(args.file)
     print(f"{args.file}: valid campaign {c.name!r}: {len(c.parameters)} parameters, {len(c.workflow)} steps, "
           f"{len(c.objectives)} objective(s), {len(c.constraints)} constraint(s), budget {c.budget.max_experiments}")
+    chooser = {"sobol": "Sobol sampling (baseline)", "ax_default": "Ax's default generation strategy (baseline)"}
+    print(f"  next experiment: {chooser.get(c.strategy.kind) or ACQUISITIONS[acquisition_kind(c)]}"
+          + (f" after {c.strategy.initial_trials} start trials" if c.strategy.kind == "bayesian" else ""))
     return 0
 
 

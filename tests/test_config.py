@@ -99,7 +99,10 @@ def test_not_yaml_and_missing_file(tmp_path):
 
 def test_validate_cli(tmp_path, capsys):
     assert main(["validate", str(DEMO)]) == 0
-    assert "valid campaign 'nanoparticle_size'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "valid campaign 'nanoparticle_size'" in out and "next experiment: log noisy expected improvement" in out
+    assert main(["validate", str(DEMO.parent / "nanoparticle_map.yaml")]) == 0
+    assert "integrated posterior variance" in capsys.readouterr().out
     d = _demo()
     d["parameters"][0]["unknown"] = 1
     f = tmp_path / "c.yaml"

@@ -76,18 +76,21 @@ class Acquisition:
 
 def acquisition_for(campaign: Campaign) -> Acquisition:
     """The acquisition for a campaign's objectives (module docstring's table)."""
-    if any(o.goal == "map" for o in campaign.objectives):
+    from sdl.strategy import acquisition_kind
+
+    kind = acquisition_kind(campaign)
+    if kind == "map":
         # it fantasises an observation at every candidate: a smaller optimiser budget than Ax's
         # default (20 restarts, 1024 raw samples) keeps a proposal to seconds
         return Acquisition(qNegIntegratedPosteriorVariance, {"num_mc_points": 256},
                            {"num_restarts": 4, "raw_samples": 128})
-    if len(campaign.objectives) > 1:
+    if kind == "hypervolume":
         # Ax's default acquisition, optimised with the budget of BoTorch's qNEHVI tutorial (10
         # restarts, 512 raw samples) rather than Ax's 20 / 1024: the strategy step for 100
         # observations x 2 objectives drops from 2.4 s to under 2 s (benchmarks/strategy_step.py)
         return Acquisition(optimizer={"num_restarts": 10, "raw_samples": 512})
-    cost = campaign.strategy.cost
-    if cost:  # one objective (the config refuses a cost with several)
+    if kind == "cost":
+        cost = campaign.strategy.cost
         by_name = {p.name: p for p in campaign.parameters}
         per = {name: [coef, isinstance(by_name[name], FloatParameter) and by_name[name].log_scale]
                for name, coef in cost.per.items() if coef}
