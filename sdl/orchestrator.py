@@ -35,6 +35,7 @@ from sdl.measurement import Measurement
 from sdl.protocol import Envelope, ErrorBody, StatusBody, command, parse_body, topic
 from sdl.store import CommandRow, Store, TrialRow, unpack_arrays
 from sdl.strategy import Evaluation, evaluate, make_strategy
+from sdl.strategy.objectives import feasible
 from sdl.timeline import timeline
 from sdl.transport import MqttClient
 
@@ -287,11 +288,18 @@ class Orchestrator:
 
     def _no_improvement_left(self) -> bool:
         """The stop rule `budget.min_expected_improvement`, read from the strategy's own record of
-        each proposal (so it holds across a resume); manual and Sobol trials do not count."""
+        each proposal (so it holds across a resume). Only proposals made after a trial met every
+        constraint count: before that the expected improvement is weighted by a small probability
+        of feasibility and says the model has not found the feasible region, not that nothing is
+        left to gain. Manual and start-design trials do not count."""
         b = self.campaign.budget
         if b.min_expected_improvement is None:
             return False
-        seen = [self.strategy.expected_improvement(t.index) for t in self.store.trials(self.campaign_id)]
+        trials = self.store.trials(self.campaign_id)
+        first = next((t.index for t in trials if t.status == "completed" and feasible(self.campaign, t.objectives)), None)
+        if first is None:
+            return False
+        seen = [self.strategy.expected_improvement(t.index) for t in trials if t.index > first]
         last = [e for e in seen if e is not None][-b.patience:]
         return len(last) == b.patience and all(e < b.min_expected_improvement for e in last)
 

@@ -144,11 +144,20 @@ def test_cost_is_computed_in_the_parameters_units():
 
 @pytest.mark.slow
 def test_stop_rule_no_expected_improvement_left(tmp_path, embedded_broker):
-    c = bayes(tmp_path, n=10, **{"budget.min_expected_improvement": 1e6, "budget.patience": 2})
+    c = bayes(tmp_path, n=10, constraints=[], **{"budget.min_expected_improvement": 1e6, "budget.patience": 2})
     s, store, strategy = _run(c, embedded_broker)
-    assert s.n_trials == 4  # 2 initial + 2 model-based proposals, each below the threshold
+    assert s.n_trials == 4  # 2 start trials + 2 model-based proposals, each below the threshold
     assert "no expected improvement left" in s.stop_reason
     assert [e.kind for e in store.events(s.campaign_id)].count("proposal") == 2
+
+
+@pytest.mark.slow
+def test_stop_rule_waits_until_a_trial_meets_the_constraints(tmp_path, embedded_broker):
+    # nothing can meet this bound: low expected improvement means "feasible region not found yet"
+    c = bayes(tmp_path, n=5, constraints=[{"descriptor": "saxs.polydispersity", "op": "<=", "bound": 1e-4}],
+              **{"budget.min_expected_improvement": 1e6, "budget.patience": 2})
+    s, store, strategy = _run(c, embedded_broker)
+    assert s.n_trials == 5 and "budget" in s.stop_reason
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pytest
 from sdl.analysis.base import Descriptor
 from sdl.config import load_campaign
 from sdl.errors import AnalysisError
-from sdl.strategy.objectives import evaluate, metrics, outcome_constraints
+from sdl.strategy.objectives import evaluate, feasible, metrics, outcome_constraints
 
 DEMO = "campaigns/nanoparticle_size.yaml"
 
@@ -70,3 +70,11 @@ def test_missing_descriptor_leaves_its_metric_out_and_misses_target(campaign):
 def test_no_needed_descriptor_at_all_is_an_analysis_error(campaign):
     with pytest.raises(AnalysisError, match="none of the descriptors the campaign needs"):
         evaluate(campaign, [])
+
+
+def test_feasible_reads_the_constraints_only(campaign):
+    ok = evaluate(campaign, _d(radius=3.0)).metrics  # far from the target, constraints met
+    assert feasible(campaign, ok)
+    assert not feasible(campaign, evaluate(campaign, _d(pd=0.2)).metrics)
+    assert not feasible(campaign, evaluate(campaign, _d(model="cylinder", p=0.9)).metrics)
+    assert not feasible(campaign, {k: v for k, v in ok.items() if k != "saxs_polydispersity"})  # missing

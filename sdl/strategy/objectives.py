@@ -64,10 +64,9 @@ def metrics(campaign: Campaign) -> list[MetricSpec]:
     return list(seen.values())
 
 
-def outcome_constraints(campaign: Campaign) -> list[str]:
-    """Ax outcome-constraint expressions: the constraints and the objective thresholds (Ax reads a
-    bound on an objective metric as its reference point). Ax takes one bound per metric and
-    direction: where several apply, the tightest is kept."""
+def _bounds(campaign: Campaign, thresholds: bool) -> dict[tuple[str, str], float]:
+    """(metric, "<=" or ">=") -> bound, from the constraints (and the objective thresholds). Ax
+    takes one bound per metric and direction: where several apply, the tightest is kept."""
     bounds: dict[tuple[str, str], float] = {}
 
     def add(name: str, op: str, bound: float) -> None:
@@ -80,9 +79,26 @@ def outcome_constraints(campaign: Campaign) -> list[str]:
         else:
             add(metric_name(c.descriptor), c.op, c.bound)
     for o in campaign.objectives:
-        if o.threshold is not None:
+        if thresholds and o.threshold is not None:
             add(metric_name(o.descriptor), "<=" if o.goal == "minimize" else ">=", o.threshold)
-    return [f"{name} {op} {bound}" for (name, op), bound in bounds.items()]
+    return bounds
+
+
+def outcome_constraints(campaign: Campaign) -> list[str]:
+    """Ax outcome-constraint expressions: the constraints and the objective thresholds (Ax reads a
+    bound on an objective metric as its reference point)."""
+    return [f"{name} {op} {bound}" for (name, op), bound in _bounds(campaign, thresholds=True).items()]
+
+
+def feasible(campaign: Campaign, values: dict[str, list[float] | tuple[float, float]]) -> bool:
+    """Whether a trial's metrics (name -> (mean, sem)) meet every constraint; a missing one does not."""
+    for (name, op), bound in _bounds(campaign, thresholds=False).items():
+        if name not in values:
+            return False
+        x = values[name][0]
+        if not (x <= bound if op == "<=" else x >= bound):
+            return False
+    return True
 
 
 @dataclass
