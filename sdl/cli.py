@@ -343,7 +343,6 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from sdl.config import load_campaign
-
     from sdl.strategy import ACQUISITIONS, acquisition_kind
 
     c = load_campaign(args.file)

@@ -137,15 +137,17 @@ def warm_start(store: Store, campaign: Campaign) -> tuple[list[ManualRow], list[
     if ws is None:
         return [], []
     source = store if ws.store in (None, campaign.store) else Store(ws.store)
-    earlier = source.find_campaign(ws.campaign)
-    by_trial: dict[int, list[Descriptor]] = {}
-    for d in source.descriptors(earlier.id):
-        by_trial.setdefault(d.trial_index, []).append(Descriptor(
-            name=d.name, value=d.value_str if d.value_str is not None else d.value_num, uncertainty=d.uncertainty,
-            unit=d.unit, flags=json.loads(d.flags_json), analyser=d.analyser,
-            probabilities=json.loads(d.probabilities_json) if d.probabilities_json else None))
+    try:
+        earlier = source.find_campaign(ws.campaign)
+        by_trial: dict[int, list[Descriptor]] = {}
+        for d in source.descriptors(earlier.id):
+            by_trial.setdefault(d.trial_index, []).append(Descriptor(**d.fields()))
+        trials = source.trials(earlier.id)
+    finally:
+        if source is not store:
+            source.close()
     rows, skipped = [], []
-    for t in source.trials(earlier.id):
+    for t in trials:
         if t.status != "completed":
             continue
         try:

@@ -76,11 +76,8 @@ def campaign_record(store: Store, campaign_id: str) -> dict[str, Any]:
     trials = store.trials(campaign_id)
     descriptors: dict[int, dict[str, Any]] = {}
     for d in store.descriptors(campaign_id):
-        descriptors.setdefault(d.trial_index, {}).setdefault(d.name, {
-            "value": d.value_str if d.value_str is not None else d.value_num, "uncertainty": d.uncertainty,
-            "unit": d.unit, "flags": json.loads(d.flags_json), "analyser": d.analyser,
-            **({"probabilities": json.loads(d.probabilities_json)} if d.probabilities_json else {}),
-        })
+        shown = {k: v for k, v in d.fields().items() if k != "name" and (k != "probabilities" or v is not None)}
+        descriptors.setdefault(d.trial_index, {}).setdefault(d.name, shown)
     records = [{
         "index": t.index, "status": t.status, "sample_id": t.sample_id, "parameters": t.parameters,
         "objectives": t.objectives, "score": t.score, "target_met": t.target_met, "failure": t.failure,
@@ -319,7 +316,7 @@ def export(store: Store, campaign_id: str, out: Path) -> Path:
         w = csv.writer(f)
         w.writerow(["trial", "name", "value", "uncertainty", "unit", "flags", "analyser"])
         for d in store.descriptors(campaign_id):
-            w.writerow([d.trial_index, d.name, d.value_str if d.value_str is not None else d.value_num,
+            w.writerow([d.trial_index, d.name, d.value,
                         d.uncertainty, d.unit, ";".join(json.loads(d.flags_json)), d.analyser])
     with open(out / "events.csv", "w", newline="") as f:
         w = csv.writer(f)

@@ -126,6 +126,16 @@ class DescriptorRow(SQLModel, table=True):
     probabilities_json: str | None = None
     analyser: str | None = None
 
+    @property
+    def value(self) -> float | str | None:
+        return self.value_str if self.value_str is not None else self.value_num
+
+    def fields(self) -> dict[str, Any]:
+        """The stored descriptor as sdl.analysis.base.Descriptor's fields (Descriptor(**row.fields()))."""
+        return {"name": self.name, "value": self.value, "uncertainty": self.uncertainty, "unit": self.unit,
+                "flags": json.loads(self.flags_json), "analyser": self.analyser,
+                "probabilities": json.loads(self.probabilities_json) if self.probabilities_json else None}
+
 
 class AnalysisRow(SQLModel, table=True):
     __tablename__ = "analysis"

@@ -39,14 +39,12 @@ class MetricSpec:
     descriptor: str
     kind: str  # "objective" | "constraint"
     minimize: bool = False
-    threshold: float | None = None  # objectives of a multi-objective campaign: reference point
 
 
 def objective_metric(o: Objective) -> MetricSpec:
     if o.goal == "target":
         return MetricSpec(metric_name(o.descriptor, "__dist"), o.descriptor, "objective", minimize=True)
-    return MetricSpec(metric_name(o.descriptor), o.descriptor, "objective", minimize=o.goal == "minimize",
-                      threshold=o.threshold)
+    return MetricSpec(metric_name(o.descriptor), o.descriptor, "objective", minimize=o.goal == "minimize")
 
 
 def constraint_metric(c: Constraint) -> MetricSpec:
@@ -75,12 +73,12 @@ def _bounds(campaign: Campaign, thresholds: bool) -> dict[tuple[str, str], float
 
     for c in campaign.constraints:
         if c.equals is not None:
-            add(metric_name(c.descriptor, f"__is_{metric_name(c.equals)}"), ">=", c.min_probability)
+            add(constraint_metric(c).name, ">=", c.min_probability)
         else:
-            add(metric_name(c.descriptor), c.op, c.bound)
+            add(constraint_metric(c).name, c.op, c.bound)
     for o in campaign.objectives:
         if thresholds and o.threshold is not None:
-            add(metric_name(o.descriptor), "<=" if o.goal == "minimize" else ">=", o.threshold)
+            add(objective_metric(o).name, "<=" if o.goal == "minimize" else ">=", o.threshold)
     return bounds
 
 
@@ -151,7 +149,7 @@ def evaluate(campaign: Campaign, descriptors: list[Descriptor]) -> Evaluation:
             untrusted.append(d.name)
         if c.equals is not None:
             p = (d.probabilities or {}).get(c.equals, 1.0 if d.value == c.equals else 0.0)
-            values[metric_name(c.descriptor, f"__is_{metric_name(c.equals)}")] = (float(p), 0.05)
+            values[constraint_metric(c).name] = (float(p), 0.05)
             ok = d.value == c.equals
         else:
             x = _numeric(d)
