@@ -29,10 +29,15 @@ def _max_min(campaign: Campaign) -> list[Any]:
     return [o for o in campaign.objectives if o.goal in ("maximize", "minimize")]
 
 
+def _maximised(goals: list[str]) -> np.ndarray:
+    """Per objective, the sign that turns it into one to maximise."""
+    return np.array([1.0 if g == "maximize" else -1.0 for g in goals])
+
+
 def _non_dominated(Y: np.ndarray, goals: list[str]) -> np.ndarray:
     """Boolean mask of the rows of Y (n, k) no other row dominates (>= everywhere and > somewhere,
     after flipping minimised columns)."""
-    Z = Y * np.array([1.0 if g == "maximize" else -1.0 for g in goals])
+    Z = Y * _maximised(goals)
     ge = (Z[None, :, :] >= Z[:, None, :]).all(-1)  # ge[i, j]: row j is at least as good as row i
     gt = (Z[None, :, :] > Z[:, None, :]).any(-1)
     return ~(ge & gt).any(1)
@@ -52,7 +57,7 @@ def hypervolume(Y: np.ndarray, goals: list[str], ref: np.ndarray) -> float:
     import torch
     from botorch.utils.multi_objective.box_decompositions.dominated import DominatedPartitioning
 
-    sign = np.array([1.0 if g == "maximize" else -1.0 for g in goals])
+    sign = _maximised(goals)
     Z, r = Y * sign, np.asarray(ref, dtype=float) * sign
     Z = Z[np.isfinite(Z).all(1) & (Z > r).all(1)]
     if not len(Z):
@@ -288,7 +293,7 @@ def _pareto_panel(ax: Any, campaign: Campaign, rec: dict[str, Any]) -> None:
     # the boundary of the region the front dominates: vertical first when x is maximised
     ax.step(front[:, 0], front[:, 1], "-o", where="pre" if ox.goal == "maximize" else "post",
             color="tab:red", label=f"non-dominated ({len(front)})")
-    tx, ty = (getattr(o, "threshold", None) for o in (ox, oy))
+    tx, ty = ox.threshold, oy.threshold
     if tx is not None:
         ax.axvline(tx, color="k", ls=":", lw=1)
     if ty is not None:
