@@ -1,16 +1,20 @@
 """How long one strategy step (fit the GP + propose the next trial) takes.
 
-A campaign with 6 float parameters and 2 objectives (BoTorch's DTLZ2 test problem, noise 1 %)
-is given `--observations` completed trials, then proposes `--steps` trials one at a time, each
-told before the next; the figures are the wall time of each `ask` (Ax fits its GP inside) and
-of each `tell`. Goal (issue 5): fit + propose <= 2 s for 100 observations on a 2-core machine.
+A campaign with `--params` parameters (float ones, plus with `--categorical` one of them a 3-value
+choice that shifts every objective by 0 / 0.1 / 0.2) and one fixed parameter, and 1 or 2
+objectives (BoTorch's DTLZ2 test problem over the float parameters, noise 1 %), is given
+N completed trials, then proposes `--steps` trials one at a time, each told before the next; the
+figures are the wall time of each `ask` (Ax fits its GP inside) and of each `tell`.
+Goals (issue 15): <= 1 s at 40 observations with one 3-value choice, <= 2 s at 100 observations,
+6 parameters, 2 objectives; on a 2-core machine.
 
-    python benchmarks/strategy_step.py [--observations 100] [--steps 5] [--objectives 2]
+    python benchmarks/strategy_step.py [--observations 40,100] [--objectives 1,2] [--categorical 0,1] [--steps 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -29,56 +33,74 @@ from printout import Printout  # noqa: E402
 from sdl.config import load_campaign  # noqa: E402
 from sdl.strategy.ax_strategy import TORCH_THREADS, AxStrategy  # noqa: E402
 
+CHOICES = {"a": 0.0, "b": 0.1, "c": 0.2}  # the choice parameter's values and their objective offsets
 
-def campaign(n_params: int, n_objectives: int, tmp: str):
-    names = [f"x{i}" for i in range(n_params)]
-    objectives = [{"descriptor": f"sim.f{j}", "goal": "minimize", "threshold": 1.1} for j in range(n_objectives)]
+
+def campaign(n_params: int, n_objectives: int, categorical: bool, tmp: str):
+    floats = [f"x{i}" for i in range(n_params - categorical)]
+    params = [{"name": n, "type": "float", "bounds": [0.0, 1.0]} for n in floats]
+    if categorical:
+        params.append({"name": "kind", "type": "choice", "values": list(CHOICES)})
+    params.append({"name": "batch", "type": "fixed", "value": "B1"})
+    objectives = [{"descriptor": f"sim.f{j}", "goal": "minimize", "threshold": 1.3} for j in range(n_objectives)]
     if n_objectives == 1:
         objectives[0].pop("threshold")
     return load_campaign({
         "name": "step_time", "store": f"sqlite:///{tmp}/x.db", "lab": {"world": None},
-        "parameters": [{"name": n, "type": "float", "bounds": [0.0, 1.0]} for n in names],
+        "parameters": params,
         "workflow": [{"name": "m", "instrument": "sim", "action": "measure", "technique": "sim"}],
         "objectives": objectives,
         "strategy": {"kind": "bayesian", "initial_trials": 8, "initialize_with_center": False, "seed": 0},
-    }), names
+    }), floats
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--observations", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--params", type=int, default=6)
-    ap.add_argument("--objectives", type=int, default=2)
-    ap.add_argument("--out", help="results file (default benchmarks/results/strategy_step.txt)")
-    args = ap.parse_args()
-    problem = DTLZ2(dim=args.params, num_objectives=max(args.objectives, 2), noise_std=0.01)
-    say = Printout()
-
-    def outcome(params: dict) -> dict:
-        x = torch.tensor([[params[n] for n in names]], dtype=torch.double)
-        y = problem(x)[0]
-        return {f"sim_f{j}": (float(y[j]), 0.01) for j in range(args.objectives)}
-
+def measure(n_obs: int, n_params: int, n_objectives: int, categorical: bool, steps: int) -> tuple[list, list]:
+    """(ask seconds, tell seconds) per step."""
+    problem = DTLZ2(dim=n_params - categorical, num_objectives=max(n_objectives, 2), noise_std=0.01)
     with tempfile.TemporaryDirectory() as tmp:
-        c, names = campaign(args.params, args.objectives, tmp)
+        c, floats = campaign(n_params, n_objectives, categorical, tmp)
+
+        def outcome(params: dict) -> dict:
+            x = torch.tensor([[params[n] for n in floats]], dtype=torch.double)
+            y = problem(x)[0] + CHOICES.get(params.get("kind"), 0.0)
+            return {f"sim_f{j}": (float(y[j]), 0.01) for j in range(n_objectives)}
+
         torch.manual_seed(0)
         s = AxStrategy(c)
-        for p in torch.rand(args.observations, args.params, dtype=torch.double).tolist():
-            s.attach(dict(zip(names, p)), outcome(dict(zip(names, p))))
+        for k, p in enumerate(torch.rand(n_obs, len(floats), dtype=torch.double).tolist()):
+            params = dict(zip(floats, p), batch="B1", **({"kind": list(CHOICES)[k % 3]} if categorical else {}))
+            s.attach(params, outcome(params))
         asks, tells = [], []
-        for _ in range(args.steps):
+        for _ in range(steps):
             t = time.perf_counter()
             [(i, p)] = s.ask(1)
             asks.append(time.perf_counter() - t)
             t = time.perf_counter()
             s.tell(i, outcome(p))
             tells.append(time.perf_counter() - t)
-            say(f"step with {i} observations: fit + propose {asks[-1]:.2f} s, tell {tells[-1] * 1000:.0f} ms")
-    say(f"{args.observations} observations, {args.params} parameters, {args.objectives} objectives, "
-        f"torch threads {TORCH_THREADS}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: "
-        f"fit + propose median {statistics.median(asks):.2f} s "
-        f"(min {min(asks):.2f}, max {max(asks):.2f}); goal <= 2 s")
+    return asks, tells
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--observations", default="40,100")
+    ap.add_argument("--objectives", default="1,2")
+    ap.add_argument("--categorical", default="0,1", help="0: float parameters only; 1: one is a 3-value choice")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--params", type=int, default=6)
+    ap.add_argument("--out", help="results file (default benchmarks/results/strategy_step.txt)")
+    args = ap.parse_args()
+    say = Printout()
+    say(f"{args.params} parameters (+1 fixed), torch threads {TORCH_THREADS}, {os.cpu_count()} CPUs; "
+        f"median (min-max) of {args.steps} steps")
+    say(f"{'observations':>12} {'objectives':>10} {'choice':>6} {'fit + propose s':>22} {'tell ms':>8} {'load':>5}")
+    for n_obs, n_obj, cat in itertools.product(*(map(int, v.split(",")) for v in
+                                                 (args.observations, args.objectives, args.categorical))):
+        asks, tells = measure(n_obs, args.params, n_obj, bool(cat), args.steps)
+        say(f"{n_obs:>12} {n_obj:>10} {'yes' if cat else 'no':>6} "
+            f"{statistics.median(asks):>10.2f} ({min(asks):.2f}-{max(asks):.2f}) "
+            f"{statistics.median(tells) * 1000:>8.0f} {os.getloadavg()[0]:>5.1f}")
+    say("goals: <= 1 s at 40 observations with a choice parameter; <= 2 s at 100 observations, 2 objectives")
     say.write(args.out or ROOT / "benchmarks" / "results" / "strategy_step.txt")
 
 

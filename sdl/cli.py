@@ -1,5 +1,5 @@
 """`sdl` command line: run | resume | status | report | export | approve | reject | add | validate |
-analyse | drivers | train.
+schema | analyse | drivers | train.
 
 Imports of heavy libraries (Ax, torch, sasmodels) happen inside the commands that need them.
 """
@@ -10,11 +10,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from sdl.errors import SdlError
 
-DEFAULT_STORE = "sqlite:///sdl.db"
+DEFAULT_STORE = "sqlite:///sdl.db"  # = sdl.store.DEFAULT_STORE, not imported so that `sdl --help` stays light
+LATEST = "campaign id or name (default: the latest campaign that has trials)"
+
+# `sdl run` options -> the campaign fields they override (errors name the option, not the field)
+RUN_OVERRIDES = {"budget": "budget.max_experiments", "seed": "strategy.seed", "broker": "broker", "store": "store",
+                 "time_scale": "lab.time_scale", "in_flight": "strategy.max_in_flight", "lab_id": "lab.id"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     rs = sub.add_parser("resume", help="continue a stopped or crashed campaign without repeating or losing a trial")
-    rs.add_argument("campaign", nargs="?", help="campaign id or name, or the campaign's YAML file (default: latest)")
+    rs.add_argument("campaign", nargs="?",
+                    help="campaign id or name, or the campaign's YAML file (default: the latest that has trials)")
     rs.add_argument("--store")
     rs.add_argument("--broker")
     rs.add_argument("--budget", type=int, help="raise the experiment budget")
@@ -62,19 +67,19 @@ def _parser() -> argparse.ArgumentParser:
     rs.set_defaults(func=cmd_resume)
 
     st = sub.add_parser("status", help="trials, descriptors and the best result")
-    st.add_argument("campaign", nargs="?")
+    st.add_argument("campaign", nargs="?", help=LATEST)
     st.add_argument("--store", default=DEFAULT_STORE)
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=cmd_status)
 
     rp = sub.add_parser("report", help="PNG with the optimisation trace and the best sample's fitted curve")
-    rp.add_argument("campaign", nargs="?")
+    rp.add_argument("campaign", nargs="?", help=LATEST)
     rp.add_argument("--store", default=DEFAULT_STORE)
     rp.add_argument("--out", help="PNG path (default: <campaign id>.png)")
     rp.set_defaults(func=cmd_report)
 
     ex = sub.add_parser("export", help="trials and descriptors as CSV, measurements as column files")
-    ex.add_argument("campaign", nargs="?")
+    ex.add_argument("campaign", nargs="?", help=LATEST)
     ex.add_argument("--store", default=DEFAULT_STORE)
     ex.add_argument("--out", help="folder (default: export-<campaign id>)")
     ex.set_defaults(func=cmd_export)
@@ -103,6 +108,10 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a campaign file")
     v.add_argument("file")
     v.set_defaults(func=cmd_validate)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of campaign files (editor completion and checking)")
+    sc.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
+    sc.set_defaults(func=cmd_schema)
 
     a = sub.add_parser("analyse", aliases=["analyze"], help="analyse measured data files (no campaign needed)")
     a.add_argument("technique", help="e.g. saxs")
@@ -134,22 +143,52 @@ def _parser() -> argparse.ArgumentParser:
 # ----- campaign commands -----------------------------------------------------------------------------
 
 
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def store_option(url: str) -> str:
+    """The ` --store URL` a printed command needs (sdl.store.store_option)."""
+    from sdl.store import store_option as option
+
+    return option(url)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from sdl.config import load_campaign
+    from sdl.errors import ConfigError
 
-    overrides: dict[str, Any] = {
-        "budget.max_experiments": args.budget, "strategy.seed": args.seed, "broker": args.broker,
-        "store": args.store, "lab.time_scale": args.time_scale, "strategy.max_in_flight": args.in_flight,
-        "lab.id": args.lab_id,
-    }
-    campaign = load_campaign(args.file, **overrides)
+    overrides = {field: getattr(args, dest) for dest, field in RUN_OVERRIDES.items()}
+    labels = {field: _flag(dest) for dest, field in RUN_OVERRIDES.items()}
+    campaign = load_campaign(args.file, labels=labels, **overrides)
+    world_hint = None
     if args.external_lab:
+        if not campaign.broker:
+            raise ConfigError(
+                "--external-lab: drivers running elsewhere need a broker they can reach, but without --broker "
+                f"(or `broker:` in {args.file}) sdl starts an embedded broker only this process can use; give "
+                "--broker mqtt://HOST:PORT, e.g. --broker mqtt://127.0.0.1:1883 with Mosquitto running there")
+        world_hint = campaign.lab.world  # for the hint to start its drivers; the run itself starts none
         campaign = campaign.model_copy(update={"lab": campaign.lab.model_copy(update={"world": None})})
-    return _run(campaign, None, args.quiet)
+    return _run(campaign, None, args.quiet, world_hint=world_hint)
+
+
+def _find(store, ref: str | None):
+    """The campaign `ref` names (Store.find_campaign: without one, the latest that has trials);
+    says on stderr which newer campaigns without trials were passed over."""
+    row = store.find_campaign(ref)
+    if ref is None or row.id != ref:
+        skipped = store.newer_without_trials(row.id) if store.trials(row.id) else []
+        skipped = [c for c in skipped if ref is None or c.name == ref]
+        if skipped:
+            what = ", ".join(f"{c.id} ({c.status}{': ' + c.stop_reason if c.stop_reason else ''})" for c in skipped[:3])
+            print(f"note: campaign {row.id} is the latest with trials; newer without any: {what}"
+                  + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""), file=sys.stderr)
+    return row
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from sdl.config import Campaign, load_campaign
+    from sdl.config import load_campaign
     from sdl.store import Store
 
     ref, store_url = args.campaign, args.store
@@ -157,60 +196,70 @@ def cmd_resume(args: argparse.Namespace) -> int:
         from_file = load_campaign(ref)
         ref, store_url = from_file.name, store_url or from_file.store
     store = Store(store_url or DEFAULT_STORE)
-    row = store.find_campaign(ref)
-    if row.status == "finished" and not args.budget:
-        print(f"campaign {row.id} already finished ({row.stop_reason}); use --budget N to extend it")
+    row = _find(store, ref)
+    if row.status == "finished" and args.budget is None:
+        print(f"campaign {row.id} already finished ({row.stop_reason}); extend it with "
+              f"`sdl resume {row.id} --budget N{store_option(store.url)}`")
         return 0
-    campaign = Campaign.model_validate_json(row.config_json)
-    update: dict[str, Any] = {}
-    if args.broker:
-        update["broker"] = args.broker
-    if args.budget:
-        update["budget"] = campaign.budget.model_copy(update={"max_experiments": args.budget})
-    campaign = campaign.model_copy(update=update)
+    campaign = load_campaign(json.loads(row.config_json), labels={"budget.max_experiments": "--budget",
+                                                                  "broker": "--broker"},
+                             origin=f"campaign {row.id}", **{"budget.max_experiments": args.budget, "broker": args.broker})
     return _run(campaign, row.id, args.quiet, store)
 
 
-def _run(campaign, campaign_id: str | None, quiet: bool, store=None) -> int:
+def _run(campaign, campaign_id: str | None, quiet: bool, store=None, world_hint: str | None = None) -> int:
     from sdl.orchestrator import run_campaign
     from sdl.store import Store
 
     store = store or Store(campaign.store)
-    reporter = ConsoleReporter(quiet=quiet)
-    summary = run_campaign(campaign, store=store, campaign_id=campaign_id, reporter=reporter)
+    reporter = ConsoleReporter(quiet=quiet, store_url=store.url)
+    summary = run_campaign(campaign, store=store, campaign_id=campaign_id, reporter=reporter, world_hint=world_hint)
     return 0 if summary.status == "finished" else 3
 
 
 class ConsoleReporter:
-    """A progress bar over the experiment budget and one line per finished trial."""
+    """A progress bar over the experiment budget, three lines per finished trial (parameters; the
+    descriptors the evaluation used; the score and what it met or missed), and the outcome at the end."""
 
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, store_url: str | None = None):
         self.quiet = quiet
+        self.store_url = store_url
         self.bar = None
 
     def started(self, campaign_id: str, campaign, done: int) -> None:
         from tqdm import tqdm
 
+        from sdl.outcome import score_legend
+
         self.campaign = campaign
         print(f"campaign {campaign_id}: {campaign.description.strip() or campaign.name}")
+        if not self.quiet:
+            print(f"  {score_legend(campaign)}")
         self.bar = tqdm(total=campaign.budget.max_experiments, initial=done, unit="exp", dynamic_ncols=True,
                         desc=campaign.name, file=sys.stderr)
 
     def trial_finished(self, trial, evaluation, descriptors) -> None:
+        from sdl.outcome import chosen, fmt_number, needed, trial_verdict
+
         if self.bar is not None:
             self.bar.update(1)
         if self.quiet:
             return
-        params = " ".join(f"{k}={_fmt(v)}" for k, v in trial.parameters.items())
-        wanted = self.campaign.descriptors_needed()
-        desc = " ".join(_fmt_descriptor(d) for d in descriptors if d.name in wanted)
+        order = [p.name for p in self.campaign.parameters]
+        given = trial.parameters
+        params = " ".join(f"{k}={fmt_number(given[k])}" for k in [*(n for n in order if n in given),
+                                                                   *(n for n in given if n not in order)])
+        measured = chosen(descriptors)
+        desc = " ".join(measured[n].short() for n in needed(self.campaign) if n in measured)
+        pad = " " * 10
         if trial.status == "failed":
-            line = f"trial {trial.index:3d} FAILED  {params}\n            {trial.failure}"
+            line = f"trial {trial.index:3d} FAILED  {params}\n{pad}{trial.failure}" + (f"\n{pad}{desc}" if desc else "")
         else:
-            mark = "  <- target met" if trial.target_met else ""
+            verdict = trial_verdict(self.campaign, measured, status=trial.status, score=trial.score,
+                                    target_met=trial.target_met, failure=trial.failure)
             if evaluation is not None and evaluation.missing:
-                mark += f"  (not produced: {', '.join(evaluation.missing)})"
-            line = f"trial {trial.index:3d} {params}\n            {desc}  score={trial.score:.3g}{mark}"
+                verdict += f" (not produced: {', '.join(evaluation.missing)})"
+            line = f"trial {trial.index:3d} {params}\n{pad}{desc}\n{pad}-> {verdict}"
         self._write(line)
 
     def message(self, level: str, text: str) -> None:
@@ -222,10 +271,9 @@ class ConsoleReporter:
         t = summary.timings_s
         print(f"\n{summary.status}: {summary.stop_reason}")
         print(f"  trials {summary.n_trials} (completed {summary.n_completed}, failed {summary.n_failed})")
-        if summary.target_met_at:
-            print(f"  target first met after {summary.target_met_at} experiments")
-        if summary.best_trial is not None:
-            print(f"  best trial: {summary.best_trial}")
+        if summary.outcome is not None:
+            for line in summary.outcome.lines():
+                print(f"  {line}")
         print("  time: strategy {:.1f} s, analysis {:.1f} s, instruments {:.1f} s".format(
             t.get("strategy_s", 0), t.get("analysis_s", 0), t.get("instrument_wall_s", 0)))
         if summary.makespan_s:
@@ -233,7 +281,8 @@ class ConsoleReporter:
             busy = ", ".join(f"{k} {u:.0%}" for k, u in sorted(summary.utilisation.items()))
             span = f"{summary.makespan_s / 3600:.2f} h" if summary.makespan_s >= 3600 else f"{summary.makespan_s:.3g} s"
             print(f"  makespan {span} ({clock}); instrument utilisation: {busy}")
-        print(f"  see `sdl status {summary.campaign_id}`, `sdl report {summary.campaign_id}`")
+        opt = store_option(summary.store_url or self.store_url or DEFAULT_STORE)
+        print(f"  see `sdl status {summary.campaign_id}{opt}`, `sdl report {summary.campaign_id}{opt}`")
 
     def _write(self, line: str) -> None:
         if self.bar is not None:
@@ -242,45 +291,43 @@ class ConsoleReporter:
             print(line)
 
 
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _fmt_descriptor(d) -> str:
-    short = d.name.split(".", 1)[-1]
-    if isinstance(d.value, str):
-        p = (d.probabilities or {}).get(d.value)
-        return f"{short}={d.value}" + (f"({p:.2f})" if p is not None else "")
-    unc = f"±{d.uncertainty:.2g}" if d.uncertainty is not None else ""
-    flags = f"[{','.join(d.flags)}]" if d.flags else ""
-    return f"{short}={d.value:.4g}{unc}{flags}"
-
-
 # ----- reading a campaign back -------------------------------------------------------------------------
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from sdl.config import Campaign
+    from sdl.outcome import by_trial, needed, outcome, trial_verdict
     from sdl.report import campaign_record
-
     from sdl.store import Store
 
     store = Store(args.store)
-    rec = campaign_record(store, store.find_campaign(args.campaign).id)
+    row = _find(store, args.campaign)
+    rec = campaign_record(store, row.id)
     if args.json:
         print(json.dumps(rec, indent=2, default=str))
         return 0
+    campaign = Campaign.model_validate_json(row.config_json)
     c = rec["campaign"]
     print(f"campaign {c['id']} ({c['status']}{': ' + c['stop_reason'] if c['stop_reason'] else ''})")
-    print(f"  trials {rec['counts']}")
+    if not rec["trials"]:
+        print("  no trials")
+        return 0
+    print("  trials: " + ", ".join(f"{n} {s}" for s, n in rec["counts"].items()))
+    rows = store.descriptors(row.id)
+    measured = by_trial(rows)
+    wanted = needed(campaign)
+    print("  trial status    descriptors the evaluation used; score (lower is better) and what it met or missed")
     for t in rec["trials"]:
-        desc = " ".join(f"{k.split('.', 1)[-1]}={_fmt(v['value'])}" for k, v in t["descriptors"].items()
-                        if k in rec["wanted"])
-        extra = t["failure"] or desc
-        mark = " *" if t["target_met"] else ""
-        print(f"  {t['index']:3d} {t['status']:9s} {extra}{mark}")
-    if rec["best"]:
-        b = rec["best"]
-        print(f"best: trial {b['index']} {b['parameters']}")
+        m = measured.get(t["index"], {})
+        desc = " ".join(m[n].short() for n in wanted if n in m)
+        verdict = trial_verdict(campaign, m, status=t["status"], score=t["score"], target_met=t["target_met"],
+                                failure=t["failure"])
+        manual = " (manual)" if t["manual"] else ""
+        print(f"  {t['index']:5d} {t['status']:9s} " + (f"{desc}  {verdict}" if t["status"] == "completed"
+                                                        else verdict + (f"  {desc}" if desc else "")) + manual)
+    print()
+    for line in outcome(campaign, store.trials(row.id), rows).lines():
+        print(f"  {line}")
     return 0
 
 
@@ -289,7 +336,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from sdl.store import Store
 
     store = Store(args.store)
-    cid = store.find_campaign(args.campaign).id
+    cid = _find(store, args.campaign).id
     out = write_report(store, cid, Path(args.out or f"{cid}.png"))
     print(f"wrote {out}")
     return 0
@@ -300,9 +347,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from sdl.store import Store
 
     store = Store(args.store)
-    cid = store.find_campaign(args.campaign).id
-    out = export(store, cid, Path(args.out or f"export-{cid}"))
+    row = _find(store, args.campaign)
+    out = export(store, row.id, Path(args.out or f"export-{row.id}"))
     print(f"wrote {out}/ (trials.csv, descriptors.csv, events.csv, campaign.json, measurements/)")
+    if not store.trials(row.id):
+        why = f" ({row.status}: {row.stop_reason})" if row.stop_reason else ""
+        print(f"campaign {row.id} has no trials{why}: only its events and configuration have content")
     return 0
 
 
@@ -334,9 +384,11 @@ def cmd_add(args: argparse.Namespace) -> int:
     req = submit(store, row.id, Campaign.model_validate_json(row.config_json), params,
                  measurement=args.measurement, step=args.step,
                  descriptors=[parse_descriptor(d) for d in args.descriptor], note=args.note)
-    met = "meets the target" if req.target_met else f"score {req.score:.3g}"
+    from sdl.outcome import SCORE_WORDS, fmt_number
+
+    met = "meets the target" if req.target_met else f"target not met: score {fmt_number(req.score, 3)}, {SCORE_WORDS}"
     when = "the running campaign attaches it within a second" if row.status == "running" else \
-        f"`sdl resume {row.id}` attaches it"
+        f"`sdl resume {row.id}{store_option(store.url)}` attaches it"
     print(f"manual experiment {req.id} queued ({met}); {when}")
     return 0
 
@@ -354,6 +406,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    from sdl.config import Campaign
+
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+              **Campaign.model_json_schema(),
+              "description": "sdl campaign file (YAML or JSON): parameters, workflow, analysis, objectives, "
+                             "constraints, strategy, budget. `sdl validate FILE` checks one."}
+    text = json.dumps(schema, indent=2) + "\n"
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 # ----- analysis, drivers, training ---------------------------------------------------------------------
 
 
@@ -361,6 +429,7 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     from sdl import analysis
     from sdl.errors import AnalysisError
     from sdl.measurement import PLAIN_SUFFIXES
+    from sdl.outcome import Shown
 
     if args.technique not in analysis.READERS:
         raise AnalysisError(f"no file reader for technique {args.technique!r}; known: {sorted(analysis.READERS)}")
@@ -393,7 +462,9 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         else:
             print(f"{f}:")
             for d in result.descriptors:
-                print(f"  {_fmt_descriptor(d)}" + (f" {d.unit}" if d.unit else ""))
+                print(f"  {Shown.of(d).text()}")
+            for w in result.info.get("warnings", []):
+                print(f"  warning: {w}")
     return 1 if failures == len(files) else 0
 
 

@@ -315,15 +315,21 @@ class Campaign(_Strict):
 # ----- loading -----------------------------------------------------------------------------------
 
 
-def load_campaign(source: str | Path | dict[str, Any], **overrides: Any) -> Campaign:
+def load_campaign(source: str | Path | dict[str, Any], *, labels: dict[str, str] | None = None,
+                  origin: str | None = None, **overrides: Any) -> Campaign:
     """A Campaign from a YAML/JSON file (or a dict). `overrides` are dotted paths, e.g.
-    {"budget.max_experiments": 5, "strategy.seed": 3}; None values are ignored."""
-    origin = "<dict>"
+    {"budget.max_experiments": 5, "strategy.seed": 3}; None values are ignored.
+
+    An error in an overridden value names the override, not the file: by its label where
+    `labels` gives one (the words the user typed, e.g. {"budget.max_experiments": "--budget"}),
+    else as `budget.max_experiments=0 (override)`. `origin`: what errors call the source
+    (default: the file's path; "<dict>" for a dict)."""
     if isinstance(source, dict):
+        origin = origin or "<dict>"
         data = source
     else:
         path = Path(source)
-        origin = str(path)
+        origin = origin or str(path)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -346,14 +352,39 @@ def load_campaign(source: str | Path | dict[str, Any], **overrides: Any) -> Camp
     try:
         return Campaign.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{origin}: invalid campaign\n{explain(exc, data)}") from None
+        given = {k: v for k, v in overrides.items() if v is not None}
+        text = explain(exc, data, given, labels or {})
+        if all(_override_of(e["loc"], given) for e in exc.errors()):
+            raise ConfigError(f"invalid value{'s' if len(exc.errors()) > 1 else ''} given for {origin}\n{text}") from None
+        raise ConfigError(f"{origin}: invalid campaign\n{text}") from None
 
 
-def explain(exc: ValidationError, data: Any = None) -> str:
-    """One line per problem: the field path (parameters[2].bounds), what was wrong, what is accepted."""
+def _override_of(loc: tuple, overrides: dict[str, Any]) -> str | None:
+    """The dotted override key an error location falls under, if any."""
+    dotted = ".".join(str(p) for p in loc)
+    return next((k for k in overrides if dotted == k or dotted.startswith(k + ".")), None)
+
+
+def _given(key: str, value: Any, labels: dict[str, str]) -> str:
+    """How an override is named in an error: `--budget 0` (labelled) or `budget.max_experiments=0 (override)`."""
+    import shlex
+
+    if key in labels:
+        return f"{labels[key]} {shlex.quote(str(value))}"
+    return f"{key}={json.dumps(value, default=str)} (override)"
+
+
+def explain(exc: ValidationError, data: Any = None, overrides: dict[str, Any] | None = None,
+            labels: dict[str, str] | None = None) -> str:
+    """One line per problem: the field path (parameters[2].bounds), what was wrong, what is
+    accepted; for a value given as an override, the override (see load_campaign)."""
     lines = []
     for e in exc.errors():
+        key = _override_of(e["loc"], overrides or {})
         loc = _path(e["loc"], data)
+        if key:  # the override, and the field inside it where the error lies deeper
+            given = _given(key, overrides[key], labels or {})
+            loc = given if loc == key else f"{given}, field {loc}"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = f"unknown field {str(e['loc'][-1])!r}"

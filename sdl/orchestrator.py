@@ -32,8 +32,9 @@ from sdl.analysis.base import AnalysisResult, Descriptor, choose
 from sdl.config import Campaign, Step
 from sdl.errors import AnalysisError, ConfigError, DriverError, ProtocolError, SdlError, StrategyError
 from sdl.measurement import Measurement
+from sdl.outcome import Outcome, outcome
 from sdl.protocol import Envelope, ErrorBody, StatusBody, command, parse_body, topic
-from sdl.store import CommandRow, Store, TrialRow, unpack_arrays
+from sdl.store import CommandRow, Store, TrialRow, store_option, unpack_arrays
 from sdl.strategy import Evaluation, evaluate, make_strategy
 from sdl.strategy.objectives import feasible
 from sdl.timeline import timeline
@@ -73,12 +74,14 @@ class Summary:
     n_trials: int
     n_completed: int
     n_failed: int
-    best_trial: int | None
-    target_met_at: int | None  # number of experiments when the target was first met
+    best_trial: int | None  # trial index (from 0) of the best trial (sdl.outcome's rule)
+    target_met_at: int | None  # experiment number (from 1) at which the target was first met
     timings_s: dict[str, float]
     clock: str = "instrument"  # which clock makespan/utilisation use (sdl.timeline)
     makespan_s: float | None = None
     utilisation: dict[str, float] = field(default_factory=dict)  # instrument -> busy / makespan
+    outcome: Outcome | None = None  # what the campaign came to, in words (sdl.outcome)
+    store_url: str | None = None  # where it is stored (for the `sdl status ... --store` hint)
 
 
 @dataclass
@@ -105,8 +108,11 @@ class Orchestrator:
     """Runs one campaign (new or resumed) against drivers reachable on `broker_url`."""
 
     def __init__(self, campaign: Campaign, store: Store, broker_url: str, *, campaign_id: str | None = None,
-                 reporter: Reporter | None = None):
+                 reporter: Reporter | None = None, world_hint: str | None = None):
+        """`world_hint`: the simulated lab the drivers would come from when the campaign's
+        `lab.world` was cleared to run against external drivers (named in the hint to start them)."""
         self.campaign = campaign
+        self.world_hint = world_hint
         self.store = store
         self.broker_url = broker_url
         self.reporter = reporter or NullReporter()
@@ -140,13 +146,40 @@ class Orchestrator:
             self.campaign_id = campaign_id
             snapshot = self.store.find_campaign(campaign_id).strategy_state
         t = time.perf_counter()
-        self.strategy = make_strategy(campaign, snapshot)
+        try:
+            self.strategy = make_strategy(campaign, snapshot)
+        except BaseException as exc:
+            self._mark_failed(exc)
+            raise
         self.timings["strategy_init_s"] = time.perf_counter() - t
+
+    def _cli(self, command: str) -> str:
+        """A `sdl ...` command line for this campaign, with the --store it needs."""
+        return f"sdl {command} {self.campaign_id}{store_option(self.store.url)}"
+
+    def _mark_failed(self, exc: BaseException) -> None:
+        """Record that this run ended on an error (never leave the campaign `running`): status
+        `failed`, the reason as stop_reason and an event. `sdl resume` can still continue it."""
+        if isinstance(exc, KeyboardInterrupt):
+            return
+        reason = str(exc) if isinstance(exc, SdlError) else f"{exc.__class__.__name__}: {exc}"
+        try:
+            self.store.update_campaign(self.campaign_id, status="failed", stop_reason=reason)
+            self.store.log(self.campaign_id, "campaign_failed", reason, level="error")
+        except Exception:  # the store itself may be what failed; the original error matters more
+            pass
 
     # ----- public ------------------------------------------------------------------------------
     def run(self) -> Summary:
-        client = MqttClient(self.broker_url, client_id=f"sdl-orchestrator-{uuid.uuid4().hex[:8]}")
-        client.connect()
+        """Run the loop until the budget, the target or a stop rule ends it. A run that fails
+        (no driver online, broker unreachable, a strategy error) marks the campaign `failed` with
+        the reason before the error propagates; Ctrl-C marks it `stopped`."""
+        try:
+            client = MqttClient(self.broker_url, client_id=f"sdl-orchestrator-{uuid.uuid4().hex[:8]}")
+            client.connect()
+        except BaseException as exc:
+            self._mark_failed(exc)
+            raise
         self.client = client
         try:
             client.subscribe(topic(self.lab, "+", "reply"), self._on_message)
@@ -162,7 +195,11 @@ class Orchestrator:
             finally:
                 self.timings["loop_s"] = time.monotonic() - started
         except KeyboardInterrupt:
-            self._halt = "interrupted (Ctrl-C); `sdl resume` continues it"
+            self._halt = f"interrupted (Ctrl-C); `{self._cli('resume')}` continues it"
+            raise
+        except BaseException as exc:
+            if not self._halt:
+                self._mark_failed(exc)
             raise
         finally:
             if self._halt:
@@ -189,15 +226,12 @@ class Orchestrator:
 
     def summary(self, reason: str) -> Summary:
         trials = self.store.trials(self.campaign_id)
-        done = [t for t in trials if t.status == "completed"]
-        best = min(done, key=lambda t: t.score if t.score is not None else float("inf"), default=None)
-        met = next((i + 1 for i, t in enumerate(trials) if t.target_met), None)
+        result = outcome(self.campaign, trials, self.store.descriptors(self.campaign_id))
         status = self.store.find_campaign(self.campaign_id).status
         tl = timeline(self.store.commands(self.campaign_id))
-        return Summary(self.campaign_id, status, reason, len(trials), len(done),
-                       sum(t.status == "failed" for t in trials), best.index if best else None, met,
-                       dict(self.timings), tl.clock if tl else "instrument", tl.makespan_s if tl else None,
-                       tl.utilisation if tl else {})
+        return Summary(self.campaign_id, status, reason, len(trials), result.n_completed, result.n_failed,
+                       result.best, result.target_met_at, dict(self.timings), tl.clock if tl else "instrument",
+                       tl.makespan_s if tl else None, tl.utilisation if tl else {}, result, self.store.url)
 
     # ----- start-up and resume ---------------------------------------------------------------
     def _wait_for_instruments(self) -> None:
@@ -212,8 +246,7 @@ class Orchestrator:
             raise DriverError(
                 f"no driver online for instrument(s) {missing} of lab {self.lab!r} on {self.broker_url} "
                 f"(waited {STATUS_WAIT_S:g} s for retained status on {topic(self.lab, '<instrument>', 'status')}); "
-                f"start them, e.g. `sdl drivers start --lab {self.campaign.lab.world or 'WORLD'} --id {self.lab} "
-                f"--broker {self.broker_url}`"
+                + self._start_drivers_hint()
             )
         for s in self.campaign.workflow:
             for i in s.pool:
@@ -221,6 +254,23 @@ class Orchestrator:
                 if actions and s.action not in actions:
                     raise ConfigError(f"workflow step {s.name!r}: instrument {i!r} has no action {s.action!r} "
                                       f"(it offers {actions})")
+
+    def _start_drivers_hint(self) -> str:
+        """What to do about instruments without a driver, in commands the user can paste."""
+        online = sorted(i for i, st in self._status.items() if st.state != "offline")
+        if self.campaign.lab.world:  # sdl started that simulated lab here: it lacks the instrument
+            return (f"the simulated lab {self.campaign.lab.world!r} started in this process runs {online or 'none'}; "
+                    "check the workflow's instrument names")
+        world = self.world_hint
+        if world is None:
+            from importlib.metadata import entry_points
+
+            labs = sorted(ep.name for ep in entry_points(group="sdl.labs"))
+            world = "<" + "|".join(labs) + ">" if labs else "<lab>"
+            what = "start the lab's drivers on that broker; for a simulated lab"
+        else:
+            what = "start them"
+        return f"{what}: `sdl drivers start --lab {world} --id {self.lab} --broker {self.broker_url}`"
 
     def _recover(self) -> None:
         """Rebuild in-flight trials from the store (resume): completed steps are not repeated,
@@ -457,7 +507,7 @@ class Orchestrator:
             return
         self._halt = (f"instrument {instrument!r} went offline (driver's last will) with trial(s) "
                       f"{[a.trial.index for a in users]} in progress; restart its driver and run "
-                      f"`sdl resume {self.campaign_id}`")
+                      f"`{self._cli('resume')}`")
         self.reporter.message("error", self._halt)
 
     # ----- the operator: approvals and manual experiments -----------------------------------
@@ -487,8 +537,8 @@ class Orchestrator:
     def _show_waiting(self) -> None:
         ids = tuple(sorted(a.trial.index for a in self._active.values() if not a.approved))
         if ids and ids != self._waiting_shown:
-            text = (f"waiting for approval of trial(s) {list(ids)}: `sdl approve {self.campaign_id} [TRIAL ...]` "
-                    f"or `sdl reject {self.campaign_id} TRIAL --reason TEXT`")
+            text = (f"waiting for approval of trial(s) {list(ids)}: `{self._cli('approve')} [TRIAL ...]` "
+                    f"or `{self._cli('reject')} TRIAL --reason TEXT`")
             self.reporter.message("info", text)
             self.store.log(self.campaign_id, "waiting_for_approval", text)
         self._waiting_shown = ids
@@ -582,9 +632,9 @@ def start_simulated_lab(world: str, lab: str, broker_url: str, *, seed: int, tim
 
 
 def run_campaign(campaign: Campaign, *, store: Store, campaign_id: str | None = None,
-                 reporter: Reporter | None = None) -> Summary:
+                 reporter: Reporter | None = None, world_hint: str | None = None) -> Summary:
     """Run (or resume) a campaign: start the embedded broker and the simulated lab if the campaign
-    asks for them, run the loop, and stop what was started."""
+    asks for them, run the loop, and stop what was started. `world_hint`: see Orchestrator."""
     from sdl.transport import EmbeddedBroker
 
     broker = None
@@ -599,7 +649,8 @@ def run_campaign(campaign: Campaign, *, store: Store, campaign_id: str | None = 
             seed = campaign.lab.seed if campaign.lab.seed is not None else campaign.strategy.seed
             drivers = start_simulated_lab(campaign.lab.world, campaign.lab.id, broker_url, seed=seed,
                                           time_scale=campaign.lab.time_scale)
-        orch = Orchestrator(campaign, store, broker_url, campaign_id=campaign_id, reporter=reporter)
+        orch = Orchestrator(campaign, store, broker_url, campaign_id=campaign_id, reporter=reporter,
+                            world_hint=world_hint)
         return orch.run()
     finally:
         for d in drivers:

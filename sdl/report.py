@@ -10,7 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from sdl import outcome as outcome_mod
 from sdl.config import Campaign
+from sdl.errors import SdlError
 from sdl.measurement import Measurement, write_columns
 from sdl.store import Store, unpack_arrays
 
@@ -74,47 +76,61 @@ def pareto_front(campaign: Campaign, records: list[dict[str, Any]]) -> list[int]
 
 
 def campaign_record(store: Store, campaign_id: str) -> dict[str, Any]:
-    """Everything `sdl status --json` prints: campaign, counts, trials with descriptors, best trial,
-    and `pareto_front` (trial indices) when the campaign has two or more maximize/minimize objectives."""
+    """Everything `sdl status --json` prints: campaign, counts, trials with descriptors, the best
+    trial's record (`best`, chosen by sdl.outcome's rule), the `outcome` in words and numbers, and
+    `pareto_front` (trial indices) when the campaign has two or more maximize/minimize objectives.
+
+    A trial's `descriptors` hold, per name, the value the evaluation used (the analyser chain's
+    choice); `alternatives` the other analysers' values of a name where the chain produced several.
+    `target_met_at` is an experiment number (from 1); trial `index`es count from 0."""
     row = store.find_campaign(campaign_id)
     campaign = Campaign.model_validate_json(row.config_json)
     trials = store.trials(campaign_id)
-    descriptors: dict[int, dict[str, Any]] = {}
-    for d in store.descriptors(campaign_id):
-        shown = {k: v for k, v in d.fields().items() if k != "name" and (k != "probabilities" or v is not None)}
-        descriptors.setdefault(d.trial_index, {}).setdefault(d.name, shown)
+    rows = store.descriptors(campaign_id)
+    measured = outcome_mod.by_trial(rows)
+    result = outcome_mod.outcome(campaign, trials, rows)
+
     records = [{
-        "index": t.index, "status": t.status, "sample_id": t.sample_id, "parameters": t.parameters,
-        "objectives": t.objectives, "score": t.score, "target_met": t.target_met, "failure": t.failure,
-        "descriptors": descriptors.get(t.index, {}),
+        "index": t.index, "status": t.status, "sample_id": t.sample_id, "manual": bool(t.manual),
+        "parameters": t.parameters, "objectives": t.objectives, "score": t.score, "target_met": t.target_met,
+        "failure": t.failure,
+        "descriptors": {n: m.chosen.record() for n, m in measured.get(t.index, {}).items()},
+        "alternatives": {n: [o.record() for o in m.others]
+                         for n, m in measured.get(t.index, {}).items() if m.others},
     } for t in trials]
-    done = [r for r in records if r["status"] == "completed" and r["score"] is not None]
-    best = min(done, key=lambda r: r["score"], default=None)
-    counts = {s: sum(r["status"] == s for r in records) for s in ("completed", "failed", "running", "measured")}
+    best = next((r for r in records if r["index"] == result.best), None)
+    counts = {s: sum(r["status"] == s for r in records)
+              for s in ("completed", "failed", "running", "measured", "proposed", "approved", "rejected")}
     return {
         "campaign": {"id": row.id, "name": row.name, "status": row.status, "stop_reason": row.stop_reason,
                      "created_at": row.created_at, "updated_at": row.updated_at},
         "counts": {k: v for k, v in counts.items() if v},
         "wanted": sorted(campaign.descriptors_needed()),
-        "target_met_at": next((i + 1 for i, r in enumerate(records) if r["target_met"]), None),
+        "target_met_at": result.target_met_at,
         "best": best,
+        "outcome": result.to_json(),
         "trials": records,
         **({"pareto_front": pareto_front(campaign, records)} if len(_max_min(campaign)) >= 2 else {}),
     }
 
 
 def write_report(store: Store, campaign_id: str, out: Path) -> Path:
-    """A PNG on a grid of panels: the optimisation trace (score per experiment, best so far), each
+    """A PNG on a grid of panels: the optimisation trace (score per trial, best so far), each
     target descriptor with its band, the best trial's measured curve with the analyser's fit, a GP
     model of the first objective's descriptor (heat map over the two most important numeric
     parameters, and the parameter importances), and with two or more maximize/minimize objectives
-    the Pareto front of the first two."""
+    the Pareto front of the first two. The x axes are trial indices (from 0), as `sdl status` shows
+    them. Raises SdlError for a campaign without trials (nothing to plot)."""
+    rec = campaign_record(store, campaign_id)
+    if not rec["trials"]:
+        c = rec["campaign"]
+        why = f" ({c['status']}: {c['stop_reason']})" if c["stop_reason"] else f" ({c['status']})"
+        raise SdlError(f"campaign {campaign_id} has no trials{why}; there is nothing to plot")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rec = campaign_record(store, campaign_id)
     campaign = Campaign.model_validate_json(store.find_campaign(campaign_id).config_json)
     targets = [o for o in campaign.objectives if o.goal == "target"]
     pareto = len(_max_min(campaign)) >= 2
@@ -129,13 +145,14 @@ def write_report(store: Store, campaign_id: str, out: Path) -> Path:
         _trace_panel(next(axes), rec["trials"])
     for o in targets:
         _target_panel(next(axes), rec["trials"], o)
-    _curve_panel(next(axes), store, campaign_id, rec["best"], campaign.descriptors_needed())
+    _curve_panel(next(axes), store, campaign_id, rec["best"], rec["outcome"])
     _model_panels(fig, next(axes), next(axes), campaign, rec)
     if pareto:
         _pareto_panel(next(axes), campaign, rec)
     for ax in axes:
         ax.set_axis_off()
-    fig.suptitle(f"{campaign_id} — {rec['campaign']['status']}", fontsize=10)
+    fig.suptitle(f"{campaign_id} — {rec['campaign']['status']}: {rec['outcome']['headline']}\n"
+                 f"{rec['outcome']['summary']}", fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
@@ -148,8 +165,16 @@ def _note(ax: Any, text: str) -> None:
     ax.set_axis_off()
 
 
+def _trial_axis(ax: Any) -> None:
+    """x axis = trial index (from 0), integer ticks: the numbers `sdl status` prints."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("trial")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _trace_panel(ax: Any, trials: list[dict[str, Any]]) -> None:
-    x = np.arange(1, len(trials) + 1)
+    x = np.array([t["index"] for t in trials], dtype=float)
     score = np.array([t["score"] if t["score"] is not None else np.nan for t in trials], dtype=float)
     failed = np.array([t["status"] == "failed" for t in trials], dtype=bool)
     ax.plot(x[~failed], np.maximum(score[~failed], 1e-3), "o", color="tab:blue", label="trial")
@@ -158,10 +183,12 @@ def _trace_panel(ax: Any, trials: list[dict[str, Any]]) -> None:
                 transform=ax.get_xaxis_transform(), clip_on=False)
     best = np.fmin.accumulate(np.where(np.isnan(score), np.inf, score))
     ax.step(x, np.where(np.isinf(best), np.nan, np.maximum(best, 1e-3)), where="post", color="k", label="best so far")
-    met = [i + 1 for i, t in enumerate(trials) if t["target_met"]]
+    met = [(n, t["index"]) for n, t in enumerate(trials, start=1) if t["target_met"]]
     if met:
-        ax.axvline(met[0], color="tab:green", ls="--", label=f"target met (exp. {met[0]})")
-    ax.set(xlabel="experiment", ylabel="score (lower is better)", title="optimisation trace")
+        n, i = met[0]
+        ax.axvline(i, color="tab:green", ls="--", label=f"target met: trial {i} (experiment {n})")
+    ax.set(ylabel="score (lower is better)", title="optimisation trace")
+    _trial_axis(ax)
     if np.nanmin(score, initial=np.inf) > 0:  # distances and violations; maximised values go negative
         ax.set_yscale("log")
     ax.legend(fontsize=8)
@@ -177,17 +204,19 @@ def _hypervolume_panel(ax: Any, campaign: Campaign, trials: list[dict[str, Any]]
     worst = np.where(np.array(goals) == "maximize", np.nanmin(Y, 0, initial=np.inf), np.nanmax(Y, 0, initial=-np.inf))
     ref = np.array([o.threshold if o.threshold is not None else w for o, w in zip(objectives, worst)])
     hv = [hypervolume(Y[:k], goals, ref) for k in range(1, len(trials) + 1)]
-    ax.step(np.arange(1, len(trials) + 1), hv, where="post", color="k")
-    ax.set(xlabel="experiment", ylabel="hypervolume (product of objective units)",
-           title="dominated hypervolume of the measured front")
+    ax.step([t["index"] for t in trials], hv, where="post", color="k")  # after each trial
+    ax.set(ylabel="hypervolume (product of objective units)", title="dominated hypervolume of the measured front")
+    _trial_axis(ax)
 
 
 def _target_panel(ax: Any, trials: list[dict[str, Any]], o: Any) -> None:
-    x = np.arange(1, len(trials) + 1)
+    x = np.array([t["index"] for t in trials], dtype=float)
     e = np.array([t["descriptors"].get(o.descriptor, {}).get("uncertainty") or 0.0 for t in trials], float)
     ax.errorbar(x, _values(trials, o.descriptor), yerr=e, fmt="o", ms=4, color="tab:blue")
     ax.axhspan(o.value - o.tolerance, o.value + o.tolerance, color="tab:green", alpha=0.2, label="target")
-    ax.set(xlabel="experiment", ylabel=o.descriptor, title=f"{o.descriptor} vs target")
+    unit = next((t["descriptors"][o.descriptor].get("unit") for t in trials if o.descriptor in t["descriptors"]), None)
+    ax.set(ylabel=o.descriptor + (f" ({unit})" if unit else ""), title=f"{o.descriptor} vs target")
+    _trial_axis(ax)
     ax.legend(fontsize=8)
 
 
@@ -195,8 +224,13 @@ def _target_panel(ax: Any, trials: list[dict[str, Any]], o: Any) -> None:
 CURVE_AXES = {"q_inv_angstrom": ("q (Å⁻¹)", "I (cm⁻¹)", "log"), "two_theta_deg": ("2θ (°)", "intensity (counts)", "linear")}
 
 
-def _curve_panel(ax: Any, store: Store, campaign_id: str, b: dict[str, Any] | None, wanted: set[str]) -> None:
-    for a in store.analyses(campaign_id, b["index"]) if b is not None else []:
+def _curve_panel(ax: Any, store: Store, campaign_id: str, b: dict[str, Any] | None, result: dict[str, Any]) -> None:
+    """The best trial's measured curve with the fit of the analyser whose descriptors were used
+    (the first needed descriptor's first), titled with those descriptors (sdl.outcome)."""
+    analyses = store.analyses(campaign_id, b["index"]) if b is not None else []
+    used = [d["analyser"] for d in result["descriptors"]]
+    analyses.sort(key=lambda a: used.index(a.analyser) if a.analyser in used else len(used))
+    for a in analyses:
         curves = unpack_arrays(a.curves)
         axis = next((k for k in CURVE_AXES if k in curves), None)
         if axis is None:
@@ -207,12 +241,11 @@ def _curve_panel(ax: Any, store: Store, campaign_id: str, b: dict[str, Any] | No
         if "fit" in curves:
             ax.plot(x, curves["fit"], color="tab:red", lw=1, label=f"fit ({a.analyser})")
         ax.set(xscale=scale, yscale=scale, xlabel=xlabel, ylabel=ylabel)
-        shown = [f"{n} = {d['value']:.3g}" if not isinstance(d["value"], str) else f"{d['value']}"
-                 for n, d in b["descriptors"].items() if n in wanted]
-        ax.set_title(f"best trial {b['index']}\n" + "\n".join(shown), fontsize=8)
+        which = "best" if result["best_meets_constraints"] else "closest (no trial met every constraint):"
+        ax.set_title(f"{which} trial {b['index']}\n" + "\n".join(d["text"] for d in result["descriptors"]), fontsize=8)
         ax.legend(fontsize=8)
         return
-    _note(ax, "no analysed trial yet")
+    _note(ax, "no analysed trial yet" if b is None else f"no curve stored for trial {b['index']}")
 
 
 def _label(p: Any) -> str:
@@ -303,26 +336,74 @@ def _pareto_panel(ax: Any, campaign: Campaign, rec: dict[str, Any]) -> None:
     ax.legend(fontsize=8)
 
 
-def export(store: Store, campaign_id: str, out: Path) -> Path:
-    """trials.csv, descriptors.csv, events.csv, campaign.json and measurements/<trial>_<step>.dat."""
-    rec = campaign_record(store, campaign_id)
-    out.mkdir(parents=True, exist_ok=True)
+def _csv_number(x: Any) -> Any:
+    """A number for CSV: 6 significant digits, no float noise (0.30000000000000004 -> 0.3); None -> ""."""
+    if x is None:
+        return ""
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    return x
+
+
+def _header(name: str, unit: str | None) -> str:
+    """A CSV column name with its unit, the common way: `temperature_C [degC]`."""
+    return f"{name} [{unit}]" if unit else name
+
+
+def trial_table(campaign: Campaign, rec: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """trials.csv as (header, rows): trial (index from 0), status, sample_id, the parameters (unit in
+    the header), per needed descriptor the value the evaluation used and its uncertainty (`<name>_sem`,
+    one standard deviation) or, for a class, the class and its probability (`<name>_p`), then
+    target_met, score (lower is better) and failure."""
     trials = rec["trials"]
-    pnames = sorted({k for t in trials for k in t["parameters"]})
-    mnames = sorted({k for t in trials for k in t["objectives"]})
+    params = [p.name for p in campaign.parameters]
+    params += sorted({k for t in trials for k in t["parameters"]} - set(params))
+    units = {p.name: getattr(p, "unit", None) for p in campaign.parameters}
+    header = ["trial", "status", "sample_id", *[_header(p, units.get(p)) for p in params]]
+    columns = []  # (descriptor, categorical)
+    for name in outcome_mod.needed(campaign):
+        found = [t["descriptors"][name] for t in trials if name in t["descriptors"]]
+        categorical = any(isinstance(d["value"], str) for d in found)
+        unit = next((d["unit"] for d in found if d.get("unit")), None)
+        header += [name, f"{name}_p"] if categorical else [_header(name, unit), _header(f"{name}_sem", unit)]
+        columns.append((name, categorical))
+    header += ["target_met", "score", "failure"]
+    rows = []
+    for t in trials:
+        row = [t["index"], t["status"], t["sample_id"], *[_csv_number(t["parameters"].get(p)) for p in params]]
+        for name, categorical in columns:
+            d = t["descriptors"].get(name)
+            if d is None:
+                row += ["", ""]
+            elif categorical:
+                row += [d["value"], _csv_number((d.get("probabilities") or {}).get(d["value"]))]
+            else:
+                row += [_csv_number(d["value"]), _csv_number(d["uncertainty"])]
+        met = t["target_met"]
+        row += ["" if met is None else str(met).lower(), _csv_number(t["score"]), t["failure"] or ""]
+        rows.append(row)
+    return header, rows
+
+
+def export(store: Store, campaign_id: str, out: Path) -> Path:
+    """trials.csv (trial_table), descriptors.csv (every analyser's descriptors; `used`: the one the
+    evaluation used), events.csv, campaign.json and measurements/<trial>_<step>.dat."""
+    rec = campaign_record(store, campaign_id)
+    campaign = Campaign.model_validate_json(store.find_campaign(campaign_id).config_json)
+    out.mkdir(parents=True, exist_ok=True)
+    header, rows = trial_table(campaign, rec)
     with open(out / "trials.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial", "status", "sample_id", *pnames, *mnames, "score", "target_met", "failure"])
-        for t in trials:
-            w.writerow([t["index"], t["status"], t["sample_id"], *[t["parameters"].get(p) for p in pnames],
-                        *[t["objectives"].get(m, [None])[0] for m in mnames], t["score"], t["target_met"],
-                        t["failure"] or ""])
+        w.writerow(header)
+        w.writerows(rows)
+    stored = store.descriptors(campaign_id)
+    used = outcome_mod.used_rows(stored)
     with open(out / "descriptors.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["trial", "name", "value", "uncertainty", "unit", "flags", "analyser"])
-        for d in store.descriptors(campaign_id):
-            w.writerow([d.trial_index, d.name, d.value,
-                        d.uncertainty, d.unit, ";".join(json.loads(d.flags_json)), d.analyser])
+        w.writerow(["trial", "name", "value", "uncertainty", "unit", "flags", "analyser", "used"])
+        for d in stored:
+            w.writerow([d.trial_index, d.name, _csv_number(d.value), _csv_number(d.uncertainty), d.unit or "",
+                        ";".join(json.loads(d.flags_json)), d.analyser or "", str(d.id in used).lower()])
     with open(out / "events.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["at", "trial", "level", "kind", "message"])

@@ -197,11 +197,22 @@ def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
 
 # ----- repository -----------------------------------------------------------------------------------
 
+DEFAULT_STORE = "sqlite:///sdl.db"  # what `sdl` commands open without --store
+
+
+def store_option(url: str) -> str:
+    """The ` --store URL` a printed `sdl ...` command needs to reach the store at `url` (quoted
+    for a POSIX shell); "" for the default store."""
+    import shlex
+
+    return "" if url == DEFAULT_STORE else f" --store {shlex.quote(url)}"
+
+
 
 class Store:
     """The repository around the tables. One instance per process; methods are transactions."""
 
-    def __init__(self, url: str = "sqlite:///sdl.db"):
+    def __init__(self, url: str = DEFAULT_STORE):
         self.url = url
         try:
             if url.startswith("sqlite"):
@@ -243,7 +254,9 @@ class Store:
         return row
 
     def find_campaign(self, ref: str | None = None) -> CampaignRow:
-        """By id, or the latest with that name, or the latest of all when ref is None."""
+        """By id; or by name, the latest of that name; or, when ref is None, the latest of all.
+        By name or None, a campaign that has trials is preferred to a newer one without (a run
+        that failed before its first trial), which is found only when no campaign has any."""
         with self.session() as s:
             if ref:
                 row = s.get(CampaignRow, ref)
@@ -252,7 +265,9 @@ class Store:
                 q = select(CampaignRow).where(CampaignRow.name == ref)
             else:
                 q = select(CampaignRow)
-            row = s.exec(q.order_by(col(CampaignRow.created_at).desc())).first()
+            has_trials = sa.exists().where(TrialRow.campaign_id == CampaignRow.id)
+            latest = col(CampaignRow.created_at).desc()
+            row = s.exec(q.where(has_trials).order_by(latest)).first() or s.exec(q.order_by(latest)).first()
         if row is None:
             known = [c.id for c in self.campaigns()[:10]]
             raise StoreError(
@@ -261,8 +276,20 @@ class Store:
         return row
 
     def campaigns(self) -> list[CampaignRow]:
+        """All campaigns, the latest first."""
         with self.session() as s:
             return list(s.exec(select(CampaignRow).order_by(col(CampaignRow.created_at).desc())))
+
+    def newer_without_trials(self, campaign_id: str) -> list[CampaignRow]:
+        """Campaigns created after `campaign_id` that have no trial (what find_campaign(None)
+        passed over), the latest first."""
+        with self.session() as s:
+            ref = s.get(CampaignRow, campaign_id)
+            if ref is None:
+                return []
+            has_trials = sa.exists().where(TrialRow.campaign_id == CampaignRow.id)
+            q = select(CampaignRow).where(CampaignRow.created_at > ref.created_at, ~has_trials)
+            return list(s.exec(q.order_by(col(CampaignRow.created_at).desc())))
 
     def update_campaign(self, campaign_id: str, **fields: Any) -> None:
         with self.session() as s:

@@ -75,7 +75,8 @@ def test_objective_kinds_end_to_end(tmp_path, embedded_broker, goal):
         assert "pareto_front" in __import__("sdl.report", fromlist=["x"]).campaign_record(store, s.campaign_id)
     else:
         assert opt.objective.minimize == (goal != "maximize")
-    assert _acquisitions(strategy) == ["default", "default"]  # Ax's log-NEI / log-NEHVI
+    # sdl's log-NEI (128 QMC samples) / Ax's log-NEHVI
+    assert _acquisitions(strategy) == ["default" if goal == "pareto" else "LogNEI"] * 2
     assert all(strategy.expected_improvement(i) is not None for i in (2, 3))
 
 
@@ -180,7 +181,7 @@ def test_warm_start_reuses_an_earlier_campaigns_descriptors(tmp_path, embedded_b
         if d.index in radius:
             assert p.objectives["saxs_radius_nm__dist"][0] == pytest.approx(abs(radius[d.index] - 4.0), rel=0.2)
     # the Sobol start counted the prior trials: the first new proposal is already model-based
-    assert _acquisitions(strategy) == ["default", "default"]
+    assert _acquisitions(strategy) == ["LogNEI", "LogNEI"]
 
 
 @pytest.mark.parametrize("change, message", [

@@ -155,3 +155,88 @@ def test_hypervolume_of_a_known_front():
     Y = np.array([[2.0, 4.0], [1.0, 1.0], [0.5, 5.0], [-1.0, 0.0], [np.nan, 1.0]])  # dominated, beyond ref, NaN
     assert hypervolume(Y, ["maximize", "minimize"], np.array([0.0, 10.0])) == pytest.approx(2 * 6 + 1 * 9 - 1 * 6)
     assert hypervolume(Y[3:], ["maximize", "minimize"], np.array([0.0, 10.0])) == 0.0
+
+
+def _x(ax) -> list[float]:
+    """x data of every line and error-bar marker on an axes."""
+    return sorted({float(x) for line in ax.get_lines() for x in np.atleast_1d(line.get_xdata())})
+
+
+def test_report_x_axes_are_trial_indices(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sdl.report import _hypervolume_panel, _target_panel, _trace_panel
+
+    store, cid = filled_store(tmp_path, [TARGET], n=6)
+    rec = campaign_record(store, cid)
+    trials = rec["trials"]
+    trials[4]["target_met"] = True  # trial 4 = experiment 5
+    fig, (a, b, c) = plt.subplots(1, 3)
+    _trace_panel(a, trials)
+    _target_panel(b, trials, make_campaign([TARGET]).objectives[0])
+    _hypervolume_panel(c, make_campaign(TWO), campaign_record(*filled_store(tmp_path / "two", TWO, n=6))["trials"])
+    indices = [float(t["index"]) for t in trials]
+    assert indices[0] == 0.0
+    assert set(_x(a)) <= set(indices) and 0.0 in _x(a)  # trials (from 0), not experiments (from 1)
+    met = [line for line in a.get_lines() if "target met" in str(line.get_label())]
+    assert met and list(met[0].get_xdata()) == [4, 4] and met[0].get_label() == "target met: trial 4 (experiment 5)"
+    assert set(_x(b)) <= set(indices) and 0.0 in _x(b)
+    assert _x(c)[0] == 0.0 and _x(c)[-1] == indices[-1]
+    assert a.get_xlabel() == b.get_xlabel() == c.get_xlabel() == "trial"
+    assert b.get_ylabel() == "saxs.radius_nm (nm)"
+    plt.close(fig)
+
+
+def test_report_of_a_campaign_without_trials_says_so(tmp_path):
+    from sdl.errors import SdlError
+
+    c = make_campaign([TARGET])
+    store = Store("sqlite:///" + str(tmp_path / "x.db"))
+    store.create_campaign("ghost", c.name, c.model_dump_json())
+    store.update_campaign("ghost", status="failed", stop_reason="no driver online for instrument(s) ['saxs']")
+    with pytest.raises(SdlError, match=r"campaign ghost has no trials \(failed: no driver online.*nothing to plot"):
+        write_report(store, "ghost", tmp_path / "r.png")
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_export_columns_units_and_numbers(tmp_path):
+    import csv
+
+    from sdl.report import export
+
+    store, cid = filled_store(tmp_path, [TARGET], n=4)
+    rows = list(csv.reader(open(export(store, cid, tmp_path / "ex") / "trials.csv")))
+    header, body = rows[0], rows[1:]
+    assert header == ["trial", "status", "sample_id", "a", "b [mM]", "agent", "dummy", "solvent",
+                      "saxs.radius_nm [nm]", "saxs.radius_nm_sem [nm]", "target_met", "score", "failure"]
+    assert [r[0] for r in body] == ["0", "1", "2", "3", "4", "5"]
+    assert body[4][1] == "failed" and body[4][-1] == "robot jammed" and body[4][8] == ""
+    numeric = [cell for r in body for cell in r[3:5] + r[8:10] + r[11:12] if cell]
+    assert numeric
+    for cell in numeric:  # 6 significant digits at most: no float noise
+        assert cell == f"{float(cell):.6g}", cell
+    assert not any("__" in h for h in header)  # no internal metric names
+    descs = list(csv.DictReader(open(tmp_path / "ex" / "descriptors.csv")))
+    assert {d["used"] for d in descs} == {"true"}  # one analyser: every descriptor is the one used
+
+
+def test_export_of_a_categorical_constraint_and_two_analysers(tmp_path):
+    import csv
+
+    from sdl.report import export
+    from tests.test_outcome import MET, stored_campaign
+
+    store, cid = stored_campaign(tmp_path, MET)
+    header, *body = list(csv.reader(open(export(store, cid, tmp_path / "ex") / "trials.csv")))
+    assert header[3:8] == ["temperature_C [degC]", "precursor_mM [mM]", "surfactant_ratio", "reducing_agent",
+                           "time_min [min]"]
+    row = dict(zip(header, body[3]))
+    assert row["saxs.model"] == "sphere" and row["saxs.model_p"] == "0.97"  # the fit's, which the evaluation used
+    assert row["saxs.radius_nm [nm]"] == "8.15" and row["saxs.radius_nm_sem [nm]"] == "0.02"
+    assert row["target_met"] == "true" and row["temperature_C [degC]"] == "80.5123"
+    used = [(d["analyser"], d["used"]) for d in csv.DictReader(open(tmp_path / "ex" / "descriptors.csv"))
+            if d["trial"] == "3" and d["name"] == "saxs.model"]
+    assert used == [("saxs_ml", "false"), ("saxs_fit", "true")]

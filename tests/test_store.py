@@ -71,3 +71,36 @@ def test_bad_store_url():
 
     with pytest.raises(StoreError, match="cannot open store"):
         Store("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+
+def test_find_campaign_prefers_the_latest_with_trials(store):
+    from sdl.errors import StoreError
+
+    store.create_campaign("old", "demo", "{}")
+    store.add_trial("old", 0, {"x": 1}, "s0", strategy_state=None)
+    store.create_campaign("ghost", "demo", "{}")  # a run that failed before its first trial
+    store.update_campaign("ghost", status="failed", stop_reason="no driver online")
+    assert store.find_campaign(None).id == "old"
+    assert store.find_campaign("demo").id == "old"  # by name, too
+    assert store.find_campaign("ghost").id == "ghost"  # an id is exact
+    assert [c.id for c in store.newer_without_trials("old")] == ["ghost"]
+    assert store.newer_without_trials("ghost") == []
+    store.create_campaign("other", "else", "{}")
+    assert store.find_campaign("else").id == "other"  # no campaign of that name has trials: the latest
+    with pytest.raises(StoreError, match="no campaign 'nope'"):
+        store.find_campaign("nope")
+
+
+def test_find_campaign_without_trials_anywhere_gives_the_latest(store):
+    store.create_campaign("a", "demo", "{}")
+    store.create_campaign("b", "demo", "{}")
+    assert store.find_campaign(None).id == "b"
+
+
+def test_store_option_names_only_a_non_default_store():
+    from sdl.store import DEFAULT_STORE, store_option
+
+    assert store_option(DEFAULT_STORE) == ""
+    assert store_option("sqlite:///x.db") == " --store sqlite:///x.db"
+    assert store_option("postgresql://u@h/db?options=-csearch_path%3Ds") == \
+        " --store 'postgresql://u@h/db?options=-csearch_path%3Ds'"

@@ -3,7 +3,7 @@
 A Descriptor is one named structural quantity with its uncertainty and unit (`saxs.radius_nm`),
 or a categorical one (`saxs.model` = "sphere") with class probabilities. Flags mark results that
 must not be used silently: `ood` (outside the analyser's training/validity domain),
-`fit_failed`, `low_confidence`.
+`fit_failed`, `q_unit_suspect` (no q unit given and the range read as Å⁻¹ is implausible), `low_confidence`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sdl.measurement import Measurement
 
-UNTRUSTED_FLAGS = frozenset({"ood", "fit_failed"})
+UNTRUSTED_FLAGS = frozenset({"ood", "fit_failed", "q_unit_suspect"})
 
 
 class Descriptor(BaseModel):

@@ -469,7 +469,9 @@ def read_pd(path: str | Path, wavelength_angstrom: float | None = None, x_unit: 
             unit = "q_nm" if re.search(r"nm\s*\^?-?1|1\s*/\s*nm|nm⁻¹", text, re.I) else "q"
         else:
             unit = "2theta"
-            meta["assumed"] = "x column is 2θ in degrees (header names no unit; pass x_unit='q' for Q)"
+            meta["assumed"] = ("x column is 2θ in degrees (the header names no unit; if it is Q, pass "
+                              "`--q-unit angstrom` or `--q-unit nm` (sdl analyse) or add a header line such as "
+                              "`# q (1/A) I` or `# q (1/nm) I`)")
     if unit not in ("2theta", "q", "q_nm"):
         raise AnalysisError(f"x_unit {unit!r} not understood; use '2theta', 'q' (Å⁻¹) or 'q_nm' (nm⁻¹)")
     x = data[:, 0]

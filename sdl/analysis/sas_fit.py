@@ -31,7 +31,7 @@ import numpy as np
 
 from sdl.analysis.base import AnalysisResult, Descriptor
 from sdl.errors import AnalysisError
-from sdl.measurement import Measurement
+from sdl.measurement import Measurement, check_sas_q_range
 
 __all__ = ["SaxsFitAnalyser", "guinier", "CANDIDATE_MODELS"]
 
@@ -488,8 +488,23 @@ class SaxsFitAnalyser:
                 f.probability = float(p)
 
     def analyse(self, measurement: Measurement) -> AnalysisResult:
+        """Descriptors of one curve; an implausible q range flags them all, as in saxs_ml
+        (`sdl.measurement.check_sas_q_range`: `q_unit_suspect` when no q unit was given)."""
         if measurement.technique not in ("saxs", "sans", "sas"):
             raise AnalysisError(f"saxs_fit analyses SAXS/SANS measurements; got technique {measurement.technique!r}")
+        check = check_sas_q_range(measurement)
+        result = self._analyse(measurement)
+        if check is not None:
+            alt = alt_error = None
+            if check.nm_plausible:
+                try:
+                    alt = self._analyse(check.as_nm(measurement))
+                except AnalysisError as exc:
+                    alt_error = str(exc)
+            check.apply(result, alt, alt_error)
+        return result
+
+    def _analyse(self, measurement: Measurement) -> AnalysisResult:
         q, y, sigma, dq, w, src = self._inputs(measurement)
         g = guinier(q, y, w)
         rg_for_starts = g.rg if g.ok and np.isfinite(g.rg) else 1.0 / q[0] * (0.8 if not np.isfinite(g.rg) else min(1.0, g.rg * q[0]))

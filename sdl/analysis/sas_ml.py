@@ -33,7 +33,7 @@ import numpy as np
 
 from sdl.analysis.base import AnalysisResult, Descriptor
 from sdl.errors import AnalysisError
-from sdl.measurement import Measurement
+from sdl.measurement import Measurement, check_sas_q_range, q_unit_hint
 from simulators import sas_dataset as D
 from simulators.sas_dataset import APPLIES, CLASSES, TARGETS
 
@@ -378,6 +378,23 @@ class SaxsMLAnalyser:
 
     # one measurement ------------------------------------------------------------------------------
     def analyse(self, measurement: Measurement) -> AnalysisResult:
+        """Descriptors of one curve. A q range that is implausible for SAXS/SANS flags every descriptor
+        (`sdl.measurement.check_sas_q_range`): `q_unit_suspect` when the file gave no q unit (the nm⁻¹
+        reading is then analysed too, to say in info["warnings"] what it would give), else
+        `q_range_implausible`."""
+        check = check_sas_q_range(measurement)
+        result = self._analyse(measurement)
+        if check is not None:
+            alt = alt_error = None
+            if check.nm_plausible:
+                try:
+                    alt = self._analyse(check.as_nm(measurement))
+                except AnalysisError as exc:
+                    alt_error = str(exc)
+            check.apply(result, alt, alt_error)
+        return result
+
+    def _analyse(self, measurement: Measurement) -> AnalysisResult:
         q, I = measurement.require("q_inv_angstrom", "intensity")
         sigma = dq = None
         if "sigma" in measurement.arrays:
@@ -389,7 +406,7 @@ class SaxsMLAnalyser:
         if q.size < MIN_POINTS:
             raise AnalysisError(f"saxs curve{where} has {q.size} points; saxs_ml needs at least {MIN_POINTS}")
         if np.any(q <= 0):
-            raise AnalysisError(f"saxs curve{where} has {int(np.sum(q <= 0))} q value(s) <= 0; q_inv_angstrom must be positive")
+            raise AnalysisError(f"saxs curve{where} has {int(np.sum(q <= 0))} q value(s) <= 0; q must be positive (remove those rows)")
         pos = I > 0
         if not np.any(pos):
             raise AnalysisError(f"saxs curve{where}: all intensities are <= 0; expected a positive I(q) (background not over-subtracted)")
@@ -397,9 +414,10 @@ class SaxsMLAnalyser:
             raise AnalysisError(f"saxs curve{where} has only {int(pos.sum())} positive intensities; saxs_ml needs at least {MIN_POINTS}")
         inside = (q >= GRID[0] / 1.5) & (q <= GRID[-1] * 1.5)
         if inside.sum() < MIN_POINTS:
+            too_high = np.sum(q > GRID[-1] * 1.5) >= np.sum(q < GRID[0] / 1.5)
             raise AnalysisError(
-                f"saxs curve{where} has {int(inside.sum())} points in 0.002-0.9 Å⁻¹ (q range {q.min():.3g}-{q.max():.3g}); "
-                "saxs_ml is trained on that window: is q in nm⁻¹? (use q_unit='nm')"
+                f"saxs curve{where} has {int(inside.sum())} points in 0.002-0.9 Å⁻¹ (q range {q.min():.3g}-{q.max():.3g} Å⁻¹); "
+                f"saxs_ml is trained on that window: {q_unit_hint(measurement, bool(too_high))}"
             )
         pred = self.predict_batch([q], [I])
         p = pred["probabilities"][0]

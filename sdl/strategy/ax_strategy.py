@@ -1,8 +1,8 @@
 """Active learning with Ax (experiment book-keeping) and BoTorch (models, acquisition) underneath.
 
-`bayesian`: Sobol initialisation, then Ax's BoTorch generation (GP + log noisy expected
-improvement; noisy expected hypervolume improvement for several objectives; outcome constraints
-handled by the acquisition). `sobol`: quasi-random sampling only, the baseline.
+`bayesian`: Ax's start design (centre point + Sobol), then Ax's BoTorch generation (GP + the
+acquisition of sdl/strategy/acquisition.py, optimised once per value of each unordered choice
+parameter; outcome constraints handled by the acquisition). `sobol`: quasi-random sampling only, the baseline.
 Ax is imported here, lazily (≈4.5 s), never by `import sdl`.
 """
 
@@ -109,7 +109,7 @@ class AxStrategy:
         from ax.api.utils.generation_strategy_dispatch import choose_generation_strategy
         from ax.api.utils.structs import GenerationStrategyDispatchStruct
 
-        from sdl.strategy.acquisition import acquisition_for
+        from sdl.strategy.acquisition import ChoiceEnumeratingAcquisition, acquisition_for
 
         acq = acquisition_for(self.campaign)
         gs = choose_generation_strategy(
@@ -120,6 +120,7 @@ class AxStrategy:
                                              allow_exceeding_initialization_budget=True),
             botorch_acqf_class=acq.cls)
         spec = gs._nodes[-1].generator_specs[0]  # the model-based node
+        spec.generator_kwargs["acquisition_class"] = ChoiceEnumeratingAcquisition
         if acq.options:
             spec.generator_kwargs["botorch_acqf_options"] = acq.options
         if acq.optimizer:
