@@ -36,7 +36,7 @@ from sdl.strategy.ax_strategy import TORCH_THREADS, AxStrategy  # noqa: E402
 CHOICES = {"a": 0.0, "b": 0.1, "c": 0.2}  # the choice parameter's values and their objective offsets
 
 
-def campaign(n_params: int, n_objectives: int, categorical: bool, tmp: str):
+def campaign(n_params: int, n_objectives: int, categorical: bool, tmp: str, constraints: int = 0):
     floats = [f"x{i}" for i in range(n_params - categorical)]
     params = [{"name": n, "type": "float", "bounds": [0.0, 1.0]} for n in floats]
     if categorical:
@@ -45,25 +45,29 @@ def campaign(n_params: int, n_objectives: int, categorical: bool, tmp: str):
     objectives = [{"descriptor": f"sim.f{j}", "goal": "minimize", "threshold": 1.3} for j in range(n_objectives)]
     if n_objectives == 1:
         objectives[0].pop("threshold")
+    bounds = [{"descriptor": f"sim.g{j}", "op": "<=", "bound": 0.6} for j in range(constraints)]
     return load_campaign({
         "name": "step_time", "store": f"sqlite:///{tmp}/x.db", "lab": {"world": None},
         "parameters": params,
         "workflow": [{"name": "m", "instrument": "sim", "action": "measure", "technique": "sim"}],
-        "objectives": objectives,
+        "objectives": objectives, "constraints": bounds,
         "strategy": {"kind": "bayesian", "initial_trials": 8, "initialize_with_center": False, "seed": 0},
     }), floats
 
 
-def measure(n_obs: int, n_params: int, n_objectives: int, categorical: bool, steps: int) -> tuple[list, list]:
-    """(ask seconds, tell seconds) per step."""
+def measure(n_obs: int, n_params: int, n_objectives: int, categorical: bool, steps: int,
+            constraints: int = 0) -> tuple[list, list]:
+    """(ask seconds, tell seconds) per step; `constraints` outcome constraints g_j = mean of
+    x_j, x_j+1 <= 0.6 (as the demo campaign's two constraints)."""
     problem = DTLZ2(dim=n_params - categorical, num_objectives=max(n_objectives, 2), noise_std=0.01)
     with tempfile.TemporaryDirectory() as tmp:
-        c, floats = campaign(n_params, n_objectives, categorical, tmp)
+        c, floats = campaign(n_params, n_objectives, categorical, tmp, constraints)
 
         def outcome(params: dict) -> dict:
             x = torch.tensor([[params[n] for n in floats]], dtype=torch.double)
             y = problem(x)[0] + CHOICES.get(params.get("kind"), 0.0)
-            return {f"sim_f{j}": (float(y[j]), 0.01) for j in range(n_objectives)}
+            g = {f"sim_g{j}": ((params[floats[j]] + params[floats[j + 1]]) / 2, 0.01) for j in range(constraints)}
+            return {f"sim_f{j}": (float(y[j]), 0.01) for j in range(n_objectives)} | g
 
         torch.manual_seed(0)
         s = AxStrategy(c)
@@ -93,11 +97,14 @@ def main() -> None:
     say = Printout()
     say(f"{args.params} parameters (+1 fixed), torch threads {TORCH_THREADS}, {os.cpu_count()} CPUs; "
         f"median (min-max) of {args.steps} steps")
-    say(f"{'observations':>12} {'objectives':>10} {'choice':>6} {'fit + propose s':>22} {'tell ms':>8} {'load':>5}")
-    for n_obs, n_obj, cat in itertools.product(*(map(int, v.split(",")) for v in
-                                                 (args.observations, args.objectives, args.categorical))):
-        asks, tells = measure(n_obs, args.params, n_obj, bool(cat), args.steps)
-        say(f"{n_obs:>12} {n_obj:>10} {'yes' if cat else 'no':>6} "
+    say(f"{'observations':>12} {'objectives':>16} {'choice':>6} {'fit + propose s':>22} {'tell ms':>8} {'load':>5}")
+    cases = [(o, j, c, 0) for o, j, c in itertools.product(*(map(int, v.split(",")) for v in
+                                                             (args.observations, args.objectives, args.categorical)))]
+    cases.append((40, 1, 1, 2))  # as the demo campaign: one target, two constraints, one 3-value choice
+    for n_obs, n_obj, cat, n_con in cases:
+        asks, tells = measure(n_obs, args.params, n_obj, bool(cat), args.steps, n_con)
+        objectives = f"{n_obj}" + (f" + {n_con} constr." if n_con else "")
+        say(f"{n_obs:>12} {objectives:>16} {'yes' if cat else 'no':>6} "
             f"{statistics.median(asks):>10.2f} ({min(asks):.2f}-{max(asks):.2f}) "
             f"{statistics.median(tells) * 1000:>8.0f} {os.getloadavg()[0]:>5.1f}")
     say("goals: <= 1 s at 40 observations with a choice parameter; <= 2 s at 100 observations, 2 objectives")

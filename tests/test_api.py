@@ -39,7 +39,7 @@ def readme_section(text: str) -> str | None:
     return m.group(1) if m else None
 
 
-_RUNS: dict[str, dict] = {}  # snippet text -> its namespace (README and docs hold the same text)
+_RUNS: dict[str, tuple[dict, Path]] = {}  # snippet text -> (its namespace, where it ran); README = docs
 
 
 def execute(code: str, where: Path, monkeypatch) -> dict:
@@ -49,8 +49,10 @@ def execute(code: str, where: Path, monkeypatch) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # a campaign that stopped early fails here
             exec(compile(code, "<python_api example>", "exec"), ns)
-        _RUNS[code] = ns
-    return _RUNS[code]
+        _RUNS[code] = ns, where
+    ns, ran_in = _RUNS[code]
+    monkeypatch.chdir(ran_in)  # where its relative store is
+    return ns
 
 
 def check_example(ns: dict) -> None:
@@ -106,8 +108,7 @@ def test_docs_example_runs(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_readme_example_runs(tmp_path, monkeypatch):
     section = readme_section(README.read_text(encoding="utf-8"))
-    if section is None:
-        pytest.skip("README has no '## From Python' section yet")
+    assert section is not None, "README lost its '## From Python (notebooks)' section"
     code = first_python_block(section)
     assert code, "README's 'From Python' section has no ```python block"
     assert code == first_python_block(DOC.read_text(encoding="utf-8")), \
