@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Campaign", "DescriptorValue", "Result", "Trial", "load_campaign", "resume", "run"]
 
-DEFAULT_STORE = "sqlite:///sdl.db"  # the CLI's default store (relative to the working directory)
+DEFAULT_STORE = "sqlite:///sdl.db"  # = sdl.store.DEFAULT_STORE (not imported: `import sdl` stays free of SQLAlchemy)
 
 
 # ----- campaigns ---------------------------------------------------------------------------------------
@@ -286,33 +286,28 @@ class Result:
 
 def _read(store: "Store", campaign_id: str, summary: "Summary | None") -> Result:
     """The Result of a campaign, read from the store."""
-    from sdl.analysis.base import Descriptor, choose
+    from sdl.outcome import used_rows
     from sdl.report import campaign_record
 
-    rec = campaign_record(store, campaign_id)
+    rec = campaign_record(store, campaign_id)  # each trial's descriptors: the values the evaluation used
     row = store.find_campaign(campaign_id)
     campaign = Campaign.model_validate_json(row.config_json)
+    stored = store.descriptors(campaign_id)
+    used = used_rows(stored)
+    rows = []
+    for d in stored:
+        f = d.fields()
+        rows.append({"trial": d.trial_index, "name": d.name, "value": f["value"], "uncertainty": f["uncertainty"],
+                     "unit": f["unit"], "analyser": f["analyser"], "flags": f["flags"],
+                     "probabilities": f["probabilities"], "used": d.id in used})
 
-    by_trial: dict[int, list[Any]] = {}
-    for d in store.descriptors(campaign_id):
-        by_trial.setdefault(d.trial_index, []).append(d)
-    used: dict[int, dict[str, Descriptor]] = {}
-    rows: list[dict[str, Any]] = []
-    for index, stored in by_trial.items():
-        models = [Descriptor(**d.fields()) for d in stored]
-        chosen = choose(models)  # what the orchestrator evaluated the objectives on
-        used[index] = chosen
-        for m in models:
-            rows.append({"trial": index, "name": m.name, "value": m.value, "uncertainty": m.uncertainty,
-                         "unit": m.unit, "analyser": m.analyser, "flags": list(m.flags),
-                         "probabilities": m.probabilities, "used": chosen[m.name] is m})
-
-    def value(m: Descriptor) -> DescriptorValue:
-        return DescriptorValue(m.value, m.uncertainty, m.unit, m.analyser, tuple(m.flags), m.probabilities)
+    def value(d: dict[str, Any]) -> DescriptorValue:
+        return DescriptorValue(d["value"], d.get("uncertainty"), d.get("unit"), d.get("analyser"),
+                               tuple(d.get("flags") or ()), d.get("probabilities"))
 
     def trial(r: dict[str, Any]) -> Trial:
         return Trial(index=r["index"], status=r["status"], sample_id=r["sample_id"], parameters=dict(r["parameters"]),
-                     descriptors={n: value(m) for n, m in used.get(r["index"], {}).items()},
+                     descriptors={n: value(d) for n, d in r["descriptors"].items()},
                      score=r["score"], target_met=r["target_met"], failure=r["failure"],
                      manual=bool(r.get("manual", False)))
 
