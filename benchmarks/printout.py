@@ -16,7 +16,8 @@ def commit() -> str:
         return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True).stdout.strip()
 
     head = git("rev-parse", "--short=12", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "sdl", "simulators", "drivers", "benchmarks")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "sdl", "simulators", "drivers", "benchmarks",
+                ":(exclude)benchmarks/results")
     return head + ("+changes" if dirty else "")
 
 
