@@ -40,3 +40,63 @@ def test_lab_fault_teaches_nothing_and_manual_experiment_attaches(tmp_path):
     assert i1 == i0 + 1 and s.client._experiment.trials[i1].status.name == "COMPLETED"
     [(i2, _)] = s.ask(1)
     assert i2 == i1 + 1
+
+
+def _choice_campaign(tmp_path):
+    from sdl.config import load_campaign
+
+    return load_campaign({
+        "name": "choices", "store": f"sqlite:///{tmp_path}/x.db", "lab": {"world": None},
+        "parameters": [{"name": "x", "type": "float", "bounds": [0.0, 1.0]},
+                       {"name": "kind", "type": "choice", "values": ["a", "b", "c"]},
+                       {"name": "batch", "type": "fixed", "value": "B1"}],
+        "workflow": [{"name": "m", "instrument": "sim", "action": "measure", "technique": "sim"}],
+        "objectives": [{"descriptor": "sim.f", "goal": "minimize"}],
+        "strategy": {"kind": "bayesian", "initial_trials": 3, "initialize_with_center": False, "seed": 0},
+    })
+
+
+def _observed(s: AxStrategy) -> None:
+    """Category c is clearly best, but seen only once; a and b many times."""
+    for k in range(12):
+        x = (k % 6) / 5
+        kind = "a" if k < 6 else "b"
+        s.attach({"x": x, "kind": kind, "batch": "B1"}, {"sim_f": (1.0 + (x - 0.3) ** 2, 0.01)})
+    s.attach({"x": 0.9, "kind": "c", "batch": "B1"}, {"sim_f": (0.2, 0.01)})
+
+
+def test_choice_parameter_is_optimised_once_per_value_with_a_shared_budget(tmp_path, monkeypatch):
+    from ax.generators.torch.botorch_modular.acquisition import Acquisition as AxAcquisition
+
+    from sdl.strategy.acquisition import IMPROVEMENT_OPTIMIZER
+
+    calls = []
+    original = AxAcquisition.optimize
+
+    def spy(self, n, search_space_digest, **kw):
+        names = search_space_digest.feature_names
+        fixed = kw.get("fixed_features") or {}
+        calls.append(({names[j]: v for j, v in fixed.items()}, dict(kw.get("optimizer_options") or {})))
+        return original(self, n, search_space_digest, **kw)
+
+    monkeypatch.setattr(AxAcquisition, "optimize", spy)
+    s = AxStrategy(_choice_campaign(tmp_path))
+    _observed(s)
+    [(i, p)] = s.ask(1)
+    assert len(calls) == 3  # one optimisation per value of `kind`, none over the relaxed one-hot columns
+    patterns = [tuple(v for k, v in sorted(f.items()) if "kind" in k) for f, _ in calls]
+    assert sorted(patterns) == [(0.0, 0.0, 1.0), (0.0, 1.0, 0.0), (1.0, 0.0, 0.0)]
+    for _, options in calls:  # the budget is shared among the 3 values
+        assert options["num_restarts"] == max(1, round(IMPROVEMENT_OPTIMIZER["num_restarts"] / 3))
+        assert options["raw_samples"] == IMPROVEMENT_OPTIMIZER["raw_samples"] // 3
+    assert p["kind"] == "c" and p["batch"] == "B1"  # the value with the best expected improvement
+    assert s.expected_improvement(i) is not None
+
+
+def test_a_snapshot_with_the_choice_acquisition_restores_and_proposes_the_same(tmp_path):
+    s = AxStrategy(_choice_campaign(tmp_path))
+    _observed(s)
+    restored = AxStrategy(s.campaign, s.snapshot())
+    [(i, p)], [(j, q)] = s.ask(1), restored.ask(1)
+    assert i == j and p["kind"] == q["kind"] == "c"
+    assert p["x"] == pytest.approx(q["x"], abs=1e-3)
