@@ -1,8 +1,8 @@
 """Active learning with Ax (experiment book-keeping) and BoTorch (models, acquisition) underneath.
 
 `bayesian`: Ax's start design (centre point + Sobol), then Ax's BoTorch generation (GP + the
-acquisition of sdl/strategy/acquisition.py, optimised once per value of each unordered choice
-parameter; outcome constraints handled by the acquisition). `sobol`: quasi-random sampling only, the baseline.
+acquisition of sdl/strategy/acquisition.py, for one objective optimised once per value of each
+unordered choice parameter; outcome constraints handled by the acquisition). `sobol`: quasi-random sampling only, the baseline.
 Ax is imported here, lazily (≈4.5 s), never by `import sdl`.
 """
 
@@ -120,7 +120,8 @@ class AxStrategy:
                                              allow_exceeding_initialization_budget=True),
             botorch_acqf_class=acq.cls)
         spec = gs._nodes[-1].generator_specs[0]  # the model-based node
-        spec.generator_kwargs["acquisition_class"] = ChoiceEnumeratingAcquisition
+        if acq.per_choice:
+            spec.generator_kwargs["acquisition_class"] = ChoiceEnumeratingAcquisition
         if acq.options:
             spec.generator_kwargs["botorch_acqf_options"] = acq.options
         if acq.optimizer:
