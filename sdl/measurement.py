@@ -314,6 +314,23 @@ def check_sas_q_range(m: Measurement) -> SasQCheck | None:
     return SasQCheck(unit, source, lo, hi, reasons)
 
 
+def analysed_with_q_check(analyse: Any, m: Measurement) -> Any:
+    """`analyse(m)` (an analyser's AnalysisResult) with check_sas_q_range applied: an implausible q
+    range flags every descriptor, and where the nm⁻¹ reading is plausible it is analysed too, to
+    say in the warning what it would give. Both SAXS analysers run their curves through this."""
+    check = check_sas_q_range(m)
+    result = analyse(m)
+    if check is not None:
+        alt = alt_error = None
+        if check.nm_plausible:
+            try:
+                alt = analyse(check.as_nm(m))
+            except AnalysisError as exc:
+                alt_error = str(exc)
+        check.apply(result, alt, alt_error)
+    return result
+
+
 def q_unit_hint(m: Measurement, too_high: bool) -> str:
     """What to do when q lies outside an analyser's window: too_high means q is above it (nm⁻¹ read
     as Å⁻¹?), else below (Å⁻¹ read as nm⁻¹, or another unit?)."""

@@ -31,7 +31,7 @@ import numpy as np
 
 from sdl.analysis.base import AnalysisResult, Descriptor
 from sdl.errors import AnalysisError
-from sdl.measurement import Measurement, check_sas_q_range
+from sdl.measurement import Measurement, analysed_with_q_check
 
 __all__ = ["SaxsFitAnalyser", "guinier", "CANDIDATE_MODELS"]
 
@@ -492,17 +492,7 @@ class SaxsFitAnalyser:
         (`sdl.measurement.check_sas_q_range`: `q_unit_suspect` when no q unit was given)."""
         if measurement.technique not in ("saxs", "sans", "sas"):
             raise AnalysisError(f"saxs_fit analyses SAXS/SANS measurements; got technique {measurement.technique!r}")
-        check = check_sas_q_range(measurement)
-        result = self._analyse(measurement)
-        if check is not None:
-            alt = alt_error = None
-            if check.nm_plausible:
-                try:
-                    alt = self._analyse(check.as_nm(measurement))
-                except AnalysisError as exc:
-                    alt_error = str(exc)
-            check.apply(result, alt, alt_error)
-        return result
+        return analysed_with_q_check(self._analyse, measurement)
 
     def _analyse(self, measurement: Measurement) -> AnalysisResult:
         q, y, sigma, dq, w, src = self._inputs(measurement)

@@ -33,7 +33,7 @@ import numpy as np
 
 from sdl.analysis.base import AnalysisResult, Descriptor
 from sdl.errors import AnalysisError
-from sdl.measurement import Measurement, check_sas_q_range, q_unit_hint
+from sdl.measurement import Measurement, analysed_with_q_check, q_unit_hint
 from simulators import sas_dataset as D
 from simulators.sas_dataset import APPLIES, CLASSES, TARGETS
 
@@ -382,17 +382,7 @@ class SaxsMLAnalyser:
         (`sdl.measurement.check_sas_q_range`): `q_unit_suspect` when the file gave no q unit (the nm⁻¹
         reading is then analysed too, to say in info["warnings"] what it would give), else
         `q_range_implausible`."""
-        check = check_sas_q_range(measurement)
-        result = self._analyse(measurement)
-        if check is not None:
-            alt = alt_error = None
-            if check.nm_plausible:
-                try:
-                    alt = self._analyse(check.as_nm(measurement))
-                except AnalysisError as exc:
-                    alt_error = str(exc)
-            check.apply(result, alt, alt_error)
-        return result
+        return analysed_with_q_check(self._analyse, measurement)
 
     def _analyse(self, measurement: Measurement) -> AnalysisResult:
         q, I = measurement.require("q_inv_angstrom", "intensity")
