@@ -1,5 +1,5 @@
 """Benchmark of the powder-diffraction analysers (pd_ml and pd_demix) on held-out simulated data
-whose artefacts and wavelengths training never saw (sdl.analysis.pd_train.REGIMES["test"]:
+whose artefacts and wavelengths training never saw (sdl.techniques.pd.train.REGIMES["test"]:
 synchrotron 0.1665 Å and Mo Kα besides Cu Kα, other instrument resolution, stronger and
 differently shaped backgrounds with an amorphous hump, lower counts, larger displacement, more
 texture and microstrain).
@@ -38,10 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from printout import Printout  # noqa: E402
 
-from sdl.analysis import pd_demix, pd_train  # noqa: E402
-from sdl.analysis.pd_ml import LIBRARY, PdMLAnalyser, _axes, preprocess, preprocess_batch  # noqa: E402
-from simulators import oxides  # noqa: E402
-from simulators import pd as spd  # noqa: E402
+from sdl.techniques.pd import demix as pd_demix, train as pd_train  # noqa: E402
+from sdl.techniques.pd.ml import LIBRARY, PdMLAnalyser, _axes, preprocess, preprocess_batch  # noqa: E402
+from simulators.worlds import oxides  # noqa: E402
+from simulators.pd import physics as spd  # noqa: E402
 
 
 def _exact(pred_sets, true_sets):

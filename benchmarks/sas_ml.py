@@ -1,6 +1,6 @@
-"""Benchmark of the SAS ML analyser (sdl.analysis.sas_ml) on held-out simulated curves.
+"""Benchmark of the SAS ML analyser (sdl.techniques.saxs.ml) on held-out simulated curves.
 
-The test curves use the TEST instrument of simulators.sas_dataset: a q-window (0.0045-0.45 Å⁻¹,
+The test curves use the TEST instrument of simulators.saxs.dataset: a q-window (0.0045-0.45 Å⁻¹,
 linear spacing) and counting/resolution/background levels that training never saw.
 
     python benchmarks/sas_ml.py [--n-per-class 750] [--refine-per-class 20] [--seed 20261124]
@@ -43,9 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from simulators import sas_dataset as D
-    from sdl.analysis.sas_ml import APPLIES, CLASSES, TARGETS, SaxsMLAnalyser, refine, represent_batch
-    from sdl.analysis.sas_train import expected_calibration_error
+    from simulators.saxs import dataset as D
+    from sdl.techniques.saxs.ml import APPLIES, CLASSES, TARGETS, SaxsMLAnalyser, refine, represent_batch
+    from sdl.techniques.saxs.train import expected_calibration_error
 
     out = Printout()
 

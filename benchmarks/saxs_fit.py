@@ -25,15 +25,15 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sdl.analysis.sas_fit import SaxsFitAnalyser  # noqa: E402
+from sdl.techniques.saxs.fit import SaxsFitAnalyser  # noqa: E402
 from sdl.measurement import Measurement  # noqa: E402
-from simulators.nanoparticles import (  # noqa: E402
+from simulators.worlds.nanoparticles import (  # noqa: E402
     PARAMETER_SPACE,
     NanoparticleWorld,
     SynthesisFailed,
     target_fraction,
 )
-from simulators.saxs import SaxsInstrument  # noqa: E402
+from simulators.saxs.instrument import SaxsInstrument  # noqa: E402
 
 
 def random_recipe(rng: np.random.Generator) -> dict:

@@ -38,7 +38,7 @@ CAMPAIGNS = {"pareto": ROOT / "campaigns" / "oxide_pareto.yaml", "map": ROOT / "
 def oxide_truth(params_list: list[dict]) -> np.ndarray:
     """True (t-ZrO2 weight fraction, t-ZrO2 crystallite size in nm) per recipe; NaN rows for
     recipes that fail, size 0 where the phase is absent (< 3 wt%)."""
-    from simulators import oxides
+    from simulators.worlds import oxides
 
     p = {k: np.array([q[k] for q in params_list]) for k in params_list[0]}
     r = oxides.response(p["zr_fraction"], p["calcination_temperature_C"], p["calcination_time_h"],
@@ -54,7 +54,7 @@ def hypervolume(y: np.ndarray, ref: np.ndarray) -> float:
 
 
 def best_possible_hv(campaign, ref: np.ndarray, n: int = 200_000) -> float:
-    from simulators import oxides
+    from simulators.worlds import oxides
 
     rng = np.random.default_rng(0)
     (lo_t, hi_t), (lo_h, hi_h) = campaign.parameters[1].bounds, campaign.parameters[2].bounds
@@ -73,7 +73,7 @@ def score_pareto(campaign, trials, checkpoints, context) -> list[float]:
 
 # ----- map -----------------------------------------------------------------------------------------
 def map_grid(campaign, n: int = 40) -> tuple[list[dict], np.ndarray]:
-    from simulators.nanoparticles import NanoparticleWorld
+    from simulators.worlds.nanoparticles import NanoparticleWorld
 
     fixed = {p.name: p.value for p in campaign.parameters if p.type == "fixed"}
     (lo_t, hi_t), (lo_m, hi_m) = campaign.parameters[0].bounds, campaign.parameters[1].bounds

@@ -15,37 +15,40 @@ log = logging.getLogger("sdl.drivers")
 
 def nanoparticles(lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0) -> list[Driver]:
     """A synthesis robot (`robot`) and a SAXS camera (`saxs`) sharing one simulated nanoparticle world."""
-    from drivers.simulated import SaxsDriver, SynthesisRobot
-    from simulators.nanoparticles import NanoparticleWorld
+    from drivers.simulated import SimulatedInstrument, SynthesisRobot
+    from simulators.saxs.instrument import SaxsInstrument
+    from simulators.worlds.nanoparticles import NanoparticleWorld
 
     world = NanoparticleWorld(seed=seed)
     return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale),
-            SaxsDriver(world, lab, broker_url, seed=seed, time_scale=time_scale)]
+            SimulatedInstrument("saxs", SaxsInstrument, world, lab, broker_url, seed=seed, time_scale=time_scale)]
 
 
 def oxides(lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0) -> list[Driver]:
     """A furnace robot (`robot`: co-precipitation and calcination) and a powder diffractometer
     (`xrd`) sharing one simulated Ce1-xZrxO2 world."""
-    from drivers.simulated import SynthesisRobot, XrdDriver
-    from simulators.oxides import OxideWorld
+    from drivers.simulated import SimulatedInstrument, SynthesisRobot
+    from simulators.pd.instrument import PdInstrument
+    from simulators.worlds.oxides import OxideWorld
 
     world = OxideWorld(seed=seed)
     return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale),
-            XrdDriver(world, lab, broker_url, seed=seed, time_scale=time_scale)]
+            SimulatedInstrument("xrd", PdInstrument, world, lab, broker_url, seed=seed, time_scale=time_scale)]
 
 
 def nanoparticles_two_saxs(lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0) -> list[Driver]:
     """The nanoparticle world with one synthesis robot (`robot`) and two SAXS cameras of different
     speeds: `saxs` (beamline, nominal time) and `saxs_lab` (lab source, 2.5x the instrument time for
     the same data). Made for pipelining: while one sample is measured the next is made."""
-    from drivers.simulated import SaxsDriver, SynthesisRobot
-    from simulators.nanoparticles import NanoparticleWorld
+    from drivers.simulated import SimulatedInstrument, SynthesisRobot
+    from simulators.saxs.instrument import SaxsInstrument
+    from simulators.worlds.nanoparticles import NanoparticleWorld
 
     world = NanoparticleWorld(seed=seed)
     return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale),
-            SaxsDriver(world, lab, broker_url, seed=seed, time_scale=time_scale),
-            SaxsDriver(world, lab, broker_url, seed=seed + 1, time_scale=time_scale, instrument="saxs_lab",
-                       time_factor=2.5)]
+            SimulatedInstrument("saxs", SaxsInstrument, world, lab, broker_url, seed=seed, time_scale=time_scale),
+            SimulatedInstrument("saxs_lab", SaxsInstrument, world, lab, broker_url, seed=seed + 1,
+                                time_scale=time_scale, time_factor=2.5)]
 
 
 FACTORIES: dict[str, Callable[..., list[Driver]]] = {"nanoparticles": nanoparticles, "oxides": oxides,

@@ -1,9 +1,10 @@
-"""Simulated instruments: a synthesis robot and a measuring instrument around any simulated world.
+"""Simulated drivers: a synthesis robot and a measuring instrument around any simulated world.
 
 A world (simulators/) makes samples (`synthesize(params, sample_id)`, raising
 `simulators.world.SynthesisFailed` when the recipe makes nothing; `synthesis_time_s(params)`,
-`sample(sample_id)`); an instrument class measures them (`measure(sample, rng) -> {"arrays",
-"metadata"}`, `measure_time_s()`, constructor keywords = its settings, plus `seed`). Robot and
+`sample(sample_id)`); an instrument class (simulators/<technique>/instrument.py) measures them
+(`measure(sample, rng) -> {"arrays", "metadata"}`, `measure_time_s()`, constructor keywords = its
+settings, plus `seed`; class attributes `technique` and `COMMAND_SETTINGS`). Robot and
 instrument share the world: the "physical" sample moves from one to the other.
 
 Noise is reproducible: each measurement draws from `SeedSequence([seed, hash(technique,
@@ -59,23 +60,23 @@ class SynthesisRobot(Driver):
 
 
 class SimulatedInstrument(Driver):
-    """Action `measure`: params are instrument settings (the instrument class's keywords, or the
-    subset named in `settings`); the result carries the Measurement of `technique`."""
+    """Action `measure` on any simulated instrument class (simulators/<technique>/): params are the
+    settings the class declares in `COMMAND_SETTINGS` (name -> accepted (lo, hi)); the result
+    carries the Measurement of the class's `technique`. `time_factor` > 1 makes a slower copy of
+    the instrument (e.g. a lab source: same data, longer to collect)."""
 
-    def __init__(self, instrument: str, technique: str, world: Any, instrument_cls: type, lab: str,
-                 broker_url: str, *, seed: int = 0, time_scale: float = 0.0,
-                 settings: list[str] | None = None, limits: dict[str, tuple[float, float]] | None = None,
-                 time_factor: float = 1.0):
+    def __init__(self, instrument: str, instrument_cls: type, world: Any, lab: str, broker_url: str, *,
+                 seed: int = 0, time_scale: float = 0.0, time_factor: float = 1.0):
         super().__init__(instrument, lab, broker_url, time_scale=time_scale)
         if time_factor <= 0:
             raise ValueError(f"time_factor must be > 0, got {time_factor}")
-        self.technique, self.world, self.instrument_cls, self.seed = technique, world, instrument_cls, seed
+        self.technique, self.world, self.instrument_cls, self.seed = instrument_cls.technique, world, instrument_cls, seed
         self.time_factor = time_factor  # instrument time per nominal time (e.g. a weaker source: > 1)
         sig = inspect.signature(instrument_cls.__init__)
         defaults = {n: p.default for n, p in sig.parameters.items() if n not in ("self", "seed")
                     and p.default is not inspect.Parameter.empty}
-        self.settings = {n: defaults[n] for n in settings} if settings is not None else defaults
-        self.limits = limits or {}
+        self.limits: dict[str, tuple[float, float]] = dict(getattr(instrument_cls, "COMMAND_SETTINGS", {}))
+        self.settings = {n: defaults[n] for n in self.limits} if self.limits else defaults
         self._instruments: OrderedDict[tuple, Any] = OrderedDict()  # settings -> instrument (kernels are slow to build)
         self._draws: dict[str, int] = {}  # sample_id -> distinct measurement commands so far
         self._draw_of: OrderedDict[str, int] = OrderedDict()  # correlation_id -> its k
@@ -157,39 +158,6 @@ class SimulatedInstrument(Driver):
                 return self.world.synthesize(recipe, cmd.sample_id)
             except Exception as exc:  # the world's own failure type, or a bad recipe
                 raise ActionFailed("unknown_sample", f"sample {cmd.sample_id!r} cannot be found: {exc}") from None
-
-
-class SaxsDriver(SimulatedInstrument):
-    """The simulated SAXS camera (`simulators.saxs.SaxsInstrument`), instrument name "saxs".
-    Settings a command may set: q range, number of points, resolution and exposure.
-    `time_factor` > 1 makes a slower camera (e.g. a lab source: same data, longer to collect)."""
-
-    SETTINGS = ["q_min_inv_angstrom", "q_max_inv_angstrom", "n_points", "dq_over_q", "exposure_s"]
-    LIMITS = {"q_min_inv_angstrom": (1e-4, 10.0), "q_max_inv_angstrom": (1e-4, 10.0), "n_points": (10, 100_000),
-              "dq_over_q": (0.0, 1.0), "exposure_s": (1e-3, 86_400.0)}
-
-    def __init__(self, world: Any, lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0,
-                 instrument: str = "saxs", time_factor: float = 1.0):
-        from simulators.saxs import SaxsInstrument
-
-        super().__init__(instrument, "saxs", world, SaxsInstrument, lab, broker_url, seed=seed,
-                         time_scale=time_scale, settings=self.SETTINGS, limits=self.LIMITS, time_factor=time_factor)
-
-
-class XrdDriver(SimulatedInstrument):
-    """The simulated powder diffractometer (`simulators.oxides.PdInstrument`), instrument name "xrd".
-    Settings a command may set: wavelength, 2θ range and step (degrees), counting time, peak counts."""
-
-    SETTINGS = ["wavelength_angstrom", "two_theta_min", "two_theta_max", "step", "time_per_step_s", "counts_max"]
-    LIMITS = {"wavelength_angstrom": (0.05, 3.0), "two_theta_min": (0.1, 170.0), "two_theta_max": (0.1, 170.0),
-              "step": (1e-4, 5.0), "time_per_step_s": (1e-4, 3600.0), "counts_max": (1.0, 1e9)}
-
-    def __init__(self, world: Any, lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0,
-                 instrument: str = "xrd"):
-        from simulators.oxides import PdInstrument
-
-        super().__init__(instrument, "pd", world, PdInstrument, lab, broker_url, seed=seed,
-                         time_scale=time_scale, settings=self.SETTINGS, limits=self.LIMITS)
 
 
 def _like(default: Any, value: Any) -> Any:

@@ -299,15 +299,6 @@ class Campaign(_Strict):
         """Descriptors the objectives and constraints read."""
         return {item.descriptor for item in [*self.objectives, *self.constraints]}
 
-    def analysers_for(self, technique: str) -> list[str]:
-        """Analyser names for a technique, tried in order as a fallback chain; when the campaign
-        names none, the built-in chain (e.g. saxs: saxs_ml, then saxs_fit)."""
-        if self.analysis.get(technique):
-            return self.analysis[technique]
-        from sdl.analysis import BUILTIN, default_for
-
-        return list(BUILTIN.get(technique, ())) or [default_for(technique)]
-
     def measuring_steps(self) -> list[Step]:
         return [s for s in self.workflow if s.technique]
 

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from sdl import analysis
-from sdl.analysis import Descriptor
-from sdl.analysis.base import choose
+from sdl.analysis.base import Descriptor, choose
+from sdl.analysis.chain import analyse_measurements
 from sdl.config import Campaign, ChoiceParameter, FixedParameter
 from sdl.errors import AnalysisError, ConfigError
 from sdl.store import ManualRow, Store, pack_arrays
@@ -82,8 +82,6 @@ def submit(store: Store, campaign_id: str, campaign: Campaign, parameters: dict[
 
     Give either `measurement` (a data file for the measuring step `step`, default the first) or
     `descriptors` (values measured elsewhere); both may be given, typed values then win."""
-    from sdl.orchestrator import analyse_measurements
-
     params = check_parameters(campaign, parameters)
     if measurement is None and not descriptors:
         raise ConfigError("a manual experiment needs its result: --measurement FILE or --descriptor NAME=VALUE")
@@ -95,11 +93,9 @@ def submit(store: Store, campaign_id: str, campaign: Campaign, parameters: dict[
         st = steps.get(step) if step else next(iter(steps.values()))
         if st is None:
             raise ConfigError(f"step {step!r} does not measure anything; measuring steps: {sorted(steps)}")
-        if st.technique not in analysis.READERS:
-            raise ConfigError(f"no file reader for technique {st.technique!r}; known: {sorted(analysis.READERS)}")
-        m = analysis.load(analysis.READERS[st.technique])(measurement)
+        m = analysis.technique(st.technique).read(measurement)
         m.metadata.setdefault("source", f"manual: {measurement}")
-        found, analyses, _ = analyse_measurements(campaign, {st.name: m})
+        found, analyses = analyse_measurements(campaign, {st.name: m})
         meas_json = json.dumps({"step": st.name, "technique": st.technique, "metadata": m.metadata}, default=str)
         arrays = pack_arrays(m.arrays)
     typed = {d.name for d in descriptors or []}

@@ -1,8 +1,8 @@
 """Measurement: what an instrument returns (named arrays with units in their names, plus metadata),
 and reading/writing the field's plain column formats (.xy, .dat, .chi, .gr, .csv).
 
-Array names carry units: `q_inv_angstrom`, `intensity`, `sigma` (same unit as intensity),
-`two_theta_deg`, `energy_eV`, `r_angstrom`.
+Array names carry units (`x_inv_angstrom`, `x_deg`, `x_eV`, `x_angstrom`; `intensity` and `sigma`
+share one unit). Readers of a technique's own formats live in its folder (sdl/techniques/<t>/).
 """
 
 from __future__ import annotations
@@ -16,8 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sdl.errors import AnalysisError, ProtocolError
 from sdl.protocol import ArrayPayload
-
-PLAIN_SUFFIXES = {".xy", ".dat", ".chi", ".gr", ".txt", ".csv", ".xye", ".sq", ".fq", ".iq"}
 
 
 class Measurement(BaseModel):
@@ -71,29 +69,6 @@ class Measurement(BaseModel):
 
 # ----- plain column files --------------------------------------------------------------------------
 
-# column labels that name the q unit ("q (1/nm)", "q [A^-1]", "q_inv_angstrom"); nm is tried first. A bare
-# "angstrom" is not one: headers name the wavelength in Å ("wavelength 1.54 angstrom") whatever q's unit.
-_Q_UNIT_PATTERNS = [
-    (re.compile(r"(1\s*/\s*nm|nm\s*\^?\s*\(?-\s*1|nm⁻¹|inv(erse)?[_\s]?nm)", re.I), "nm"),
-    (re.compile(r"(1\s*/\s*(a|å|ang|angstrom)(?![a-z.])|(?<![a-z])(a|å|ang|angstrom)\s*\^?\s*\(?-\s*1|å⁻¹|a⁻¹"
-                r"|inv(erse)?[_\s]?(angstrom|å)|per\s+angstrom)", re.I), "angstrom"),
-]
-# an explicit header line "q_unit: nm" / "q_unit = angstrom" (also "q unit", "q-unit"); it wins over column labels
-_Q_UNIT_KEY = re.compile(r"(?<![a-z0-9_])q[ _-]?units?\s*[:=]\s*(\S+(?:\s*/\s*\S+)?)", re.I)
-HOW_TO_GIVE_Q_UNIT = "pass `--q-unit nm` or `--q-unit angstrom` (sdl analyse) or add a header line `# q_unit: nm` (or `angstrom`)"
-
-
-def q_unit_name(text: str) -> str | None:
-    """'nm' or 'angstrom' for a unit as people write it ('nm', '1/nm', 'nm^-1', 'A', 'Å⁻¹', '1/angstrom',
-    'inv_angstrom', ...), else None."""
-    t = re.sub(r"[\s()\[\]{}\"']", "", text).lower()
-    if re.fullmatch(r"(1/|inv_?|inverse)?nm(\^?-1|⁻¹|\*\*-1)?", t):
-        return "nm"
-    if re.fullmatch(r"(1/|inv_?|inverse|per)?(a|å|ang|angstroms?|ångström|angström)(\^?-1|⁻¹|\*\*-1)?", t):
-        return "angstrom"
-    return None
-
-
 def read_columns(path: str | Path) -> tuple[np.ndarray, list[str]]:
     """Numeric columns of a plain text file, and its header/comment lines.
 
@@ -133,237 +108,20 @@ def read_columns(path: str | Path) -> tuple[np.ndarray, list[str]]:
     return np.asarray(rows, dtype=float), header
 
 
-def q_unit_from_header(header: list[str]) -> str | None:
-    """'nm' or 'angstrom' if the header names the q unit, else None.
-
-    A line "q_unit: nm" (or "q_unit = angstrom", "q unit: 1/nm") decides; else a column label such as
-    "q (1/nm)", "q [A^-1]", "q_inv_angstrom". An unreadable q_unit line is an AnalysisError."""
-    for line in header:
-        m = _Q_UNIT_KEY.search(line)
-        if m:
-            unit = q_unit_name(m.group(1))
-            if unit is None:
-                raise AnalysisError(f"header line {line.strip()[:60]!r}: q unit {m.group(1)!r} not understood; "
-                                    "write `# q_unit: nm` or `# q_unit: angstrom`")
-            return unit
-    text = " ".join(header)
-    for pattern, unit in _Q_UNIT_PATTERNS:
-        if pattern.search(text):
-            return unit
-    return None
-
-
-def read_saxs(path: str | Path, q_unit: str | None = None) -> Measurement:
-    """A SAS curve from columns q, I[, sigma[, dq]]. q (and dq) are converted to Å⁻¹.
-
-    The q unit comes from `q_unit` ('angstrom' or 'nm'; `sdl analyse --q-unit`), else from the header
-    (`q_unit_from_header`), else Å⁻¹ is assumed. metadata records `q_unit_file` (the unit the column was
-    read in) and `q_unit_source` ("option", "header" or "assumed"; an assumed unit also sets
-    metadata['assumed']). The SAXS analysers flag a curve whose assumed unit gives an implausible q range
-    (`check_sas_q_range`).
-    """
-    if q_unit is not None and q_unit_name(q_unit) is None:
-        raise AnalysisError(f"q unit {q_unit!r} not understood; {HOW_TO_GIVE_Q_UNIT}")
-    data, header = read_columns(path)
-    meta: dict[str, Any] = {"source": str(path), "header": header[:20]}
-    if q_unit is not None:
-        unit, source = q_unit_name(q_unit), "option"
-    else:
-        unit, source = q_unit_from_header(header), "header"
-    if unit is None:
-        unit, source = "angstrom", "assumed"
-        meta["assumed"] = ("q unit Å⁻¹ (the header names none; for nm⁻¹ pass `--q-unit nm` (sdl analyse) "
-                           "or add a header line `# q_unit: nm`)")
-    meta["q_unit_file"] = unit
-    meta["q_unit_source"] = source
-    q = data[:, 0] / (10.0 if unit == "nm" else 1.0)
-    arrays = {"q_inv_angstrom": q, "intensity": data[:, 1]}
-    if data.shape[1] >= 3:
-        arrays["sigma"] = data[:, 2]
-    if data.shape[1] >= 4:
-        arrays["dq_inv_angstrom"] = data[:, 3] / (10.0 if unit == "nm" else 1.0)
-    return Measurement(technique="saxs", arrays=arrays, metadata=meta)
-
-
-# ----- is the q range a small-angle one? -------------------------------------------------------------
-
-# Å⁻¹. Beyond SAS_Q_WIDE the curve is wide-angle (d = 2π/q < 4.2 Å, interatomic distances): no particle
-# form factor describes it. Pinhole SAXS/SANS cameras start at 0.001-0.02 Å⁻¹; a curve starting at
-# SAS_Q_MIN_HIGH or above sees nothing larger than d = 2π/q_min ≈ 126 Å. Below SAS_Q_MIN_LOW (d ≈ 63 µm)
-# no USAXS/USANS camera reaches.
-SAS_Q_WIDE = 1.5
-SAS_Q_MIN_HIGH = 0.05
-SAS_Q_MIN_LOW = 1e-5
-UNIT_TEXT = {"angstrom": "Å⁻¹", "nm": "nm⁻¹"}
-_SOURCE_TEXT = {"option": "from `--q-unit`", "header": "from the file header", "array": "q_inv_angstrom array",
-                "check": "as nm⁻¹", "assumed": "(assumed: the header names none)"}
-
-
-def _implausible(lo: float, hi: float) -> list[str]:
-    """Why a q range lo-hi (Å⁻¹) is not a SAXS/SANS camera's; [] if it is plausible."""
-    why = []
-    if hi > SAS_Q_WIDE:
-        why.append(f"q_max {hi:.3g} Å⁻¹ is wide-angle (d = 2π/q = {2 * np.pi / hi:.2g} Å; small-angle scattering "
-                   "ends near 1 Å⁻¹)")
-    if lo >= SAS_Q_MIN_HIGH:
-        why.append(f"q_min {lo:.3g} Å⁻¹ is high for a SAXS/SANS camera (usually 0.001-0.02 Å⁻¹)")
-    if lo < SAS_Q_MIN_LOW:
-        why.append(f"q_min {lo:.3g} Å⁻¹ is below any USAXS/USANS camera")
-    return why
-
-
-class SasQCheck:
-    """What `check_sas_q_range` found: the q range as read, why it is implausible, and the flags.
-
-    `suspect` (flag `q_unit_suspect`, untrusted): the file gave no q unit, Å⁻¹ was assumed and the range
-    read so is implausible; `nm_plausible` says whether the same numbers read as nm⁻¹ are a usual
-    SAXS/SANS range (then the analysers re-analyse that reading to say what it would give). Otherwise
-    (unit given, or a driver's array) the flag is `q_range_implausible` (informative). Both add
-    `low_confidence`.
-    """
-
-    def __init__(self, unit: str, source: str, q_min: float, q_max: float, reasons: list[str]) -> None:
-        self.unit, self.source, self.q_min, self.q_max, self.reasons = unit, source, q_min, q_max, reasons
-        self.suspect = source == "assumed"
-        self.nm_plausible = self.suspect and not _implausible(q_min / 10, q_max / 10)
-
-    @property
-    def flags(self) -> list[str]:
-        return ["q_unit_suspect" if self.suspect else "q_range_implausible", "low_confidence"]
-
-    def as_nm(self, m: Measurement) -> Measurement:
-        """The same measurement with its q column read as nm⁻¹ (q and dq divided by 10)."""
-        arrays = dict(m.arrays)
-        for k in ("q_inv_angstrom", "dq_inv_angstrom"):
-            if k in arrays:
-                arrays[k] = np.asarray(arrays[k], dtype=float) / 10.0
-        meta = {k: v for k, v in m.metadata.items() if k != "assumed"}
-        meta.update(q_unit_file="nm", q_unit_source="check")
-        return Measurement(technique=m.technique, arrays=arrays, metadata=meta)
-
-    def warning(self, alt: Any = None, alt_error: str | None = None) -> str:
-        """The message for result.info["warnings"]; `alt` is the analysis of the nm⁻¹ reading."""
-        rng = f"{self.q_min:.3g}-{self.q_max:.3g} Å⁻¹"
-        why = "; ".join(self.reasons)
-        if self.suspect and self.nm_plausible:
-            if alt is not None:
-                sizes = [f"{d.name.removeprefix('saxs.').removesuffix('_nm')} would be {d.value:.3g} nm"
-                         for d in alt.descriptors if d.unit == "nm" and isinstance(d.value, float)]
-                model = next((d.value for d in alt.descriptors if d.name == "saxs.model"), None)
-                said = ", ".join(sizes) or f"model {model}"
-                if model is not None and sizes:
-                    said = f"{model}, " + said
-                untrusted = sorted({f for d in alt.descriptors for f in d.flags if f in ("ood", "fit_failed")})
-                if untrusted:
-                    said += f"; that reading is flagged {'/'.join(untrusted)} too"
-            else:
-                said = f"read as nm⁻¹ the analysis fails too: {alt_error}" if alt_error else "q would be 10x smaller"
-            return (f"q unit not given; the curve looks like nm⁻¹ read as Å⁻¹ ({said}): rerun with `--q-unit nm` "
-                    "(sdl analyse) or put the header line `# q_unit: nm` in the file (`--q-unit angstrom` / "
-                    f"`# q_unit: angstrom` if q really is Å⁻¹). As Å⁻¹, q = {rng}: {why}; as nm⁻¹, q = "
-                    f"{self.q_min / 10:.3g}-{self.q_max / 10:.3g} Å⁻¹, a usual SAXS/SANS range. The values "
-                    "reported are the Å⁻¹ reading's.")
-        if self.suspect:
-            return (f"q unit not given (Å⁻¹ assumed, q = {rng}) and the q range is implausible for SAXS/SANS read "
-                    f"as Å⁻¹ or as nm⁻¹: {why}; check the unit of the q column and give it: {HOW_TO_GIVE_Q_UNIT}; "
-                    "the values reported are flagged q_unit_suspect.")
-        given = (f"q unit {UNIT_TEXT.get(self.unit, self.unit)} {_SOURCE_TEXT.get(self.source, self.source)}"
-                 if self.source != "array" else "q from the measurement's q_inv_angstrom array")
-        return (f"q range {rng} ({given}) is implausible for SAXS/SANS: {why}; the analysers fit particle form "
-                "factors, which do not describe wide-angle data: check the q unit or cut the curve to the "
-                "small-angle range. The values reported are flagged q_range_implausible.")
-
-    def apply(self, result: Any, alt: Any = None, alt_error: str | None = None) -> None:
-        """Add the flags to every descriptor of `result` (an AnalysisResult), the warning to
-        result.info["warnings"] and the details to result.info["q_unit_check"]."""
-        for d in result.descriptors:
-            d.flags.extend(f for f in self.flags if f not in d.flags)
-        result.info.setdefault("warnings", []).append(self.warning(alt, alt_error))
-        details: dict[str, Any] = {"q_unit_file": self.unit, "q_unit_source": self.source,
-                                   "q_range_inv_angstrom": [self.q_min, self.q_max], "reasons": list(self.reasons),
-                                   "flags": self.flags}
-        if self.suspect:
-            details["nm_reading_plausible"] = self.nm_plausible
-        if alt is not None:
-            details["as_nm"] = {d.name: d.value for d in alt.descriptors}
-            details["as_nm_flags"] = sorted({f for d in alt.descriptors for f in d.flags})
-        if alt_error:
-            details["as_nm_error"] = alt_error
-        result.info["q_unit_check"] = details
-
-
-def check_sas_q_range(m: Measurement) -> SasQCheck | None:
-    """None if the q range of a SAS measurement is a plausible small-angle one, else what is wrong.
-
-    Plausible: SAS_Q_MIN_LOW <= q_min < SAS_Q_MIN_HIGH and q_max <= SAS_Q_WIDE (Å⁻¹, positive finite q).
-    The numbers alone cannot tell nm⁻¹ from Å⁻¹ (a curve of size R at q looks exactly like one of R/10
-    at 10 q); what can is that the Å⁻¹ reading of a nm⁻¹ file reaches wide angles or starts too high.
-    So an assumed unit with an implausible range is flagged `q_unit_suspect` (untrusted), never
-    converted silently.
-    """
-    q = np.asarray(m.arrays.get("q_inv_angstrom", []), dtype=float)
-    q = q[np.isfinite(q) & (q > 0)]
-    if q.size == 0:
-        return None
-    lo, hi = float(q.min()), float(q.max())
-    reasons = _implausible(lo, hi)
-    if not reasons:
-        return None
-    source = str(m.metadata.get("q_unit_source") or "array")
-    unit = str(m.metadata.get("q_unit_file") or "angstrom")
-    return SasQCheck(unit, source, lo, hi, reasons)
-
-
-def analysed_with_q_check(analyse: Any, m: Measurement) -> Any:
-    """`analyse(m)` (an analyser's AnalysisResult) with check_sas_q_range applied: an implausible q
-    range flags every descriptor, and where the nm⁻¹ reading is plausible it is analysed too, to
-    say in the warning what it would give. Both SAXS analysers run their curves through this."""
-    check = check_sas_q_range(m)
-    result = analyse(m)
-    if check is not None:
-        alt = alt_error = None
-        if check.nm_plausible:
-            try:
-                alt = analyse(check.as_nm(m))
-            except AnalysisError as exc:
-                alt_error = str(exc)
-        check.apply(result, alt, alt_error)
-    return result
-
-
-def q_unit_hint(m: Measurement, too_high: bool) -> str:
-    """What to do when q lies outside an analyser's window: too_high means q is above it (nm⁻¹ read
-    as Å⁻¹?), else below (Å⁻¹ read as nm⁻¹, or another unit?)."""
-    source = m.metadata.get("q_unit_source")
-    unit = m.metadata.get("q_unit_file") or "angstrom"
-    if source is None:  # a driver's array: the name says Å⁻¹
-        return ("is the q_inv_angstrom array in nm⁻¹ (10x too large)?" if too_high else
-                "is the q_inv_angstrom array in another unit?") + " It must be in Å⁻¹"
-    if too_high and unit == "angstrom":
-        return "is q in nm⁻¹? pass `--q-unit nm` (sdl analyse) or add a header line `# q_unit: nm`"
-    if not too_high and unit == "nm":
-        return ("q was read as nm⁻¹ " + _SOURCE_TEXT.get(str(source), "") +
-                "; is it in Å⁻¹? pass `--q-unit angstrom` (sdl analyse) or add a header line `# q_unit: angstrom`")
-    return (f"q was read as {UNIT_TEXT.get(unit, unit)} {_SOURCE_TEXT.get(str(source), '')}; if that is right the "
-            "curve lies outside this analyser's window (try `--analyser saxs_fit`), else convert the q column "
-            "(sdl reads Å⁻¹ and nm⁻¹)")
-
-
-# metadata that describes the file a measurement was read from, not the columns written back
-_READ_NOTES = ("assumed", "q_unit", "q_unit_file", "q_unit_source")
+# metadata a reader adds about what it assumed of the file, not data to write back
+_READ_NOTES = ("assumed",)
 
 
 def write_columns(path: str | Path, measurement: Measurement, names: list[str] | None = None) -> Path:
     """Write 1-D arrays as whitespace columns with a '# name name ...' header (the .dat convention).
 
-    With a q_inv_angstrom column the header says `q_unit=1/angstrom` first, so read_saxs reads the
-    file back in Å⁻¹ whatever the original file's unit notes said."""
+    The column names carry their units (`q_inv_angstrom`, `two_theta_deg`), so a reader takes the
+    unit from the header whatever the original file's notes said."""
     p = Path(path)
     names = names or [k for k, v in measurement.arrays.items() if np.ndim(v) == 1]
     cols = np.column_stack([np.asarray(measurement.arrays[n], dtype=float) for n in names])
     meta = " ".join(f"{k}={v}" for k, v in measurement.metadata.items()
                     if isinstance(v, (int, float, str)) and k not in _READ_NOTES)
-    unit = "q_unit=1/angstrom " if "q_inv_angstrom" in names else ""
-    header = f"technique={measurement.technique} {unit}{meta}\n" + " ".join(names)
+    header = f"technique={measurement.technique} {meta}\n" + " ".join(names)
     np.savetxt(p, cols, header=header, fmt="%.10g")
     return p

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from sdl import analysis
-from sdl.analysis.base import AnalysisResult, Descriptor, choose
+from sdl.analysis.base import Descriptor, choose
+from sdl.analysis.chain import analyse_measurements
 from sdl.config import Campaign, Step
 from sdl.errors import AnalysisError, ConfigError, DriverError, ProtocolError, SdlError, StrategyError
 from sdl.measurement import Measurement
@@ -551,7 +551,8 @@ class Orchestrator:
         try:
             for step in self.campaign.measuring_steps():
                 act.measurements[step.name].metadata.setdefault("source", f"trial {index} step {step.name}")
-            descriptors, analyses, evaluation = analyse_measurements(self.campaign, act.measurements)
+            descriptors, analyses = analyse_measurements(self.campaign, act.measurements)
+            evaluation = evaluate(self.campaign, list(choose(descriptors).values()))
         except (AnalysisError, SdlError) as exc:
             self.timings["analysis_s"] += time.perf_counter() - t0
             self._fail(act, f"analysis failed: {exc}", descriptors=descriptors)
@@ -589,30 +590,6 @@ class Orchestrator:
         self._active.pop(act.trial.index, None)
         trial = next(t for t in self.store.trials(self.campaign_id) if t.index == act.trial.index)
         self.reporter.trial_finished(trial, evaluation, descriptors)
-
-
-def analyse_measurements(campaign: Campaign, measurements: dict[str, Measurement]
-                         ) -> tuple[list[Descriptor], list[tuple[str, str, dict, dict]], Evaluation]:
-    """Run the campaign's analysers on a trial's measurements (step name -> Measurement; steps
-    without one are skipped) and evaluate the chosen descriptors against the objectives.
-    Returns (all descriptors, (step, analyser, info, curves) per analysis, evaluation)."""
-    descriptors: list[Descriptor] = []
-    analyses: list[tuple[str, str, dict, dict]] = []
-    for step in campaign.measuring_steps():
-        m = measurements.get(step.name)
-        if m is None:
-            continue
-        needed = {n for n in campaign.descriptors_needed() if n.startswith(step.technique + ".")}
-        for name in campaign.analysers_for(step.technique):
-            # the listed analysers form a fallback chain: the next runs only while a
-            # descriptor the campaign needs is missing or untrusted (e.g. ML flagged OOD)
-            chosen = choose(descriptors)
-            if needed and all(n in chosen and chosen[n].trusted for n in needed):
-                break
-            result: AnalysisResult = analysis.get(step.technique, name).analyse(m)
-            descriptors.extend(result.descriptors)
-            analyses.append((step.name, result.analyser, result.info, result.curves))
-    return descriptors, analyses, evaluate(campaign, list(choose(descriptors).values()))
 
 
 # ----- running a campaign with its lab ----------------------------------------------------------

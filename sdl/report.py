@@ -221,26 +221,25 @@ def _target_panel(ax: Any, trials: list[dict[str, Any]], o: Any) -> None:
 
 
 # curve x-axis key stored by the analysers -> (x label, y label, axis scale)
-CURVE_AXES = {"q_inv_angstrom": ("q (Å⁻¹)", "I (cm⁻¹)", "log"), "two_theta_deg": ("2θ (°)", "intensity (counts)", "linear")}
-
-
 def _curve_panel(ax: Any, store: Store, campaign_id: str, b: dict[str, Any] | None, result: dict[str, Any]) -> None:
     """The best trial's measured curve with the fit of the analyser whose descriptors were used
     (the first needed descriptor's first), titled with those descriptors (sdl.outcome)."""
     analyses = store.analyses(campaign_id, b["index"]) if b is not None else []
     used = [d["analyser"] for d in result["descriptors"]]
     analyses.sort(key=lambda a: used.index(a.analyser) if a.analyser in used else len(used))
+    from sdl.analysis import curve_axes
+
+    axes = curve_axes()  # x array name -> labels and scales, from the technique declarations
     for a in analyses:
         curves = unpack_arrays(a.curves)
-        axis = next((k for k in CURVE_AXES if k in curves), None)
-        if axis is None:
+        spec = next((axes[k] for k in axes if k in curves), None)
+        if spec is None:
             continue
-        xlabel, ylabel, scale = CURVE_AXES[axis]
-        x = curves[axis]
+        x = curves[spec.x]
         ax.plot(x, curves["intensity"], ".", ms=3, color="tab:gray", label="measured")
         if "fit" in curves:
             ax.plot(x, curves["fit"], color="tab:red", lw=1, label=f"fit ({a.analyser})")
-        ax.set(xscale=scale, yscale=scale, xlabel=xlabel, ylabel=ylabel)
+        ax.set(xscale=spec.xscale, yscale=spec.yscale, xlabel=spec.xlabel, ylabel=spec.ylabel)
         which = "best" if result["best_meets_constraints"] else "closest (no trial met every constraint):"
         ax.set_title(f"{which} trial {b['index']}\n" + "\n".join(d["text"] for d in result["descriptors"]), fontsize=8)
         ax.legend(fontsize=8)

@@ -3,14 +3,14 @@
 Pure physics on numpy/scipy and the field's libraries; nothing here imports `sdl` or `drivers`.
 Submodules are imported on use (sasmodels is slow to import):
 
-- `simulators.nanoparticles`: `NanoparticleWorld`, the hidden synthesis -> nanoparticle response.
-- `simulators.saxs`: `SaxsInstrument` (sasmodels I(q) with resolution, background and counting
-  noise) and `form_factor_curve`.
-- `simulators.sas_dataset`: labelled SAS curves (shapes, sizes, artefacts) for training the ML analyser.
-- `simulators.oxides`: `OxideWorld`, co-precipitation + calcination -> Ce1-xZrxO2 phases and crystallite sizes.
-- `simulators.pd`: `PdInstrument`, powder diffraction (Dans_Diffraction structure factors, Scherrer
-  and microstrain broadening, Caglioti resolution, background, counting noise) over the phase
-  library of `simulators.phases` (structures with their literature sources).
+- `simulators.world`: what every world shares (SynthesisFailed, stable seeds, recipe checks, World).
+- `simulators.worlds.nanoparticles`: `NanoparticleWorld`, synthesis -> nanoparticles (offers SAXS).
+- `simulators.worlds.oxides`: `OxideWorld`, co-precipitation + calcination -> Ce1-xZrxO2 phases
+  and crystallite sizes (offers powder diffraction).
+- `simulators.<technique>`: one folder per technique: its sample contract (a Protocol in
+  `__init__`), its physics, its simulated `instrument` and its training-set generator.
+  `simulators.saxs` (sasmodels I(q) with resolution, background and counting noise; `dataset`:
+  labelled SAS curves), `simulators.pd` (Dans_Diffraction structure factors, Scherrer and
+  microstrain broadening, Caglioti resolution, background, counting noise; `phases`: the library's
+  structures with their literature sources).
 """
-
-__all__ = ["nanoparticles", "saxs", "sas_dataset", "oxides", "pd"]

@@ -61,7 +61,7 @@ def test_run_status_report_export(tmp_path, capsys, monkeypatch):
     assert len(dats) == len(completed) + sum(1 for t in rec["trials"] if t["status"] == "failed" and
                                              "analysis failed" in (t["failure"] or ""))
     if dats:
-        from sdl.measurement import read_saxs
+        from sdl.techniques.saxs.reader import read_saxs
 
         m = read_saxs(dats[0])
         assert len(m.arrays["q_inv_angstrom"]) == 200

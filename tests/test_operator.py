@@ -56,8 +56,8 @@ def test_trials_wait_for_approval_and_rejection_is_recorded(tmp_path, capsys):
 
 
 def test_manual_experiment_is_added_and_learned_from(tmp_path, capsys):
-    from simulators.nanoparticles import NanoparticleWorld
-    from simulators.saxs import SaxsInstrument
+    from simulators.worlds.nanoparticles import NanoparticleWorld
+    from simulators.saxs.instrument import SaxsInstrument
 
     c = campaign(tmp_path, **{"budget.max_experiments": 2})
     store = Store(c.store)

@@ -10,12 +10,14 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from sdl.analysis import get  # noqa: E402
-from sdl.analysis import pd_demix, pd_train  # noqa: E402
-from sdl.analysis.pd_ml import LIBRARY, WEIGHTS_DIR, PdMLAnalyser, _axes, preprocess, read_pd  # noqa: E402
+from sdl.techniques.pd import demix as pd_demix, train as pd_train  # noqa: E402
+from sdl.techniques.pd.ml import LIBRARY, WEIGHTS_DIR, PdMLAnalyser, _axes, preprocess  # noqa: E402
+from sdl.techniques.pd.reader import read_pd  # noqa: E402
 from sdl.errors import AnalysisError  # noqa: E402
 from sdl.measurement import Measurement  # noqa: E402
-from simulators import oxides as ox  # noqa: E402
-from simulators import pd as spd  # noqa: E402
+from simulators.pd.instrument import PdInstrument  # noqa: E402
+from simulators.worlds import oxides as ox  # noqa: E402
+from simulators.pd import physics as spd  # noqa: E402
 
 # Stated accuracy of the shipped weights on the fixed held-out set below (test regime: artefacts
 # and wavelengths not used in training). benchmarks/pd.py measures the same on 2,000 patterns.
@@ -58,11 +60,11 @@ def test_shipped_weights_reproduce_stated_accuracy(analyser):
 def _world_measurement(params, sid, instrument=None):
     w = ox.OxideWorld(seed=5)
     s = w.synthesize(params, sid)
-    m = (instrument or ox.PdInstrument()).measure(s)
+    m = (instrument or PdInstrument()).measure(s)
     return s, Measurement(technique="pd", arrays=m["arrays"], metadata=m["metadata"])
 
 
-@pytest.mark.parametrize("instrument", [ox.PdInstrument(), ox.PdInstrument.synchrotron()], ids=["CuKa", "synchrotron"])
+@pytest.mark.parametrize("instrument", [PdInstrument(), PdInstrument.synchrotron()], ids=["CuKa", "synchrotron"])
 def test_analyse_world_sample_with_refinement(analyser, instrument):
     params = {"zr_fraction": 0.6, "calcination_temperature_C": 1050.0, "calcination_time_h": 20.0, "atmosphere": "air"}
     s, m = _world_measurement(params, "mix-1", instrument)
@@ -118,7 +120,7 @@ def test_nan_and_bad_input_raise_analysis_error(analyser):
 
 def test_reader_converts_q_and_wavelength(tmp_path):
     s, m = _world_measurement({"zr_fraction": 0.2, "calcination_temperature_C": 700.0, "calcination_time_h": 2.0,
-                               "atmosphere": "air"}, "r-1", ox.PdInstrument.synchrotron())
+                               "atmosphere": "air"}, "r-1", PdInstrument.synchrotron())
     q = spd.two_theta_to_q(m.arrays["two_theta_deg"], spd.WAVELENGTH_SYNCHROTRON)
     p = tmp_path / "scan.xy"
     np.savetxt(p, np.column_stack([q, m.arrays["intensity"]]), header="wavelength = 0.1665 A\nQ (1/A)  I")

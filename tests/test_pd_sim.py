@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from simulators import oxides as ox
-from simulators import pd as spd
+from simulators.pd.instrument import PdInstrument  # noqa: E402
+from simulators.worlds import oxides as ox
+from simulators.pd import physics as spd
 
 CU = 1.5406
 
@@ -152,7 +153,7 @@ def test_world_is_deterministic_and_hides_truth():
     assert a.truth == b.truth
     assert a.truth != c.truth
     assert "truth" not in a.to_dict() and "phases" not in a.to_dict()
-    inst = ox.PdInstrument()
+    inst = PdInstrument()
     m1, m2 = inst.measure(a), inst.measure(b)
     assert np.array_equal(m1["arrays"]["intensity"], m2["arrays"]["intensity"])
     assert set(m1["arrays"]) == {"two_theta_deg", "intensity", "sigma"}
@@ -218,12 +219,12 @@ def test_target_is_reachable_but_rare():
 
 def test_synchrotron_instrument_covers_same_q_range():
     s = ox.OxideWorld(1).synthesize(P0, "sync-1")
-    lab = ox.PdInstrument().measure(s)
-    syn = ox.PdInstrument.synchrotron().measure(s)
+    lab = PdInstrument().measure(s)
+    syn = PdInstrument.synchrotron().measure(s)
     q_lab = spd.two_theta_to_q(lab["arrays"]["two_theta_deg"], 1.5406)
     q_syn = spd.two_theta_to_q(syn["arrays"]["two_theta_deg"], spd.WAVELENGTH_SYNCHROTRON)
     assert q_syn.min() < q_lab.min() + 0.1 and q_syn.max() > q_lab.max()
     # strongest line at the same Q
     assert q_lab[np.argmax(lab["arrays"]["intensity"])] == pytest.approx(q_syn[np.argmax(syn["arrays"]["intensity"])], abs=0.02)
     with pytest.raises(ValueError):
-        ox.PdInstrument(two_theta_min=80, two_theta_max=10)
+        PdInstrument(two_theta_min=80, two_theta_max=10)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from sdl.analysis import get
-from sdl.analysis.sas_fit import SaxsFitAnalyser, guinier
+from sdl.techniques.saxs.fit import SaxsFitAnalyser, guinier
 from sdl.errors import AnalysisError
-from sdl.measurement import Measurement, read_saxs
-from simulators.nanoparticles import NanoparticleWorld, Sample
-from simulators.saxs import SaxsInstrument, form_factor_curve
+from sdl.measurement import Measurement
+from sdl.techniques.saxs.reader import read_saxs
+from simulators.worlds.nanoparticles import NanoparticleWorld, Sample
+from simulators.saxs.instrument import SaxsInstrument, form_factor_curve
 
 DATA = Path(__file__).parent / "data"
 

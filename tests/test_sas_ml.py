@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("sasmodels")
 
-from simulators import sas_dataset as D  # noqa: E402
-from sdl.analysis.sas_ml import CLASSES, WEIGHTS, SaxsMLAnalyser  # noqa: E402
+from simulators.saxs import dataset as D  # noqa: E402
+from sdl.techniques.saxs.ml import CLASSES, WEIGHTS, SaxsMLAnalyser  # noqa: E402
 from sdl.errors import AnalysisError  # noqa: E402
 from sdl.measurement import Measurement  # noqa: E402
 
@@ -151,7 +151,7 @@ def test_registry_default_and_trainer():
 
     assert reg.BUILTIN["saxs"] and next(iter(reg.BUILTIN["saxs"])) == "saxs_ml"
     assert reg.load(reg.BUILTIN["saxs"]["saxs_ml"]) is SaxsMLAnalyser
-    assert reg.TRAINERS["saxs"] == "sdl.analysis.sas_train:main"
+    assert reg.TRAINERS["saxs"] == "sdl.techniques.saxs.train:main"
 
 
 def test_dataset_is_reproducible_and_labels_unambiguous():
@@ -172,7 +172,7 @@ def test_dataset_is_reproducible_and_labels_unambiguous():
 
 
 def test_tiny_training_run_gives_loadable_model(tmp_path):
-    from sdl.analysis import sas_train
+    from sdl.techniques.saxs import train as sas_train
 
     out = tmp_path / "tiny.pt"
     rc = sas_train.main(["--n-per-class", "30", "--variants", "1", "--epochs", "1", "--seed", "1",

@@ -11,7 +11,8 @@ import pytest
 
 from sdl.analysis.base import choose
 from sdl.errors import AnalysisError
-from sdl.measurement import Measurement, check_sas_q_range, q_unit_from_header, read_saxs
+from sdl.measurement import Measurement
+from sdl.techniques.saxs.reader import check_sas_q_range, q_unit_from_header, read_saxs
 
 DATA = Path(__file__).parent / "data"
 
@@ -92,7 +93,7 @@ def test_range_check(tmp_path):
 
 
 def test_simulated_instrument_is_not_flagged():
-    from simulators.saxs import SaxsInstrument
+    from simulators.saxs.instrument import SaxsInstrument
 
     class _S:
         sample_id, shape = "s", "sphere"
@@ -109,7 +110,7 @@ def test_simulated_instrument_is_not_flagged():
 def saxs_ml():
     torch = pytest.importorskip("torch")
     pytest.importorskip("sasmodels")
-    from sdl.analysis.sas_ml import SaxsMLAnalyser
+    from sdl.techniques.saxs.ml import SaxsMLAnalyser
 
     n = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -158,7 +159,7 @@ def test_wrong_unit_outside_the_window_names_the_flag(saxs_ml, tmp_path):
 
 def test_saxs_fit_flags_too_so_the_chain_does_not_trust_it(saxs_ml, tmp_path):
     pytest.importorskip("sasmodels")
-    from sdl.analysis.sas_fit import SaxsFitAnalyser
+    from sdl.techniques.saxs.fit import SaxsFitAnalyser
 
     m = read_saxs(_without_header(tmp_path, "sphere_r8nm_nm.dat"))
     fit = SaxsFitAnalyser().analyse(m)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.signal import argrelmin
 
-from simulators.nanoparticles import (
+from simulators.worlds.nanoparticles import (
     PARAMETER_SPACE,
     REDUCING_AGENTS,
     NanoparticleWorld,
@@ -17,7 +17,7 @@ from simulators.nanoparticles import (
     target_fraction,
     validate_params,
 )
-from simulators.saxs import SaxsInstrument, form_factor_curve
+from simulators.saxs.instrument import SaxsInstrument, form_factor_curve
 
 SLD, SLD_SOLVENT = 77.6, 9.47
 CITRATE_SPHERES = dict(temperature_C=95.0, precursor_mM=5.0, surfactant_ratio=0.8, reducing_agent="citrate", time_min=20.0)

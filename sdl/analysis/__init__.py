@@ -1,74 +1,63 @@
-"""Analyser registry, keyed by technique and analyser name.
-
-Built-in analysers are listed in `BUILTIN` as import paths (imported on first use: sasmodels and
-torch are slow to import). Third-party analysers register under the entry-point group
-`sdl.analysers` as `name = "module:Class"`; the class's `technique` attribute files it.
+"""The technique registry: every technique (built-in or third-party) is found through the
+entry-point group `sdl.techniques` (`name = "package:TECHNIQUE"`), and its analysers, readers and
+trainers through its declaration (sdl.analysis.technique). The framework names no technique.
 """
 
 from __future__ import annotations
 
-import importlib
 from functools import lru_cache
 from importlib.metadata import entry_points
 
 from sdl.analysis.base import AnalysisResult, Analyser, Descriptor
+from sdl.analysis.technique import CurveAxes, DescriptorSpec, Option, Reader, Technique, Trainer, load
 from sdl.errors import AnalysisError
 
-__all__ = ["AnalysisResult", "Analyser", "Descriptor", "available", "get", "default_for", "load", "READERS", "TRAINERS"]
+__all__ = ["AnalysisResult", "Analyser", "CurveAxes", "Descriptor", "DescriptorSpec", "Option", "Reader",
+           "Technique", "Trainer", "available", "curve_axes", "get", "load", "technique", "techniques"]
 
-# technique -> {analyser name -> "module:Class"}; the first listed is the technique's default.
-BUILTIN: dict[str, dict[str, str]] = {
-    "saxs": {"saxs_ml": "sdl.analysis.sas_ml:SaxsMLAnalyser", "saxs_fit": "sdl.analysis.sas_fit:SaxsFitAnalyser"},
-    "pd": {"pd_ml": "sdl.analysis.pd_ml:PdMLAnalyser"},
-}
-
-# technique -> "module:function(path, **options) -> Measurement" for `sdl analyse TECHNIQUE FILE`
-READERS: dict[str, str] = {
-    "saxs": "sdl.measurement:read_saxs",
-    "pd": "sdl.analysis.pd_ml:read_pd",
-}
-
-# technique -> "module:function(argv: list[str]) -> int" for `sdl train TECHNIQUE ...`
-TRAINERS: dict[str, str] = {"saxs": "sdl.analysis.sas_train:main", "pd": "sdl.analysis.pd_train:main"}
-
-
-def load(path: str):
-    """The object named by "module:attr" (imported now)."""
-    module, _, attr = path.partition(":")
-    return getattr(importlib.import_module(module), attr)
+GROUP = "sdl.techniques"
 
 
 @lru_cache(maxsize=1)
-def _plugins() -> dict[str, dict[str, str]]:
-    table: dict[str, dict[str, str]] = {}
-    for ep in entry_points(group="sdl.analysers"):
-        cls = ep.load()
-        table.setdefault(cls.technique, {})[ep.name] = ep.value
-    return table
-
-
-def available() -> dict[str, list[str]]:
-    """technique -> analyser names, built-ins first."""
-    out = {t: list(names) for t, names in BUILTIN.items()}
-    for t, names in _plugins().items():
-        out.setdefault(t, []).extend(n for n in names if n not in out.get(t, []))
+def techniques() -> dict[str, Technique]:
+    """name -> declaration of every registered technique."""
+    out: dict[str, Technique] = {}
+    for ep in entry_points(group=GROUP):
+        t = ep.load()
+        if not isinstance(t, Technique):
+            raise AnalysisError(f"entry point {ep.name} = {ep.value!r} ({GROUP}) is not a Technique declaration")
+        if t.name != ep.name:
+            raise AnalysisError(f"entry point {ep.name!r} ({GROUP}) declares technique {t.name!r}; the names must agree")
+        out[t.name] = t
     return out
 
 
-def default_for(technique: str) -> str:
-    names = available().get(technique)
-    if not names:
-        raise AnalysisError(f"no analyser for technique {technique!r}; known techniques: {sorted(available())}")
-    return names[0]
+def technique(name: str) -> Technique:
+    """The declaration of technique `name`; AnalysisError lists the known ones."""
+    try:
+        return techniques()[name]
+    except KeyError:
+        raise AnalysisError(f"unknown technique {name!r}; known: {sorted(techniques())} (a technique registers "
+                            f"under the entry-point group {GROUP!r})") from None
+
+
+def available() -> dict[str, list[str]]:
+    """technique -> analyser names in default chain order."""
+    return {name: list(t.analysers) for name, t in techniques().items()}
 
 
 @lru_cache(maxsize=None)
-def get(technique: str, name: str | None = None) -> Analyser:
-    """An instance of the named analyser (cached: models load once)."""
-    name = name or default_for(technique)
-    path = BUILTIN.get(technique, {}).get(name) or _plugins().get(technique, {}).get(name)
-    if path is None:
-        raise AnalysisError(
-            f"unknown analyser {name!r} for technique {technique!r}; available: {available().get(technique, [])}"
-        )
-    return load(path)()
+def get(technique_name: str, name: str | None = None) -> Analyser:
+    """An instance of the named analyser, or of the technique's first (cached: models load once)."""
+    t = technique(technique_name)
+    if not t.analysers:
+        raise AnalysisError(f"technique {technique_name!r} declares no analyser")
+    name = name or next(iter(t.analysers))
+    if name not in t.analysers:
+        raise AnalysisError(f"unknown analyser {name!r} for technique {technique_name!r}; available: {list(t.analysers)}")
+    return load(t.analysers[name])()
+
+
+def curve_axes() -> dict[str, CurveAxes]:
+    """x array name -> how to plot it, over every technique (for reports)."""
+    return {c.x: c for t in techniques().values() for c in t.curves}

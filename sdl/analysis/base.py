@@ -3,7 +3,8 @@
 A Descriptor is one named structural quantity with its uncertainty and unit (`saxs.radius_nm`),
 or a categorical one (`saxs.model` = "sphere") with class probabilities. Flags mark results that
 must not be used silently: `ood` (outside the analyser's training/validity domain),
-`fit_failed`, `q_unit_suspect` (no q unit given and the range read as Å⁻¹ is implausible), `low_confidence`.
+`fit_failed`, any `<what>_suspect` (a reader's guess about the file, e.g. a unit, looks wrong),
+`low_confidence` (informative: used, but shown).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sdl.measurement import Measurement
 
-UNTRUSTED_FLAGS = frozenset({"ood", "fit_failed", "q_unit_suspect"})
+UNTRUSTED_FLAGS = frozenset({"ood", "fit_failed"})
+SUSPECT_SUFFIX = "_suspect"  # e.g. q_unit_suspect: untrusted too
 
 
 class Descriptor(BaseModel):
@@ -30,7 +32,12 @@ class Descriptor(BaseModel):
 
     @property
     def trusted(self) -> bool:
-        return not (set(self.flags) & UNTRUSTED_FLAGS)
+        return not any(untrusted(f) for f in self.flags)
+
+
+def untrusted(flag: str) -> bool:
+    """Whether a descriptor with this flag must not be told to the strategy."""
+    return flag in UNTRUSTED_FLAGS or flag.endswith(SUSPECT_SUFFIX)
 
 
 def choose(descriptors: list[Descriptor]) -> dict[str, Descriptor]:

@@ -18,8 +18,8 @@ Pipeline for one curve I(q):
    polydispersity and Gaussian resolution), started from the ML estimate; scale and a linear
    background are solved at each step by non-negative least squares.
 
-The shipped weights live in sdl/analysis/weights/sas_ml.pt (loaded with weights_only=True).
-Train new ones with `sdl train saxs` (sdl.analysis.sas_train).
+The shipped weights live in sdl/techniques/saxs/weights/saxs_ml.pt (loaded with weights_only=True).
+Train new ones with `sdl train saxs` (sdl.techniques.saxs.train).
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ import numpy as np
 
 from sdl.analysis.base import AnalysisResult, Descriptor
 from sdl.errors import AnalysisError
-from sdl.measurement import Measurement, analysed_with_q_check, q_unit_hint
-from simulators import sas_dataset as D
-from simulators.sas_dataset import APPLIES, CLASSES, TARGETS
+from sdl.measurement import Measurement
+from sdl.techniques.saxs.reader import analysed_with_q_check, q_unit_hint
+from simulators.saxs import dataset as D
+from simulators.saxs.dataset import APPLIES, CLASSES, TARGETS
 
-WEIGHTS = Path(__file__).parent / "weights" / "sas_ml.pt"
+WEIGHTS = Path(__file__).parent / "weights" / "saxs_ml.pt"
 
 # the labels are the training set's: classes, regression targets and which apply to which class
 SASMODEL = {c: m for c, m in D.SASMODEL.items() if m}  # class -> sasmodels model refined
@@ -379,7 +380,7 @@ class SaxsMLAnalyser:
     # one measurement ------------------------------------------------------------------------------
     def analyse(self, measurement: Measurement) -> AnalysisResult:
         """Descriptors of one curve. A q range that is implausible for SAXS/SANS flags every descriptor
-        (`sdl.measurement.check_sas_q_range`): `q_unit_suspect` when the file gave no q unit (the nm⁻¹
+        (`sdl.techniques.saxs.reader.check_sas_q_range`): `q_unit_suspect` when the file gave no q unit (the nm⁻¹
         reading is then analysed too, to say in info["warnings"] what it would give), else
         `q_range_implausible`."""
         return analysed_with_q_check(self._analyse, measurement)

@@ -15,7 +15,7 @@ Method (`info["method"]`):
    the phases called present), and Gaussian mean/log-variance heads for the lattice scale (relative
    to the reference cell) and log crystallite size. Phases with probability ≥ 0.5 are called.
 3. Refinement ("cnn+least_squares"): a Le Bail/Rietveld-style whole-pattern fit of the same
-   forward model the simulator uses (`simulators.pd`: Dans_Diffraction structure factors,
+   forward model the simulator uses (`simulators.pd.physics`: Dans_Diffraction structure factors,
    Thompson–Cox–Hastings pseudo-Voigt, Scherrer + microstrain + Caglioti broadening), started at
    the CNN estimate. Non-linear parameters (scipy.optimize.least_squares, trust-region
    reflective, bounded): lattice scale and crystallite size per phase, one microstrain, zero
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
@@ -49,7 +48,7 @@ import numpy as np
 
 from sdl.analysis.base import AnalysisResult, Descriptor
 from sdl.errors import AnalysisError
-from sdl.measurement import Measurement, read_columns
+from sdl.measurement import Measurement
 
 __all__ = [
     "PdMLAnalyser",
@@ -61,14 +60,13 @@ __all__ = [
     "preprocess",
     "preprocess_batch",
     "refine",
-    "read_pd",
     "energy_score",
     "load_model",
     "save_model",
     "OOD_THRESHOLD",
 ]
 
-from simulators.pd import LIBRARY as _SIM_LIBRARY  # noqa: E402  (pure physics, no sdl imports)
+from simulators.pd.physics import LIBRARY as _SIM_LIBRARY  # noqa: E402  (pure physics, no sdl imports)
 
 LIBRARY: tuple[str, ...] = tuple(_SIM_LIBRARY)
 Q_GRID = np.linspace(0.75, 5.15, 2048)
@@ -279,7 +277,7 @@ def load_model(weights_dir: Path | str | None = None):
     if not path.exists() or not meta_path.exists():
         raise AnalysisError(
             f"pd_ml weights not found in {d} (need {MODEL_FILE} and {META_FILE}); "
-            "train them with `python -m sdl.analysis.pd_train --out DIR`"
+            "train them with `python -m sdl.techniques.pd.train --out DIR`"
         )
     meta = json.loads(meta_path.read_text())
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -322,7 +320,7 @@ def refine(
     shift (and displacement), with per-phase scales and a Chebyshev background solved linearly."""
     from scipy.optimize import least_squares
 
-    from simulators import pd as spd
+    from simulators.pd import physics as spd
 
     x = np.asarray(two_theta, dtype=float)
     y = np.asarray(y, dtype=float)
@@ -436,63 +434,6 @@ def unexplained_fraction(y: np.ndarray, fit: np.ndarray, background: np.ndarray,
 
 
 # ----- reader ----------------------------------------------------------------------------------------
-
-_WL_RE = re.compile(r"(wavelength|lambda|λ|wl)[^0-9]{0,20}([0-9]*\.?[0-9]+)\s*(nm|å|a|angstrom)?", re.I)
-_Q_RE = re.compile(r"(^|[^a-z])(q|q_inv_angstrom)([^a-z]|$)|1\s*/\s*(å|a|nm)|å⁻¹|nm⁻¹", re.I)
-_TT_RE = re.compile(r"2\s*-?\s*theta|2θ|tth|two_theta", re.I)
-
-
-def read_pd(path: str | Path, wavelength_angstrom: float | None = None, x_unit: str | None = None,
-            q_unit: str | None = None) -> Measurement:
-    """A powder pattern from columns x, I[, sigma]. x is 2θ (degrees) or Q (Å⁻¹, or nm⁻¹ if the
-    header says so), from `x_unit` ('2theta', 'q', 'q_nm'), else the header, else 2θ is assumed.
-    The wavelength comes from the argument, else a header line such as 'wavelength = 1.5406'
-    (Å; nm is converted). Both axes are returned when the wavelength is known. `q_unit`
-    ('angstrom' or 'nm', as `sdl analyse --q-unit` passes it) means the x column is Q in that unit."""
-    if q_unit is not None and x_unit is None:
-        if q_unit not in ("angstrom", "nm"):
-            raise AnalysisError(f"q_unit {q_unit!r} not understood; use 'angstrom' or 'nm'")
-        x_unit = "q" if q_unit == "angstrom" else "q_nm"
-    data, header = read_columns(path)
-    text = " ".join(header)
-    meta: dict[str, Any] = {"source": str(path), "header": header[:20]}
-    lam = wavelength_angstrom
-    if lam is None:
-        m = _WL_RE.search(text)
-        if m:
-            lam = float(m.group(2)) * (10.0 if (m.group(3) or "").lower() == "nm" else 1.0)
-    unit = (x_unit or "").lower() or None
-    if unit is None:
-        if _TT_RE.search(text):
-            unit = "2theta"
-        elif _Q_RE.search(text):
-            unit = "q_nm" if re.search(r"nm\s*\^?-?1|1\s*/\s*nm|nm⁻¹", text, re.I) else "q"
-        else:
-            unit = "2theta"
-            meta["assumed"] = ("x column is 2θ in degrees (the header names no unit; if it is Q, pass "
-                              "`--q-unit angstrom` or `--q-unit nm` (sdl analyse) or add a header line such as "
-                              "`# q (1/A) I` or `# q (1/nm) I`)")
-    if unit not in ("2theta", "q", "q_nm"):
-        raise AnalysisError(f"x_unit {unit!r} not understood; use '2theta', 'q' (Å⁻¹) or 'q_nm' (nm⁻¹)")
-    x = data[:, 0]
-    arrays: dict[str, np.ndarray] = {"intensity": data[:, 1]}
-    if data.shape[1] >= 3:
-        arrays["sigma"] = data[:, 2]
-    if lam is not None:
-        meta["wavelength_angstrom"] = float(lam)
-    if unit == "2theta":
-        arrays["two_theta_deg"] = x
-        if lam is not None:
-            arrays["q_inv_angstrom"] = 4 * np.pi * np.sin(np.radians(x) / 2) / lam
-    else:
-        q = x / (10.0 if unit == "q_nm" else 1.0)
-        arrays["q_inv_angstrom"] = q
-        if lam is not None:
-            s = q * lam / (4 * np.pi)
-            if np.all(np.abs(s) <= 1):
-                arrays["two_theta_deg"] = np.degrees(2 * np.arcsin(s))
-    return Measurement(technique="pd", arrays=arrays, metadata=meta)
-
 
 # ----- the analyser ----------------------------------------------------------------------------------
 
@@ -611,7 +552,7 @@ class PdMLAnalyser:
             flags.append("ood")
         if low_conf:
             flags.append("low_confidence")
-        from simulators.pd import PHASES
+        from simulators.pd.physics import PHASES
 
         descs = [Descriptor(name="pd.phases", value="+".join(sorted(called)), flags=list(flags),
                             probabilities={p: float(v) for p, v in zip(lib, prob)}, analyser=self.name)]

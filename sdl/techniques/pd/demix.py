@@ -313,7 +313,7 @@ def make_series(n_samples: int = 21, seed: int = 0, *, phases=("CeO2", "ZrO2_tet
     `lattice_span` (Vegard). Returns q (N,), patterns (S, N), true intensity fractions (S, 3),
     true component patterns (3, N; the first at its intensity-weighted mean lattice) and the
     first phase's lattice scale per sample."""
-    from simulators import pd as spd
+    from simulators.pd import physics as spd
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 77]))
     tt = np.arange(10.0, 80.0 + 1e-9, 0.02)

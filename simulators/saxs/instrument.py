@@ -73,9 +73,12 @@ def form_factor_curve(model: str, q, dq=None, **params) -> np.ndarray:
 
 
 class SaxsInstrument:
-    """A pinhole SAXS camera measuring samples made by a simulated world."""
+    """A pinhole SAXS camera measuring any sample that satisfies `SasSample` (simulators.saxs)."""
 
-    name = "saxs"
+    technique = "saxs"
+    # settings a command may set, with the accepted range (the camera's hard limits)
+    COMMAND_SETTINGS = {"q_min_inv_angstrom": (1e-4, 10.0), "q_max_inv_angstrom": (1e-4, 10.0),
+                        "n_points": (10, 100_000), "dq_over_q": (0.0, 1.0), "exposure_s": (1e-3, 86_400.0)}
 
     def __init__(
         self,
@@ -128,7 +131,7 @@ class SaxsInstrument:
         return np.asarray(dm(**pars), dtype=float)
 
     def measure(self, sample, rng: np.random.Generator | None = None) -> dict[str, Any]:
-        """One exposure of `sample` (a simulators.nanoparticles.Sample, or anything with `shape`
+        """One exposure of `sample` (a simulators.worlds.nanoparticles.Sample, or anything with `shape`
         and `model_params`). Without `rng` the noise is seeded by the instrument seed and the
         sample id. Returns {"arrays": {q_inv_angstrom, intensity, sigma, dq_inv_angstrom},
         "metadata": {...}}; intensity and sigma in cm^-1."""
@@ -184,4 +187,5 @@ def _shape_and_params(sample) -> tuple[str, dict[str, Any]]:
         pass
     if isinstance(sample, dict) and "shape" in sample and "model_params" in sample:
         return str(sample["shape"]), dict(sample["model_params"])
-    raise TypeError("sample must have `shape` (a sasmodels model name) and `model_params` (dict)")
+    raise TypeError("sample must satisfy simulators.saxs.SasSample: `shape` (a sasmodels model name) and "
+                    "`model_params` (dict)")

@@ -1,9 +1,9 @@
-"""Train the SAS ML analyser (sdl.analysis.sas_ml) on simulated curves.
+"""Train the SAS ML analyser (sdl.techniques.saxs.ml) on simulated curves.
 
-    python -m sdl.analysis.sas_train --n-per-class 3000 --seed 0 --out sdl/analysis/weights/sas_ml.pt
+    python -m sdl.techniques.saxs.train --n-per-class 3000 --seed 0 --out sdl/techniques/saxs/weights/saxs_ml.pt
     sdl train saxs --n-per-class 3000 --seed 0 --out my_weights.pt
 
-Steps: simulate `n-per-class` sasmodels curves per class (simulators.sas_dataset, training
+Steps: simulate `n-per-class` sasmodels curves per class (simulators.saxs.dataset, training
 instrument settings), each measured `--variants` times with independent artefacts; hold out
 `--val-frac` of the physical curves; train the CNN (cross-entropy + Gaussian NLL of the size
 heads); temperature-scale the probabilities and rescale the predicted sds on the validation
@@ -24,9 +24,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdl.analysis.sas_ml import (
+from sdl.techniques.saxs.ml import (
     APPLIES, CLASSES, TARGETS, WEIGHTS, SasModel, build_net, encode_targets, represent_batch,
 )
+
+
+DESCRIPTION = __doc__.split("\n\n")[0]
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
@@ -51,7 +54,7 @@ def applicable_mask(labels: np.ndarray) -> np.ndarray:
 def simulate(n_per_class: int, seed: int, split: str, variants: int, progress: bool = True) -> dict[str, Any]:
     from tqdm import tqdm
 
-    from simulators import sas_dataset as D
+    from simulators.saxs import dataset as D
 
     with tqdm(total=n_per_class * len(D.CLASSES), desc=f"simulating {split} curves", unit="curve",
               disable=not progress, mininterval=1.0) as bar:
@@ -207,8 +210,8 @@ def _raw_with_emb(model: SasModel, x: np.ndarray, batch: int = 1024) -> dict[str
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="sdl train saxs", description=__doc__.split("\n\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of `sdl train saxs` (and `python -m sdl.techniques.saxs.train`)."""
     ap.add_argument("--n-per-class", type=int, default=3000, help="physical curves per class (default 3000)")
     ap.add_argument("--variants", type=int, default=2, help="independent measurements of each curve (default 2)")
     ap.add_argument("--seed", type=int, default=0)
@@ -224,7 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--cache", type=Path, default=None, help="folder to keep/reuse the represented training curves (npz)")
-    args = ap.parse_args(list(argv) if argv is not None else None)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sdl.techniques.saxs.train", description=DESCRIPTION)
+    add_arguments(ap)
+    return run(ap.parse_args(list(argv) if argv is not None else None))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Simulate, train, calibrate and write the weights."""
     import torch
 
     torch.set_num_threads(max(1, args.threads))

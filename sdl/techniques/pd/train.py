@@ -1,8 +1,8 @@
 """Training data and training loop of the powder-diffraction analyser (`pd_ml`).
 
-    python -m sdl.analysis.pd_train --n 24000 --seed 0 --out sdl/analysis/weights
+    python -m sdl.techniques.pd.train --n 24000 --seed 0 --out sdl/techniques/pd/weights
 
-Patterns are simulated with `simulators.pd` (Dans_Diffraction reflection lists, numpy profiles)
+Patterns are simulated with `simulators.pd.physics` (Dans_Diffraction reflection lists, numpy profiles)
 directly at the 2θ values of the analyser's fixed Q grid for the chosen wavelength, so training
 sees exactly what the analyser's preprocessing produces from a measured scan.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from sdl.analysis.pd_ml import (
+from sdl.techniques.pd.ml import (
     LATTICE_RANGES,
     LIBRARY,
     N_CHANNELS,
@@ -81,6 +81,9 @@ class Spec:
     hump: float
     counts_max: float
     two_theta_range: tuple[float, float]
+
+
+DESCRIPTION = "Train the powder-diffraction analyser pd_ml (phase identification + parameters) on simulated patterns."
 
 
 def _fractions(rng, k):
@@ -139,14 +142,14 @@ def random_spec(rng: np.random.Generator, regime: str = "train", n_phases: int |
 
 
 def _tt(q, lam):
-    from simulators.pd import q_to_two_theta
+    from simulators.pd.physics import q_to_two_theta
 
     return q_to_two_theta(q, lam)
 
 
 def simulate_spec(spec: Spec, two_theta: np.ndarray, rng: np.random.Generator, noise: bool = True):
     """(intensity, sigma, per-phase noiseless patterns (P, N) scaled as in the sum, background)."""
-    from simulators import pd as spd
+    from simulators.pd import physics as spd
 
     comps = [spd.PhaseComponent(p, f, s, L, spec.strain, po)
              for p, f, s, L, po in zip(spec.phases, spec.fractions, spec.lattice_scales, spec.sizes_nm, spec.po)]
@@ -263,16 +266,24 @@ def train(data: dict[str, np.ndarray], epochs: int = 12, seed: int = 0, batch_si
     return model
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sdl.analysis.pd_train",
-                                 description="Train the powder-diffraction analyser (phase ID + parameters).")
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of `sdl train pd` (and `python -m sdl.techniques.pd.train`)."""
     ap.add_argument("--n", type=int, default=24000, help="training patterns (default 24000)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="directory for pd_ml.pt and pd_ml.json")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sdl.techniques.pd.train", description=DESCRIPTION)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Simulate, train, calibrate the OOD threshold and write the weights."""
     import torch
 
     torch.set_num_threads(max(1, args.threads))
@@ -286,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     t2 = time.time()
     # calibrate the OOD energy threshold on fresh in-library training-regime patterns
     val = make_dataset(max(64, min(2000, args.n // 8)), args.seed + 1000, "train", progress=False)
-    from sdl.analysis.pd_ml import energy_score
+    from sdl.techniques.pd.ml import energy_score
 
     with torch.no_grad():
         logits = model(torch.from_numpy(val["X"]))["logits"].numpy()
@@ -301,15 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         "energy_threshold_p99": float(np.quantile(e, 0.99)),
         "simulate_s": round(t1 - t0, 1),
         "train_s": round(t2 - t1, 1),
-        "command": f"python -m sdl.analysis.pd_train --n {args.n} --seed {args.seed} --epochs {args.epochs}",
+        "command": f"python -m sdl.techniques.pd.train --n {args.n} --seed {args.seed} --epochs {args.epochs}",
     }
     path = save_model(model, meta, args.out)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); simulate {t1 - t0:.0f} s, train {t2 - t1:.0f} s")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 STEP_DEG = {1.5406: 0.02, 1.7890: 0.02, 0.7093: 0.01, 0.1665: 0.003}
@@ -328,3 +336,7 @@ def measurement_from_spec(spec: Spec, rng: np.random.Generator):
     md = {"wavelength_angstrom": spec.wavelength, "caglioti_uvw_deg2": list(spec.caglioti),
           "polarisation": spec.polarisation}
     return Measurement(technique="pd", arrays={"two_theta_deg": tt, "intensity": inten, "sigma": sig}, metadata=md)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

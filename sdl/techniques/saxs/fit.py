@@ -31,7 +31,8 @@ import numpy as np
 
 from sdl.analysis.base import AnalysisResult, Descriptor
 from sdl.errors import AnalysisError
-from sdl.measurement import Measurement, analysed_with_q_check
+from sdl.measurement import Measurement
+from sdl.techniques.saxs.reader import analysed_with_q_check
 
 __all__ = ["SaxsFitAnalyser", "guinier", "CANDIDATE_MODELS"]
 
@@ -40,8 +41,8 @@ MIN_POINTS = 20
 
 
 def _direct_model(name: str, q: np.ndarray, dq: np.ndarray | None):
-    """A sasmodels DirectModel; compiled kernels are loaded once per process (simulators.saxs)."""
-    from simulators.saxs import make_direct_model
+    """A sasmodels DirectModel; compiled kernels are loaded once per process (simulators.saxs.instrument)."""
+    from simulators.saxs.instrument import make_direct_model
 
     return make_direct_model(name, q, dq if dq is not None and np.any(dq > 0) else None)
 
@@ -489,7 +490,7 @@ class SaxsFitAnalyser:
 
     def analyse(self, measurement: Measurement) -> AnalysisResult:
         """Descriptors of one curve; an implausible q range flags them all, as in saxs_ml
-        (`sdl.measurement.check_sas_q_range`: `q_unit_suspect` when no q unit was given)."""
+        (`sdl.techniques.saxs.reader.check_sas_q_range`: `q_unit_suspect` when no q unit was given)."""
         if measurement.technique not in ("saxs", "sans", "sas"):
             raise AnalysisError(f"saxs_fit analyses SAXS/SANS measurements; got technique {measurement.technique!r}")
         return analysed_with_q_check(self._analyse, measurement)

@@ -2,7 +2,7 @@
 
 Peak positions and structure factors come from Dans_Diffraction (X-ray form factors of
 Waasmaier & Kirfel, isotropic Debye-Waller factors). The structures are built in code from the
-lattice, the space group and the Wyckoff positions (`PHASES`, sources in `simulators.phases`).
+lattice, the space group and the Wyckoff positions (`PHASES`, sources in `simulators.pd.phases`).
 Each phase's reflection list (hkl, d, |F|²·multiplicity) is computed once per process and cached
 (and memoised on disk next to this file, keyed by a hash of the structure, so that worker
 processes and test runs skip the structure-factor sums).
@@ -139,7 +139,7 @@ PHASES: dict[str, PhaseDef] = {
 }
 
 # Phases NOT in the analyser's library (out-of-distribution tests; Ce2O3 is what CeO2 turns into
-# under hydrogen at high temperature in simulators.oxides).
+# under hydrogen at high temperature in simulators.worlds.oxides).
 EXTRA_PHASES: dict[str, PhaseDef] = {
     p.name: p
     for p in [
