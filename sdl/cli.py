@@ -113,13 +113,12 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
     sc.set_defaults(func=cmd_schema)
 
-    a = sub.add_parser("analyse", aliases=["analyze"], help="analyse measured data files (no campaign needed)")
-    a.add_argument("technique", help="e.g. saxs")
-    a.add_argument("path", help="a data file or a folder of them")
-    a.add_argument("--analyser", help="analyser name (default: the technique's default)")
-    a.add_argument("--q-unit", choices=["angstrom", "nm"], help="q unit when the file header does not say")
-    a.add_argument("--json", action="store_true", help="one JSON record per file")
-    a.set_defaults(func=cmd_analyse)
+    a = sub.add_parser("analyse", aliases=["analyze"], add_help=False,
+                       help="analyse measured data files (no campaign needed); `sdl analyse TECHNIQUE --help`")
+    a.add_argument("technique", nargs="?", help="a registered technique (`sdl analyse --help` lists them)")
+    a.add_argument("rest", nargs=argparse.REMAINDER)
+    a.add_argument("-h", "--help", action="store_true", dest="show_help", help="list the techniques")
+    a.set_defaults(func=cmd_analyse, parser=a)
 
     d = sub.add_parser("drivers", help="simulated-lab drivers as a separate process")
     dsub = d.add_subparsers(metavar="ACTION")
@@ -133,10 +132,12 @@ def _parser() -> argparse.ArgumentParser:
     dl = dsub.add_parser("list", help="simulated labs available")
     dl.set_defaults(func=cmd_drivers_list)
 
-    t = sub.add_parser("train", help="train a technique's ML analysers (e.g. `sdl train saxs --help`)")
-    t.add_argument("technique")
+    t = sub.add_parser("train", add_help=False,
+                       help="train a technique's ML analyser (`sdl train TECHNIQUE --help` shows its options)")
+    t.add_argument("technique", nargs="?", help="a registered technique")
     t.add_argument("rest", nargs=argparse.REMAINDER)
-    t.set_defaults(func=cmd_train)
+    t.add_argument("-h", "--help", action="store_true", dest="show_help", help="list the techniques")
+    t.set_defaults(func=cmd_train, parser=t)
     return p
 
 
@@ -425,37 +426,65 @@ def cmd_schema(args: argparse.Namespace) -> int:
 # ----- analysis, drivers, training ---------------------------------------------------------------------
 
 
+def _technique_or_help(args: argparse.Namespace, what: str):
+    """The declaration of the technique named on the command line; without one (or with --help in
+    its place), the known techniques are printed and None returned."""
+    from sdl import analysis
+
+    if args.technique is None or args.show_help:
+        args.parser.print_usage()
+        print(f"\n{what} one technique's files; its own options: sdl {args.parser.prog.split()[-1]} TECHNIQUE --help")
+        for name, t in sorted(analysis.techniques().items()):
+            print(f"  {name:8s} {t.title}")
+        return None
+    return analysis.technique(args.technique)
+
+
+def analyse_parser(technique) -> argparse.ArgumentParser:
+    """`sdl analyse <technique>`'s options, generated from the technique's declaration."""
+    p = argparse.ArgumentParser(prog=f"sdl analyse {technique.name}",
+                                description=f"Analyse {technique.title} files with the {technique.name} analysers.")
+    p.add_argument("path", help=f"a data file or a folder of them ({', '.join(technique.suffixes)})")
+    p.add_argument("--analyser", choices=list(technique.analysers),
+                   help=f"analyser (default: {next(iter(technique.analysers), '-')})")
+    p.add_argument("--json", action="store_true", help="one JSON record per file")
+    for o in technique.options:
+        p.add_argument(o.flag, dest=o.name, type=o.type, choices=o.choices, metavar=o.metavar, help=o.help)
+    p.epilog = "readers: " + "; ".join(r.description for r in technique.readers)
+    return p
+
+
 def cmd_analyse(args: argparse.Namespace) -> int:
     from sdl import analysis
     from sdl.errors import AnalysisError
-    from sdl.measurement import PLAIN_SUFFIXES
     from sdl.outcome import Shown
 
-    if args.technique not in analysis.READERS:
-        raise AnalysisError(f"no file reader for technique {args.technique!r}; known: {sorted(analysis.READERS)}")
-    reader = analysis.load(analysis.READERS[args.technique])
-    path = Path(args.path)
+    technique = _technique_or_help(args, "analyse")
+    if technique is None:
+        return 0 if args.show_help else 2
+    opts = analyse_parser(technique).parse_args(args.rest)
+    path = Path(opts.path)
     if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in PLAIN_SUFFIXES)
+        files = sorted(f for f in path.iterdir() if any(r.accepts(f) for r in technique.readers))
         if not files:
-            raise AnalysisError(f"no data files ({', '.join(sorted(PLAIN_SUFFIXES))}) in {path}")
+            raise AnalysisError(f"no data files ({', '.join(technique.suffixes)}) in {path}")
     elif path.exists():
         files = [path]
     else:
         raise AnalysisError(f"no such file or folder: {path}")
-    analyser = analysis.get(args.technique, args.analyser)
-    options = {"q_unit": args.q_unit} if args.q_unit else {}
+    analyser = analysis.get(technique.name, opts.analyser)
+    options = {o.name: getattr(opts, o.name) for o in technique.options}
     failures = 0
     for f in files:
         try:
-            result = analyser.analyse(reader(f, **options))
+            result = analyser.analyse(technique.read(f, **options))
             record = {"file": str(f), "analyser": result.analyser,
                       "descriptors": {d.name: d.model_dump(exclude={"name"}, exclude_none=True) for d in result.descriptors},
                       "info": result.info}
         except AnalysisError as exc:
             failures += 1
             record = {"file": str(f), "error": str(exc)}
-        if args.json:
+        if opts.json:
             print(json.dumps(record, default=str))
         elif "error" in record:
             print(f"{f}: error: {record['error']}")
@@ -492,12 +521,29 @@ def cmd_drivers_list(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from sdl import analysis
+    """`sdl train TECHNIQUE [--trainer NAME] ...`: the trainer module's own options."""
+    import importlib
+
     from sdl.errors import AnalysisError
 
-    if args.technique not in analysis.TRAINERS:
-        raise AnalysisError(f"no trainer for technique {args.technique!r}; known: {sorted(analysis.TRAINERS)}")
-    return int(analysis.load(analysis.TRAINERS[args.technique])(args.rest) or 0)
+    technique = _technique_or_help(args, "train")
+    if technique is None:
+        return 0 if args.show_help else 2
+    if not technique.trainers:
+        raise AnalysisError(f"technique {technique.name!r} declares no trainer")
+    rest = list(args.rest)
+    name = next(iter(technique.trainers))
+    if rest[:1] == ["--trainer"] and len(rest) > 1:
+        name, rest = rest[1], rest[2:]
+    if name not in technique.trainers:
+        raise AnalysisError(f"--trainer {name}: technique {technique.name!r} has trainers {list(technique.trainers)}")
+    trainer = technique.trainers[name]
+    module = importlib.import_module(trainer.module)
+    p = argparse.ArgumentParser(prog=f"sdl train {technique.name}",
+                                description=f"Train {name}: {trainer.description}.",
+                                epilog=f"trainers: {', '.join(technique.trainers)} (choose with --trainer NAME first)")
+    module.add_arguments(p)
+    return int(module.run(p.parse_args(rest)) or 0)
 
 
 if __name__ == "__main__":
