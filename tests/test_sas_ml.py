@@ -149,9 +149,13 @@ def test_q_in_wrong_unit_raises(analyser):
 def test_registry_default_and_trainer():
     import sdl.analysis as reg
 
-    assert reg.BUILTIN["saxs"] and next(iter(reg.BUILTIN["saxs"])) == "saxs_ml"
-    assert reg.load(reg.BUILTIN["saxs"]["saxs_ml"]) is SaxsMLAnalyser
-    assert reg.TRAINERS["saxs"] == "sdl.techniques.saxs.train:main"
+    saxs = reg.technique("saxs")  # found through the sdl.techniques entry point
+    assert list(saxs.analysers) == ["saxs_ml", "saxs_fit"]
+    assert reg.load(saxs.analysers["saxs_ml"]) is SaxsMLAnalyser
+    assert type(reg.get("saxs")) is SaxsMLAnalyser
+    assert next(iter(saxs.trainers.values())).module == "sdl.techniques.saxs.train"
+    assert saxs.descriptor("saxs.radius_nm").unit == "nm"
+    assert reg.technique("pd").descriptor("pd.fraction.CeO2").unit == "wt fraction"
 
 
 def test_dataset_is_reproducible_and_labels_unambiguous():

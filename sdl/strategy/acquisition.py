@@ -29,6 +29,7 @@ from ax.adapter.transforms.one_hot import OH_PARAM_INFIX
 from ax.generators.torch.botorch_modular.acquisition import Acquisition as AxAcquisition
 
 from sdl.config import Campaign, FloatParameter
+from sdl.strategy.objectives import acquisition_kind
 
 MC_SAMPLES = 128  # quasi-MC samples of the improvement acquisitions (BoTorch's default: 512)
 MAX_ENUMERATED_CHOICES = 12  # more value combinations than this: Ax's relaxation instead
@@ -149,8 +150,6 @@ class Acquisition:
 
 def acquisition_for(campaign: Campaign) -> Acquisition:
     """The acquisition for a campaign's objectives (module docstring's table)."""
-    from sdl.strategy import acquisition_kind
-
     kind = acquisition_kind(campaign)
     if kind == "map":
         # it fantasises an observation at every candidate: a smaller optimiser budget than Ax's

@@ -170,3 +170,21 @@ def _numeric(d: Descriptor) -> float:
     if not math.isfinite(x):
         raise AnalysisError(f"descriptor {d.name!r} is not finite ({x})")
     return x
+
+
+ACQUISITIONS = {  # kind -> what it is, for people (docs/strategy.md)
+    "improvement": "log noisy expected improvement (qLogNEI)",
+    "hypervolume": "log noisy expected hypervolume improvement (qLogNEHVI)",
+    "map": "integrated posterior variance (qNegIntegratedPosteriorVariance)",
+    "cost": "log noisy expected improvement per unit cost (CostWeightedLogNEI)",
+}
+
+
+def acquisition_kind(campaign) -> str:
+    """Which acquisition a `bayesian` campaign's objectives call for (a key of ACQUISITIONS);
+    torch-free, so `sdl validate` can say it."""
+    if any(o.goal == "map" for o in campaign.objectives):
+        return "map"
+    if len(campaign.objectives) > 1:
+        return "hypervolume"
+    return "cost" if campaign.strategy.cost else "improvement"
