@@ -5,7 +5,7 @@ linear spacing) and counting/resolution/background levels that training never sa
 
     python benchmarks/sas_ml.py [--n-per-class 750] [--refine-per-class 20] [--seed 20261124]
 
-Prints, and writes to benchmarks/results/sas_ml.txt: shape-model accuracy (SCAN's 97.3 % beside
+Prints, and writes to benchmarks/results/saxs_ml.txt: shape-model accuracy (SCAN's 97.3 % beside
 it), confusion matrix, size errors before/after refinement, polydispersity MAE, expected
 calibration error, uncertainty coverage, OOD detection at the stated false-alarm rate, batched
 inference throughput and refinement time per curve.
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=20261124)
     ap.add_argument("--weights", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sas_ml.txt")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "saxs_ml.txt")
     args = ap.parse_args(argv)
 
     import torch
