@@ -153,6 +153,9 @@ def test_world_is_deterministic_and_hides_truth():
     assert a.truth == b.truth
     assert a.truth != c.truth
     assert "truth" not in a.to_dict() and "phases" not in a.to_dict()
+    from simulators.pd import PdSample
+
+    assert isinstance(a, PdSample)  # the oxide world offers powder diffraction by satisfying the Protocol
     inst = PdInstrument()
     m1, m2 = inst.measure(a), inst.measure(b)
     assert np.array_equal(m1["arrays"]["intensity"], m2["arrays"]["intensity"])

@@ -147,6 +147,14 @@ def test_world_is_deterministic_per_seed_and_sample_id():
     assert s3.truth["radius_nm"] == pytest.approx(s1.truth["radius_nm"], rel=0.15)
 
 
+def test_nanoparticle_samples_satisfy_the_saxs_sample_contract():
+    from simulators.saxs import SasSample
+
+    sample = NanoparticleWorld(seed=7).synthesize(CITRATE_SPHERES, "S-001")
+    assert isinstance(sample, SasSample)  # the world offers SAXS by satisfying the Protocol
+    assert SaxsInstrument.technique == "saxs" and "exposure_s" in SaxsInstrument.COMMAND_SETTINGS
+
+
 def test_all_regimes_reachable():
     world = NanoparticleWorld(seed=0)
     recipes = {
