@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 from printout import Printout  # noqa: E402
 
 from sdl.config import load_campaign  # noqa: E402
-from sdl.orchestrator import run_campaign  # noqa: E402
+from sdl.runner import run_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
 from sdl.transport import EmbeddedBroker  # noqa: E402
 

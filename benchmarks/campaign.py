@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from printout import Printout  # noqa: E402
 
 from sdl.config import load_campaign  # noqa: E402
-from sdl.orchestrator import Summary, run_campaign  # noqa: E402
+from sdl.runner import Summary, run_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
 from sdl.timeline import instrument_timeline  # noqa: E402
 from sdl.transport import EmbeddedBroker  # noqa: E402

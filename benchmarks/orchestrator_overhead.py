@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sdl.config import load_campaign  # noqa: E402
-from sdl.orchestrator import run_campaign  # noqa: E402
+from sdl.runner import run_campaign  # noqa: E402
 from sdl.store import Store  # noqa: E402
 
 

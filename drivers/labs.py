@@ -1,16 +1,12 @@
-"""Simulated labs: a factory per world (entry-point group `sdl.labs`) and `run_lab` to serve one
-as its own process (`sdl drivers start --lab NAME`)."""
+"""Simulated labs: a factory per world, each named by an entry point of the group `sdl.labs` (pyproject.toml).
+
+sdl finds them only through those entry points: `sdl run` starts the campaign's `lab.world` in its
+own process and `sdl drivers start --lab NAME` serves one as a process of its own (sdl.runner.lab).
+"""
 
 from __future__ import annotations
 
-import logging
-import signal
-import threading
-from typing import Callable
-
 from drivers.base import Driver
-
-log = logging.getLogger("sdl.drivers")
 
 
 def nanoparticles(lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0) -> list[Driver]:
@@ -49,36 +45,3 @@ def nanoparticles_two_saxs(lab: str, broker_url: str, *, seed: int = 0, time_sca
             SimulatedInstrument("saxs", SaxsInstrument, world, lab, broker_url, seed=seed, time_scale=time_scale),
             SimulatedInstrument("saxs_lab", SaxsInstrument, world, lab, broker_url, seed=seed + 1,
                                 time_scale=time_scale, time_factor=2.5)]
-
-
-FACTORIES: dict[str, Callable[..., list[Driver]]] = {"nanoparticles": nanoparticles, "oxides": oxides,
-                                                     "nanoparticles_two_saxs": nanoparticles_two_saxs}
-
-
-def run_lab(name: str, lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0,
-            stop: threading.Event | None = None) -> None:
-    """Start a simulated lab's drivers and serve until SIGINT/SIGTERM (or `stop` is set), then stop
-    them cleanly: each publishes its retained "offline" status and disconnects."""
-    from sdl.errors import ConfigError
-
-    if name not in FACTORIES:
-        raise ConfigError(f"unknown simulated lab {name!r}; known: {sorted(FACTORIES)}")
-    drivers = FACTORIES[name](lab, broker_url, seed=seed, time_scale=time_scale)
-    stop = stop or threading.Event()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda *_: stop.set())
-    started: list[Driver] = []
-    try:
-        for d in drivers:
-            d.start()
-            started.append(d)
-        log.info("lab %r serving %s on %s", lab, [d.instrument for d in drivers], broker_url)
-        while not stop.wait(0.5):  # a timed wait lets the signal handler run promptly
-            pass
-    finally:
-        for d in reversed(started):
-            d.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -4,7 +4,7 @@ read a typed `Result` (DataFrames of trials and descriptors).
 `Campaign` is the Pydantic model a campaign YAML file loads into (`sdl.config.Campaign`, with the
 same child models and validators), so a campaign written in Python is checked exactly like a file,
 and a bad one raises `sdl.errors.ConfigError` naming the field, as `sdl validate` does. `run` and
-`resume` drive the same loop as `sdl run`/`sdl resume` (`sdl.orchestrator.run_campaign`) and read
+`resume` drive the same loop as `sdl run`/`sdl resume` (`sdl.runner.run_campaign`) and read
 the result back from the store, so what a notebook sees is what `sdl status` shows.
 
 Importing this module is light (pydantic, yaml); Ax, torch, sasmodels and pandas are imported
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +28,7 @@ from sdl.errors import ConfigError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from sdl.orchestrator import Reporter, Summary
+    from sdl.runner import Subscriber, Summary
     from sdl.store import Store
 
 __all__ = ["Campaign", "DescriptorValue", "Result", "Trial", "load_campaign", "resume", "run"]
@@ -215,7 +215,7 @@ class Result:
     pareto_front: tuple[int, ...] | None
     """Indices of the non-dominated trials (two or more maximize/minimize objectives), else None."""
     summary: "Summary | None"
-    """The orchestrator's Summary of this run (counts, timings in s, makespan, instrument
+    """The loop's Summary of this run (sdl.runner.Summary: counts, timings in s, makespan, instrument
     utilisation); None from `Result.load` or when a finished campaign was resumed with nothing to do."""
     record: dict[str, Any] = field(repr=False)
     """`sdl status --json`'s record (plain JSON types), for anything not typed here."""
@@ -325,36 +325,6 @@ def _read(store: "Store", campaign_id: str, summary: "Summary | None") -> Result
 # ----- running -------------------------------------------------------------------------------------------
 
 
-class _Progress:
-    """A tqdm bar over the experiment budget (a widget in Jupyter), with the lowest score so far;
-    the loop's warnings and messages are printed above it."""
-
-    def __init__(self) -> None:
-        self.bar: Any = None
-        self.best: float | None = None
-
-    def started(self, campaign_id: str, campaign: config.Campaign, done: int) -> None:
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=campaign.budget.max_experiments, initial=done, unit="exp", desc=campaign.name)
-
-    def trial_finished(self, trial: Any, evaluation: Any, descriptors: Any) -> None:
-        if trial.score is not None and (self.best is None or trial.score < self.best):
-            self.best = trial.score
-        if self.bar is not None:
-            if self.best is not None:
-                self.bar.set_postfix(lowest_score=f"{self.best:.3g}", refresh=False)
-            self.bar.update(1)
-
-    def message(self, level: str, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(f"{level}: {text}")
-
-    def finished(self, summary: Any) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _budget(budget: int | Mapping[str, Any] | None) -> dict[str, Any]:
     if budget is None:
         return {}
@@ -364,15 +334,21 @@ def _budget(budget: int | Mapping[str, Any] | None) -> dict[str, Any]:
     return {"budget": {"max_experiments": budget} if isinstance(budget, int) else dict(budget)}
 
 
-def _reporter(progress: bool, reporter: "Reporter | None") -> "Reporter | None":
-    if reporter is not None and progress:
-        raise ConfigError("give either progress=True or a reporter, not both")
-    return reporter or (_Progress() if progress else None)
+def _subscribers(progress: bool, subscribers: "Iterable[Subscriber]") -> "list[Subscriber]":
+    subscribers = list(subscribers)
+    for fn in subscribers:
+        if not callable(fn):
+            raise ConfigError(f"subscribers: each is a callable taking one event (sdl.runner.events), got {fn!r}")
+    if progress:
+        from sdl.runner.console import ProgressBar
+
+        subscribers.insert(0, ProgressBar())
+    return subscribers
 
 
 def run(campaign: config.Campaign | str | Path, *, seed: int | None = None,
         budget: int | Mapping[str, Any] | None = None, store: str | None = None,
-        resume: bool | str | None = None, progress: bool = False, reporter: "Reporter | None" = None) -> Result:
+        resume: bool | str | None = None, progress: bool = False, subscribers: "Iterable[Subscriber]" = ()) -> Result:
     """Run a campaign to its end and return what was stored.
 
     Like `sdl run`: without `broker` in the campaign an embedded MQTT broker is started, and with
@@ -386,7 +362,9 @@ def run(campaign: config.Campaign | str | Path, *, seed: int | None = None,
     resume: continue a stopped or crashed campaign instead of starting one: its id, or True for
         the latest campaign with this campaign's name in the store (see `resume`).
     progress: show a progress bar (tqdm) and the loop's messages.
-    reporter: an sdl.orchestrator.Reporter to receive each trial as it finishes, instead.
+    subscribers: callables that receive every event of the loop as it happens (sdl.runner.events:
+        TrialProposed, CommandSent, MeasurementReceived, Told, TrialFailed, Finished, ...), after
+        the store has it; e.g. ``seen = []; run(c, subscribers=[seen.append])``.
 
     A campaign that stopped early (an instrument offline) is returned with status "stopped" and a
     RuntimeWarning. Raises ConfigError (a bad campaign or option, unknown lab world), StoreError (the
@@ -402,7 +380,7 @@ def run(campaign: config.Campaign | str | Path, *, seed: int | None = None,
         if seed is not None:
             raise ConfigError("seed: a resumed campaign keeps its seed (its strategy state is restored from the store)")
         ref = campaign.name if resume is True else str(resume)
-        return _resume(ref, store=store or campaign.store, budget=budget, reporter=_reporter(progress, reporter),
+        return _resume(ref, store=store or campaign.store, budget=budget, subscribers=_subscribers(progress, subscribers),
                        name=campaign.name)
     overrides: dict[str, Any] = {**_budget(budget)}
     if seed is not None:
@@ -411,11 +389,11 @@ def run(campaign: config.Campaign | str | Path, *, seed: int | None = None,
         overrides["store"] = store
     if overrides or not isinstance(campaign, Campaign):
         campaign = Campaign._build(_merge(campaign.model_dump(mode="json"), overrides), f"run({_names(overrides)})")
-    return _run(campaign, None, store_url=campaign.store, reporter=_reporter(progress, reporter))
+    return _run(campaign, None, store_url=campaign.store, subscribers=_subscribers(progress, subscribers))
 
 
 def resume(campaign: str | None = None, *, store: str = DEFAULT_STORE, budget: int | Mapping[str, Any] | None = None,
-           progress: bool = False, reporter: "Reporter | None" = None) -> Result:
+           progress: bool = False, subscribers: "Iterable[Subscriber]" = ()) -> Result:
     """Continue a stopped or crashed campaign from the store, without repeating or losing a trial
     (like `sdl resume`), with the configuration it was started with.
 
@@ -423,15 +401,15 @@ def resume(campaign: str | None = None, *, store: str = DEFAULT_STORE, budget: i
     store: the store URL it is in.
     budget: raise the experiment budget (int), or change budget fields (dict), e.g. to extend a
         finished campaign; a finished campaign resumed without one is returned as stored.
-    progress, reporter: as in `run`.
+    progress, subscribers: as in `run`.
 
     Raises StoreError when the store has no such campaign; otherwise as `run`.
     """
-    return _resume(campaign, store=store, budget=budget, reporter=_reporter(progress, reporter), name=None)
+    return _resume(campaign, store=store, budget=budget, subscribers=_subscribers(progress, subscribers), name=None)
 
 
-def _resume(ref: str | None, *, store: str, budget: int | Mapping[str, Any] | None, reporter: "Reporter | None",
-            name: str | None) -> Result:
+def _resume(ref: str | None, *, store: str, budget: int | Mapping[str, Any] | None,
+            subscribers: "list[Subscriber]", name: str | None) -> Result:
     """resume(); with `name`, the campaign found must have that name (run(campaign, resume=...))."""
     from sdl.store import Store
 
@@ -447,17 +425,17 @@ def _resume(ref: str | None, *, store: str, budget: int | Mapping[str, Any] | No
         updated = stored.replace(**_budget(budget)) if budget is not None else stored
     finally:
         st.close()
-    return _run(updated, row.id, store_url=store, reporter=reporter)
+    return _run(updated, row.id, store_url=store, subscribers=subscribers)
 
 
 def _run(campaign: config.Campaign, campaign_id: str | None, *, store_url: str,
-         reporter: "Reporter | None") -> Result:
-    from sdl.orchestrator import run_campaign
+         subscribers: "list[Subscriber]") -> Result:
+    from sdl.runner import run_campaign
     from sdl.store import Store
 
     st = Store(store_url)
     try:
-        summary = run_campaign(campaign, store=st, campaign_id=campaign_id, reporter=reporter)
+        summary = run_campaign(campaign, store=st, campaign_id=campaign_id, subscribers=subscribers)
         result = _read(st, summary.campaign_id, summary)
     finally:
         st.close()

@@ -209,87 +209,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _run(campaign, campaign_id: str | None, quiet: bool, store=None, world_hint: str | None = None) -> int:
-    from sdl.orchestrator import run_campaign
+    from sdl.runner import run_campaign
+    from sdl.runner.console import ConsoleReporter
     from sdl.store import Store
 
     store = store or Store(campaign.store)
     reporter = ConsoleReporter(quiet=quiet, store_url=store.url)
-    summary = run_campaign(campaign, store=store, campaign_id=campaign_id, reporter=reporter, world_hint=world_hint)
+    summary = run_campaign(campaign, store=store, campaign_id=campaign_id, subscribers=[reporter],
+                           world_hint=world_hint)
     return 0 if summary.status == "finished" else 3
-
-
-class ConsoleReporter:
-    """A progress bar over the experiment budget, three lines per finished trial (parameters; the
-    descriptors the evaluation used; the score and what it met or missed), and the outcome at the end."""
-
-    def __init__(self, quiet: bool = False, store_url: str | None = None):
-        self.quiet = quiet
-        self.store_url = store_url
-        self.bar = None
-
-    def started(self, campaign_id: str, campaign, done: int) -> None:
-        from tqdm import tqdm
-
-        from sdl.outcome import score_legend
-
-        self.campaign = campaign
-        print(f"campaign {campaign_id}: {campaign.description.strip() or campaign.name}")
-        if not self.quiet:
-            print(f"  {score_legend(campaign)}")
-        self.bar = tqdm(total=campaign.budget.max_experiments, initial=done, unit="exp", dynamic_ncols=True,
-                        desc=campaign.name, file=sys.stderr)
-
-    def trial_finished(self, trial, evaluation, descriptors) -> None:
-        from sdl.outcome import chosen, fmt_number, needed, trial_verdict
-
-        if self.bar is not None:
-            self.bar.update(1)
-        if self.quiet:
-            return
-        order = [p.name for p in self.campaign.parameters]
-        given = trial.parameters
-        params = " ".join(f"{k}={fmt_number(given[k])}" for k in [*(n for n in order if n in given),
-                                                                   *(n for n in given if n not in order)])
-        measured = chosen(descriptors)
-        desc = " ".join(measured[n].short() for n in needed(self.campaign) if n in measured)
-        pad = " " * 10
-        if trial.status == "failed":
-            line = f"trial {trial.index:3d} FAILED  {params}\n{pad}{trial.failure}" + (f"\n{pad}{desc}" if desc else "")
-        else:
-            verdict = trial_verdict(self.campaign, measured, status=trial.status, score=trial.score,
-                                    target_met=trial.target_met, failure=trial.failure)
-            if evaluation is not None and evaluation.missing:
-                verdict += f" (not produced: {', '.join(evaluation.missing)})"
-            line = f"trial {trial.index:3d} {params}\n{pad}{desc}\n{pad}-> {verdict}"
-        self._write(line)
-
-    def message(self, level: str, text: str) -> None:
-        self._write(f"{level}: {text}")
-
-    def finished(self, summary) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        t = summary.timings_s
-        print(f"\n{summary.status}: {summary.stop_reason}")
-        print(f"  trials {summary.n_trials} (completed {summary.n_completed}, failed {summary.n_failed})")
-        if summary.outcome is not None:
-            for line in summary.outcome.lines():
-                print(f"  {line}")
-        print("  time: strategy {:.1f} s, analysis {:.1f} s, instruments {:.1f} s".format(
-            t.get("strategy_s", 0), t.get("analysis_s", 0), t.get("instrument_wall_s", 0)))
-        if summary.makespan_s:
-            clock = "simulated" if summary.clock == "instrument" else "wall-clock"
-            busy = ", ".join(f"{k} {u:.0%}" for k, u in sorted(summary.utilisation.items()))
-            span = f"{summary.makespan_s / 3600:.2f} h" if summary.makespan_s >= 3600 else f"{summary.makespan_s:.3g} s"
-            print(f"  makespan {span} ({clock}); instrument utilisation: {busy}")
-        opt = store_option(summary.store_url or self.store_url or DEFAULT_STORE)
-        print(f"  see `sdl status {summary.campaign_id}{opt}`, `sdl report {summary.campaign_id}{opt}`")
-
-    def _write(self, line: str) -> None:
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stdout)
-        else:
-            print(line)
 
 
 # ----- reading a campaign back -------------------------------------------------------------------------
@@ -498,25 +426,22 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 
 def cmd_drivers_start(args: argparse.Namespace) -> int:
-    from importlib.metadata import entry_points
-
     from sdl.errors import ConfigError
+    from sdl.runner.lab import serve, simulated_labs
 
-    eps = {ep.name: ep for ep in entry_points(group="sdl.labs")}
-    if args.lab not in eps:
-        raise ConfigError(f"unknown simulated lab {args.lab!r}; known: {sorted(eps)}")
-    module = eps[args.lab].module
-    run_lab = getattr(__import__(module, fromlist=["run_lab"]), "run_lab")
+    labs = simulated_labs()
+    if args.lab not in labs:
+        raise ConfigError(f"unknown simulated lab {args.lab!r}; known: {sorted(labs)}")
     print(f"serving simulated lab {args.lab!r} as sdl/{args.id}/... on {args.broker} (Ctrl-C stops)")
-    run_lab(args.lab, args.id, args.broker, seed=args.seed, time_scale=args.time_scale)
+    serve(args.lab, args.id, args.broker, seed=args.seed, time_scale=args.time_scale)
     return 0
 
 
 def cmd_drivers_list(args: argparse.Namespace) -> int:
-    from importlib.metadata import entry_points
+    from sdl.runner.lab import simulated_labs
 
-    for ep in entry_points(group="sdl.labs"):
-        print(f"{ep.name}  ({ep.value})")
+    for name, ep in simulated_labs().items():
+        print(f"{name}  ({ep.value})")
     return 0
 
 

@@ -2,9 +2,9 @@
 
 `submit` checks the parameters against the campaign's search space, analyses the measurement file
 with the campaign's analysers (or takes descriptor values the scientist typed in), and queues the
-result in the store. The running orchestrator (or the next `sdl resume`) calls `apply_pending`,
-which attaches each queued experiment to the strategy as a completed trial. Manual trials do not
-count against the experiment budget.
+result in the store. The running loop (or the next `sdl resume`) finds it there (sdl.runner.operator)
+and attaches it to the strategy as a completed trial. Manual trials do not count against the
+experiment budget.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sdl.analysis.chain import analyse_measurements
 from sdl.config import Campaign, ChoiceParameter, FixedParameter
 from sdl.errors import AnalysisError, ConfigError
 from sdl.store import ManualRow, Store, pack_arrays
-from sdl.strategy import Strategy, evaluate
+from sdl.strategy import evaluate
 
 
 def check_parameters(campaign: Campaign, given: dict[str, Any]) -> dict[str, Any]:
@@ -108,19 +108,6 @@ def submit(store: Store, campaign_id: str, campaign: Campaign, parameters: dict[
                                               for s, a, i, c in analyses], default=str),
                     measurement_json=meas_json, arrays=arrays, note=note)
     return store.add_manual_request(row)
-
-
-def apply_pending(store: Store, campaign_id: str, strategy: Strategy) -> list[int]:
-    """Attach every queued manual experiment to the strategy and store it as a completed trial;
-    returns the new trial indices."""
-    added = []
-    for req in store.manual_requests(campaign_id):
-        index = strategy.attach(json.loads(req.parameters_json),
-                                {k: tuple(v) for k, v in json.loads(req.objectives_json).items()})
-        descriptors = [Descriptor.model_validate(d) for d in json.loads(req.descriptors_json)]
-        store.add_manual_trial(req, index, strategy.snapshot(), descriptors)
-        added.append(index)
-    return added
 
 
 def warm_start(store: Store, campaign: Campaign) -> tuple[list[ManualRow], list[str]]:

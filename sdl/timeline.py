@@ -6,6 +6,10 @@ time_scale). The instrument-clock timeline replays the commands in the order the
 a command starts when its instrument is free and when everything the orchestrator had heard back
 at the moment it sent the command had finished, so the orchestrator's own computing counts as
 instantaneous (as it nearly is next to hours of synthesis and measurement).
+
+A function of the stored commands rather than a subscriber of the loop's events: the summary of a
+resumed campaign covers the commands of every run, including those sent before the resume, which
+only the store has.
 """
 
 from __future__ import annotations

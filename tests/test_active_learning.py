@@ -10,7 +10,8 @@ import torch
 
 from sdl.config import load_campaign
 from sdl.errors import ConfigError
-from sdl.orchestrator import Orchestrator, run_campaign
+from sdl.runner import Orchestrator, run_campaign
+from sdl.runner.lab import running_lab
 from sdl.store import Store
 from sdl.strategy.acquisition import CostWeightedLogNEI
 from tests.test_loop import DEMO, campaign, check_consistent
@@ -23,14 +24,8 @@ def _run(c, embedded_broker):
     c = c.model_copy(update={"broker": embedded_broker.url})
     store = Store(c.store)
     orch = Orchestrator(c, store, embedded_broker.url)
-    from sdl.orchestrator import start_simulated_lab
-
-    drivers = start_simulated_lab(c.lab.world, c.lab.id, embedded_broker.url, seed=c.strategy.seed, time_scale=0)
-    try:
+    with running_lab(c.lab.world, c.lab.id, embedded_broker.url, seed=c.strategy.seed, time_scale=0):
         summary = orch.run()
-    finally:
-        for d in drivers:
-            d.stop()
     return summary, store, orch.strategy
 
 

@@ -175,6 +175,8 @@ def test_overrides_and_run_options_raise_config_error():
         sdl.run(c, budget="5")
     with pytest.raises(ConfigError, match="seed: a resumed campaign keeps its seed"):
         sdl.run(c, resume=True, seed=2)
+    with pytest.raises(ConfigError, match="subscribers: each is a callable taking one event"):
+        sdl.run(c, subscribers=["print"])
 
 
 def test_import_sdl_is_light():
@@ -202,8 +204,13 @@ def test_resume_continues_the_stored_campaign(tmp_path):
     again = sdl.run(c, resume=True)  # finished, no larger budget: returned as stored, nothing run
     assert again.campaign_id == first.campaign_id and again.summary is None and len(again.trials) == 2
 
-    more = sdl.resume(first.campaign_id, store=store, budget=3)
+    seen: list = []
+    more = sdl.resume(first.campaign_id, store=store, budget=3, subscribers=[seen.append])
     assert more.campaign_id == first.campaign_id and more.summary is not None
+    kinds = [type(e).__name__ for e in seen]  # a user's subscriber hears the resumed run's events
+    assert kinds[0] == "CampaignStarted" and seen[0].done == 2 and kinds[-1] == "Finished"
+    assert [e.trial.index for e in seen if type(e).__name__ == "Told"] == [2]
+    assert seen[-1].summary is more.summary
     assert list(more.trials["index"]) == [0, 1, 2]
     assert more.trials.iloc[:2]["sample_id"].tolist() == first.trials["sample_id"].tolist()  # not repeated
     assert more.campaign.strategy.seed == 4  # the stored configuration

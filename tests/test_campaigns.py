@@ -11,7 +11,7 @@ import yaml
 from sdl.analysis.base import untrusted
 from sdl.analysis.chain import chain_for
 from sdl.config import load_campaign
-from sdl.orchestrator import run_campaign
+from sdl.runner import run_campaign
 from sdl.store import Store
 
 CAMPAIGNS = Path(__file__).parents[1] / "campaigns"

@@ -125,7 +125,7 @@ def test_status_says_the_outcome_in_words(tmp_path, capsys):
 
 
 def test_per_trial_line_says_which_analyser_gave_which(tmp_path, capsys):
-    from sdl.cli import ConsoleReporter
+    from sdl.runner.console import ConsoleReporter
     from tests.test_outcome import MET, nanoparticle_campaign, stored_campaign
 
     store, cid = stored_campaign(tmp_path, MET)
@@ -140,8 +140,8 @@ def test_per_trial_line_says_which_analyser_gave_which(tmp_path, capsys):
 
 
 def test_end_of_run_hint_names_the_store_only_when_not_the_default(capsys):
-    from sdl.cli import ConsoleReporter
-    from sdl.orchestrator import Summary
+    from sdl.runner import Summary
+    from sdl.runner.console import ConsoleReporter
 
     def hint(url):
         ConsoleReporter().finished(Summary("c-1", "finished", "budget used", 0, 0, 0, None, None, {}, store_url=url))
@@ -161,11 +161,11 @@ def test_cli_default_store_is_the_store_default():
 def test_run_that_fails_before_its_first_trial(tmp_path, capsys, monkeypatch, embedded_broker, lab_id):
     """No driver answers: the campaign is stored as failed with the reason, and the commands
     without a campaign argument pass over it to the latest campaign with trials."""
-    from sdl import orchestrator
+    from sdl.runner import loop
     from tests.test_outcome import MET, stored_campaign
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(orchestrator, "STATUS_WAIT_S", 0.3)
+    monkeypatch.setattr(loop, "STATUS_WAIT_S", 0.3)
     store, earlier = stored_campaign(tmp_path, MET)
     url = store.url
     assert main(["run", str(ROOT / "campaigns" / "nanoparticle_size.yaml"), "--external-lab", "--broker",

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,22 +120,21 @@ def test_malformed_command_gets_bad_command(setup):
 
 
 def test_simulated_lab_rejects_bad_settings_and_recipes(embedded_broker, lab_id):
-    from sdl.orchestrator import start_simulated_lab
+    from sdl.runner.lab import running_lab
 
-    drivers = start_simulated_lab("nanoparticles", lab_id, embedded_broker.url, seed=0, time_scale=0)
-    client = MqttClient(embedded_broker.url).connect()
-    replies: queue.Queue = queue.Queue()
-    client.subscribe(topic(lab_id, "+", "reply"), lambda t, p: replies.put(Envelope.from_bytes(p)))
-    time.sleep(0.2)
+    with running_lab("nanoparticles", lab_id, embedded_broker.url, seed=0, time_scale=0), \
+            MqttClient(embedded_broker.url) as client:
+        replies: queue.Queue = queue.Queue()
+        client.subscribe(topic(lab_id, "+", "reply"), lambda t, p: replies.put(Envelope.from_bytes(p)))
+        time.sleep(0.2)
 
-    def ask(instrument, env):
-        client.publish(topic(lab_id, instrument, "cmd"), env.to_bytes(), wait=True)
-        while True:
-            r = replies.get(timeout=10)
-            if r.correlation_id == env.correlation_id and r.kind in ("result", "error"):
-                return r
+        def ask(instrument, env):
+            client.publish(topic(lab_id, instrument, "cmd"), env.to_bytes(), wait=True)
+            while True:
+                r = replies.get(timeout=10)
+                if r.correlation_id == env.correlation_id and r.kind in ("result", "error"):
+                    return r
 
-    try:
         r = ask("saxs", command("measure", correlation_id="m1", sample_id="s1", params={"exposure": 5}))
         assert r.body["code"] == "bad_command" and "unknown saxs setting(s) ['exposure']" in r.body["message"]
         assert "exposure_s" in r.body["message"]
@@ -138,10 +142,6 @@ def test_simulated_lab_rejects_bad_settings_and_recipes(embedded_broker, lab_id)
         assert r.body["code"] == "unknown_sample"
         r = ask("robot", command("synthesize", correlation_id="s1", sample_id="s1", params={"temperature_C": 80}))
         assert r.body["code"] == "bad_command" and "missing" in r.body["message"]
-    finally:
-        client.close()
-        for d in drivers:
-            d.stop()
 
 
 def test_driver_bug_is_an_internal_error_and_the_driver_keeps_serving(setup):
@@ -285,15 +285,15 @@ def test_simulated_lab_errors(nano_lab):
     assert r.body["code"] == "bad_command" and "sample_id" in r.body["message"]
 
 
-def test_run_lab_serves_until_stopped(embedded_broker, lab_id):
-    from drivers.labs import run_lab
+def test_serve_runs_the_lab_until_stopped(embedded_broker, lab_id):
+    from sdl.runner.lab import serve
 
     stop = threading.Event()
     states: queue.Queue = queue.Queue()
     with MqttClient(embedded_broker.url) as watcher:
         watcher.subscribe(topic(lab_id, "+", "status"),
                           lambda t, p: states.put((t.split("/")[2], Envelope.from_bytes(p).body["state"])))
-        th = threading.Thread(target=run_lab, args=("nanoparticles", lab_id, embedded_broker.url),
+        th = threading.Thread(target=serve, args=("nanoparticles", lab_id, embedded_broker.url),
                               kwargs={"seed": 0, "stop": stop})
         th.start()
         seen = {states.get(timeout=10), states.get(timeout=10)}
@@ -303,6 +303,44 @@ def test_run_lab_serves_until_stopped(embedded_broker, lab_id):
         assert not th.is_alive()
         seen = {states.get(timeout=10), states.get(timeout=10)}
         assert seen == {("robot", "offline"), ("saxs", "offline")}
+
+
+def test_drivers_start_serves_a_lab_known_only_by_its_entry_point(tmp_path, embedded_broker, lab_id):
+    """`sdl drivers list` and `sdl drivers start` find labs through the `sdl.labs` entry points
+    only: a lab another distribution registers (here one on PYTHONPATH) is served like a built-in
+    one, until SIGTERM, and its drivers go offline cleanly."""
+    (tmp_path / "toy_lab.py").write_text(
+        "from drivers.labs import nanoparticles\n\n\n"
+        "def robot_only(lab, broker_url, *, seed=0, time_scale=0.0):\n"
+        "    return [d for d in nanoparticles(lab, broker_url, seed=seed, time_scale=time_scale)"
+        " if d.instrument == 'robot']\n")
+    info = tmp_path / "toy_lab-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-lab\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[sdl.labs]\ntoy = toy_lab:robot_only\n")
+    root = Path(__file__).parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(root)])}
+    listed = subprocess.run([sys.executable, "-m", "sdl.cli", "drivers", "list"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert "toy  (toy_lab:robot_only)" in listed.stdout.splitlines()
+    assert "nanoparticles  (drivers.labs:nanoparticles)" in listed.stdout.splitlines()
+    states: queue.Queue = queue.Queue()
+    with MqttClient(embedded_broker.url) as watcher:
+        watcher.subscribe(topic(lab_id, "+", "status"),
+                          lambda t, p: states.put((t.split("/")[2], Envelope.from_bytes(p).body["state"])))
+        proc = subprocess.Popen([sys.executable, "-m", "sdl.cli", "drivers", "start", "--lab", "toy", "--id", lab_id,
+                                 "--broker", embedded_broker.url], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            assert states.get(timeout=60) == ("robot", "online")
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == 0, out
+        assert f"serving simulated lab 'toy' as sdl/{lab_id}/..." in out
+        assert states.get(timeout=10) == ("robot", "offline")
 
 
 def test_driver_survives_broker_restart(lab_id):

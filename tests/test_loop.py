@@ -21,7 +21,8 @@ import yaml
 
 from drivers.base import Driver
 from sdl.config import load_campaign
-from sdl.orchestrator import Orchestrator, run_campaign, start_simulated_lab
+from sdl.runner import Orchestrator, run_campaign
+from sdl.runner.lab import running_lab, simulated_labs
 from sdl.protocol import topic
 from sdl.store import Store
 from sdl.transport import MqttClient
@@ -134,11 +135,9 @@ class SilentSaxs(Driver):
 
 
 def _robot(lab, url):
-    drivers = start_simulated_lab("nanoparticles", lab, url, seed=0, time_scale=0)
-    for d in drivers:
-        if d.instrument != "robot":
-            d.stop()
-    return [d for d in drivers if d.instrument == "robot"]
+    """The nanoparticle lab's synthesis robot alone, started."""
+    drivers = simulated_labs()["nanoparticles"].load()(lab, url, seed=0, time_scale=0)
+    return [d.start() for d in drivers if d.instrument == "robot"]
 
 
 def test_nan_measurement_fails_trial_clearly(tmp_path, embedded_broker, lab_id):
@@ -180,10 +179,10 @@ def test_driver_that_never_answers(tmp_path, embedded_broker, lab_id):
 
 
 def test_no_driver_online_is_a_clear_error(tmp_path, embedded_broker, lab_id, monkeypatch):
-    from sdl import orchestrator
     from sdl.errors import DriverError
+    from sdl.runner import loop
 
-    monkeypatch.setattr(orchestrator, "STATUS_WAIT_S", 0.5)
+    monkeypatch.setattr(loop, "STATUS_WAIT_S", 0.5)
     c = campaign(tmp_path, lab_id=lab_id, broker=embedded_broker.url, **{"lab.world": None})
     with pytest.raises(DriverError, match=r"no driver online for instrument\(s\) \['robot', 'saxs'\]"):
         Orchestrator(c, Store(c.store), embedded_broker.url).run()
@@ -191,21 +190,15 @@ def test_no_driver_online_is_a_clear_error(tmp_path, embedded_broker, lab_id, mo
 
 def test_malformed_messages_are_logged_and_ignored(tmp_path, embedded_broker, lab_id):
     c = campaign(tmp_path, lab_id=lab_id, broker=embedded_broker.url, **{"lab.world": None})
-    drivers = start_simulated_lab("nanoparticles", lab_id, embedded_broker.url, seed=0, time_scale=0)
-    store = Store(c.store)
-    orch = Orchestrator(c, store, embedded_broker.url)
-    spam = MqttClient(embedded_broker.url)
-    spam.connect()
-    # retained, so the orchestrator receives them as soon as it subscribes
-    for inst, payload in (("saxs", b"not json"), ("robot", b'{"kind": "result"}'),
-                          ("junk", json.dumps({"schema_version": 99, "kind": "ack"}).encode())):
-        spam.publish(topic(lab_id, inst, "reply"), payload, qos=1, retain=True, wait=True)
-    try:
+    with running_lab("nanoparticles", lab_id, embedded_broker.url, seed=0, time_scale=0), \
+            MqttClient(embedded_broker.url) as spam:
+        store = Store(c.store)
+        orch = Orchestrator(c, store, embedded_broker.url)
+        # retained, so the orchestrator receives them as soon as it subscribes
+        for inst, payload in (("saxs", b"not json"), ("robot", b'{"kind": "result"}'),
+                              ("junk", json.dumps({"schema_version": 99, "kind": "ack"}).encode())):
+            spam.publish(topic(lab_id, inst, "reply"), payload, qos=1, retain=True, wait=True)
         s = orch.run()
-    finally:
-        spam.close()
-        for d in drivers:
-            d.stop()
     check_consistent(store, s.campaign_id, 3)
     errors = [e.message for e in store.events(s.campaign_id) if e.kind == "protocol_error"]
     assert any("not JSON" in m for m in errors) and any("schema_version" in m for m in errors)
@@ -257,3 +250,89 @@ def test_kill9_then_resume_loses_and_repeats_nothing(tmp_path):
     synth = [c for c in store.commands(cid) if c.step == "synthesis"]
     assert len(synth) == len({c.trial_index for c in synth}) == 8
     assert any(e.kind == "trial_resumed" for e in store.events(cid))
+
+
+# ----- events ------------------------------------------------------------------------------------------
+
+
+def test_loop_emits_events_in_order_to_the_users_subscribers_after_the_store(tmp_path, embedded_broker):
+    """One trial at a time: each event type in the order the loop takes its steps, to a user's
+    subscribers (a list, then a checker) after the store recorder has written it."""
+    from sdl.runner import events as ev
+
+    c = campaign(tmp_path, broker=embedded_broker.url, **{"strategy.max_in_flight": 1})
+    store = Store(c.store)
+    seen: list = []
+    stored_first: list = []
+
+    def check_stored(e):  # the recorder, subscribed first, has written the event already
+        if isinstance(e, ev.TrialProposed):
+            stored_first.append(any(t.index == e.trial.index for t in store.trials(e.campaign_id)))
+        elif isinstance(e, ev.Told):
+            stored_first.append(store.trials(e.campaign_id)[e.trial.index].status == "completed")
+        elif isinstance(e, ev.MeasurementReceived):
+            stored_first.append(len(store.measurements(e.campaign_id, e.trial_index)) == 1)
+
+    s = run_campaign(c, store=store, subscribers=[seen.append, check_stored])
+    per_trial = ["TrialProposed", "CommandSent", "Acked", "ResultReceived", "CommandSent", "Acked",
+                 "MeasurementReceived", "Analysed", "Told"]
+    assert [type(e).__name__ for e in seen] == ["CampaignCreated", "CampaignStarted", *per_trial * 3, "Finished"]
+    assert stored_first == [True] * 9
+    assert all(e.campaign_id == s.campaign_id for e in seen)
+    told = [e for e in seen if isinstance(e, ev.Told)]
+    assert [e.trial.index for e in told] == [0, 1, 2]
+    assert [e.trial.parameters for e in told] == [t.parameters for t in store.trials(s.campaign_id)]
+    sent = [e for e in seen if isinstance(e, ev.CommandSent)]
+    assert [(e.trial_index, e.step, e.instrument) for e in sent[:2]] == [(0, "synthesis", "robot"), (0, "saxs", "saxs")]
+    assert {c.id for c in store.commands(s.campaign_id)} == {e.command_id for e in sent}
+    assert seen[-1].summary is s and s.n_completed == 3
+
+
+def test_failures_and_messages_are_events(tmp_path, embedded_broker, lab_id):
+    """A camera that never answers: the command is re-sent, times out, the trial fails; a
+    malformed message is a warning Message. A subscriber added with Orchestrator.subscribe hears
+    them too."""
+    from sdl.runner import events as ev
+
+    c = campaign(tmp_path, lab_id=lab_id, broker=embedded_broker.url,
+                 **{"lab.world": None, "budget.max_experiments": 1, "strategy.max_in_flight": 1})
+    c.workflow[1].timeout_s = 0.5
+    c.workflow[1].retries = 1
+    silent = SilentSaxs("saxs", lab_id, embedded_broker.url)
+    drivers = [*_robot(lab_id, embedded_broker.url), silent.start()]
+    seen: list = []
+    try:
+        with MqttClient(embedded_broker.url) as spam:
+            spam.publish(topic(lab_id, "saxs", "reply"), b"not json", qos=1, retain=True, wait=True)
+            orch = Orchestrator(c, Store(c.store), embedded_broker.url)
+            orch.subscribe(seen.append)
+            orch.run()
+    finally:
+        for d in drivers:
+            d.stop()
+    kinds = [type(e).__name__ for e in seen]
+    assert "CampaignCreated" not in kinds  # emitted while the Orchestrator was made, before subscribe
+    assert kinds.index("MalformedMessage") < kinds.index("CampaignStarted")
+    bad = next(e for e in seen if isinstance(e, ev.Message))
+    assert bad.level == "warning" and bad.text.startswith("ignored malformed message: ") and "not JSON" in bad.error
+    resent = next(e for e in seen if isinstance(e, ev.CommandResent))
+    assert (resent.step, resent.attempt, resent.retry_after_s) == ("saxs", 2, 0.5)
+    after = [k for k in kinds[kinds.index("CommandResent"):] if k != "Acked"]  # the driver acks the re-sent command
+    assert after == ["CommandResent", "CommandTimedOut", "TrialFailed", "Finished"]
+    failed = seen[-2]
+    assert failed.trial.status == "failed" and "did not answer measure" in failed.reason and not failed.infeasible
+    assert failed.trial.failure == failed.reason
+
+
+def test_dispatcher_calls_subscribers_in_order_until_unsubscribed():
+    from sdl.runner.events import Dispatcher, Message
+
+    got = []
+    d = Dispatcher([lambda e: got.append(("a", e.text))])
+    token = d.subscribe(lambda e: got.append(("b", e.text)))
+    d(Message(campaign_id="c", level="info", text="one"))
+    d.unsubscribe(token)
+    d(Message(campaign_id="c", level="info", text="two"))
+    assert got == [("a", "one"), ("b", "one"), ("a", "two")]
+    with pytest.raises(TypeError, match="callable"):
+        d.subscribe("not a function")

@@ -10,7 +10,7 @@ import pytest
 
 from sdl.cli import main
 from sdl.errors import ConfigError, StoreError
-from sdl.orchestrator import run_campaign
+from sdl.runner import run_campaign
 from sdl.store import Store
 from tests.test_loop import campaign
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from sdl.config import load_campaign
-from sdl.orchestrator import run_campaign
+from sdl.runner import run_campaign
 from sdl.store import CommandRow, Store
 from sdl.timeline import instrument_timeline, timeline, wall_timeline
 from tests.test_loop import ROOT
