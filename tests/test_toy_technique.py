@@ -287,15 +287,9 @@ def test_toy_report_plots_with_the_declared_curve_axes(toy_env, toy_campaign):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-# ----- a framework obstacle: `sdl drivers start` serves only drivers.labs' own labs ----------------------
+# ----- `sdl drivers start` serves a lab known only by its sdl.labs entry point (sdl.runner.lab) ----------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "framework obstacle: sdl/cli.py cmd_drivers_start (`run_lab = getattr(__import__(module, "
-    "fromlist=['run_lab']), 'run_lab')`) takes `run_lab` from the module of the lab's entry point "
-    "(sdl_toy.lab has none: AttributeError), and drivers/labs.py run_lab looks the lab up in its own "
-    "FACTORIES dict, not in the sdl.labs entry points, so a third-party lab cannot be served as its own "
-    "process without copying run_lab. `sdl run` (sdl/orchestrator.py start_simulated_lab) is not affected."))
 def test_drivers_start_serves_a_third_party_lab(toy_env, tmp_path, mosquitto_url, lab_id):
     import threading
 
