@@ -56,9 +56,13 @@ def test_two_cameras_are_kept_busy_with_samples_in_flight(tmp_path):
 
 def test_a_pool_of_cameras_measures_each_sample_once_on_whichever_is_free(tmp_path):
     d = load_campaign(ROOT / "campaigns" / "nanoparticle_two_saxs.yaml").model_dump(mode="json")
-    d["workflow"] = [d["workflow"][0], {**d["workflow"][1], "instrument": ["saxs", "saxs_lab"]}]
+    # a measurement (3,030 s) outlasts any synthesis (600-1,500 s), so the next sample always finds the
+    # beamline camera busy; a small real time scale makes that hold however loaded the machine is
+    saxs = {**d["workflow"][1], "instrument": ["saxs", "saxs_lab"],
+            "settings": {**d["workflow"][1]["settings"], "exposure_s": 3000}}
+    d["workflow"] = [d["workflow"][0], saxs]
     d.update(store=f"sqlite:///{tmp_path}/sdl.db", strategy={**d["strategy"], "kind": "sobol", "max_in_flight": 3},
-             budget={**d["budget"], "max_experiments": 6})
+             budget={**d["budget"], "max_experiments": 6}, lab={**d["lab"], "time_scale": 2e-4})
     c = load_campaign(d)
     store = Store(c.store)
     s = run_campaign(c, store=store)
