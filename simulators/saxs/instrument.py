@@ -43,15 +43,27 @@ def load_kernel_model(name: str):
         return _load(name)
 
 
-def make_direct_model(name: str, q: np.ndarray, dq: np.ndarray | float | None = None):
+def make_direct_model(name: str, q: np.ndarray, dq: np.ndarray | float | None = None,
+                      slit_length: np.ndarray | float | None = None, slit_width: np.ndarray | float | None = None):
     """A sasmodels DirectModel for model `name` at q (Å^-1) with optional pinhole resolution
-    `dq` (Å^-1, one standard deviation; an array like q, or a scalar dq/q fraction)."""
+    `dq` (Å^-1, one standard deviation; an array like q, or a scalar dq/q fraction), or slit
+    resolution (USANS, Kratky cameras): `slit_length` and `slit_width` in Å^-1 (arrays like q or
+    scalars; sasmodels.resolution.Slit1D). A slit with a length or width > 0 takes precedence
+    over dq."""
     from sasmodels.data import Data1D
     from sasmodels.direct_model import DirectModel
 
     q = np.asarray(q, dtype=float)
     data = Data1D(x=q, y=np.ones_like(q), dy=np.ones_like(q))
-    if dq is None:
+
+    def broadcast(v):
+        return np.zeros_like(q) if v is None else np.abs(np.broadcast_to(np.asarray(v, dtype=float), q.shape)).copy()
+
+    dxl, dxw = broadcast(slit_length), broadcast(slit_width)
+    if np.any(dxl > 0) or np.any(dxw > 0):
+        data.dx = None
+        data.dxl, data.dxw = dxl, dxw
+    elif dq is None:
         data.dx = None
     elif np.ndim(dq) == 0:
         data.dx = float(dq) * q if float(dq) > 0 else None

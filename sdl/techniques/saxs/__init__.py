@@ -5,12 +5,25 @@ from sdl.analysis.technique import CurveAxes, DescriptorSpec, Option, Reader, Te
 TECHNIQUE = Technique(
     name="saxs",
     title="small-angle X-ray/neutron scattering, I(q)",
-    readers=(
-        Reader("sdl.techniques.saxs.reader:read_saxs",
-               "columns q, I[, sigma[, dq]]; q in Å⁻¹ or nm⁻¹ (header `# q_unit: nm` or a column label such as "
-               "`q (1/nm)`)",
-               options=(Option("q_unit", "q unit when the file header does not say", choices=("angstrom", "nm")),)),
-    ),
+    # one reader per format family; each sniffs the content and hands over to the right loader
+    # (sdl.techniques.saxs.formats), `--format` forces one
+    readers=tuple(
+        Reader(f"sdl.techniques.saxs.{function}", text, suffixes, options=(
+            Option("q_unit", "q unit when the file does not say (plain columns, RKH); given, it overrides the "
+                   "file's own", choices=("angstrom", "nm")),
+            Option("format", "file format (default auto: sniffed from the content, then the suffix)",
+                   choices=("auto", "columns", "cansas", "nxcansas", "rkh", "pdh", "abs"))))
+        for function, text, suffixes in (
+            ("formats:read_columns", "plain columns q, I[, sigma[, dq]], q in Å⁻¹ or nm⁻¹ (header `# q_unit: nm` or a "
+             "column label such as `q (1/nm)`)",
+             (".dat", ".txt", ".csv", ".xy", ".xye", ".iq", ".chi", ".gr", ".sq", ".fq")),
+            ("formats:read_cansas", "CanSAS 1D XML (.xml: Mantid, SasView, most facilities)", (".xml",)),
+            ("formats:read_nxcansas", "NXcanSAS HDF5 (.h5, .hdf5, .hdf, .nxs)", (".h5", ".hdf5", ".hdf", ".nxs")),
+            ("formats:read_rkh", "ISIS RKH/COLETTE text (a Fortran-format header line such as `3 (F12.5,2E16.6)`; "
+             "sniffed in .txt/.dat files)", (".rkh", ".txt", ".dat", ".q")),
+            ("formats:read_pdh", "Anton Paar PDH (.pdh)", (".pdh",)),
+            ("formats:read_abs", "NIST ABS (.abs, .cor; SANS and slit-smeared USANS)", (".abs", ".cor")),
+        )),
     analysers={"saxs_ml": "sdl.techniques.saxs.ml:SaxsMLAnalyser",
                "saxs_fit": "sdl.techniques.saxs.fit:SaxsFitAnalyser"},
     trainers={"saxs_ml": Trainer("sdl.techniques.saxs.train", "the saxs_ml CNN ensemble on simulated sasmodels curves")},

@@ -17,7 +17,9 @@ Method (`info["method"] == "guinier+least_squares"`):
 Residuals are weighted by sqrt(sigma² + (error_floor·I)²) when the measurement carries sigma (a
 1 % floor stands for the model and calibration errors that counting statistics do not show),
 else by a relative error (a fit of log-intensity in effect). The pinhole resolution comes from the
-`dq_inv_angstrom` array, or `metadata["dq_over_q"]`, else none is applied.
+`dq_inv_angstrom` array, or `metadata["dq_over_q"]`, else none is applied; a slit-smeared curve
+(`slit_length_inv_angstrom`/`slit_width_inv_angstrom` arrays, e.g. USANS) is fitted with its slit
+resolution instead (sasmodels' Slit1D).
 """
 
 from __future__ import annotations
@@ -34,16 +36,30 @@ from sdl.errors import AnalysisError
 from sdl.measurement import Measurement
 from sdl.techniques.saxs.reader import analysed_with_q_check
 
-__all__ = ["SaxsFitAnalyser", "guinier", "CANDIDATE_MODELS"]
+__all__ = ["SaxsFitAnalyser", "SlitResolution", "guinier", "CANDIDATE_MODELS"]
 
 CANDIDATE_MODELS = ("sphere", "core_shell_sphere", "cylinder", "ellipsoid")
 MIN_POINTS = 20
 
 
-def _direct_model(name: str, q: np.ndarray, dq: np.ndarray | None):
-    """A sasmodels DirectModel; compiled kernels are loaded once per process (simulators.saxs.instrument)."""
+@dataclass(frozen=True)
+class SlitResolution:
+    """Slit resolution of a curve (USANS, Kratky cameras): slit length and width per point, Å⁻¹."""
+
+    length: np.ndarray
+    width: np.ndarray
+
+    def __getitem__(self, idx) -> "SlitResolution":
+        return SlitResolution(self.length[idx], self.width[idx])
+
+
+def _direct_model(name: str, q: np.ndarray, dq: "np.ndarray | SlitResolution | None"):
+    """A sasmodels DirectModel; compiled kernels are loaded once per process (simulators.saxs.instrument).
+    `dq`: pinhole dq (one standard deviation) or a SlitResolution."""
     from simulators.saxs.instrument import make_direct_model
 
+    if isinstance(dq, SlitResolution):
+        return make_direct_model(name, q, None, slit_length=dq.length, slit_width=dq.width)
     return make_direct_model(name, q, dq if dq is not None and np.any(dq > 0) else None)
 
 
@@ -315,7 +331,14 @@ class SaxsFitAnalyser:
         if not np.any(intensity > 0):
             raise AnalysisError(f"'intensity' of {src} is non-positive everywhere; nothing to fit")
         dq = None
-        if "dq_inv_angstrom" in m.arrays:
+        slit = [np.asarray(m.arrays[k], dtype=float) if k in m.arrays else np.zeros_like(q)
+                for k in ("slit_length_inv_angstrom", "slit_width_inv_angstrom")]
+        if any(s.shape != q.shape or not np.all(np.isfinite(s)) for s in slit):
+            raise AnalysisError(f"'slit_length_inv_angstrom'/'slit_width_inv_angstrom' of {src} must be finite and as "
+                                "long as 'q_inv_angstrom'")
+        if any(np.any(np.abs(s) > 0) for s in slit):  # slit-smeared (USANS): the slit, not a pinhole dq
+            dq = SlitResolution(np.abs(slit[0]), np.abs(slit[1]))
+        elif "dq_inv_angstrom" in m.arrays:
             dq = np.asarray(m.arrays["dq_inv_angstrom"], dtype=float)
             if dq.shape != q.shape or not np.all(np.isfinite(dq)):
                 raise AnalysisError(f"'dq_inv_angstrom' of {src} must be finite and as long as 'q_inv_angstrom'")
@@ -330,7 +353,10 @@ class SaxsFitAnalyser:
         order = np.argsort(q[keep])
         q, intensity = q[keep][order], intensity[keep][order]
         sigma = None if sigma is None else sigma[keep][order]
-        dq = None if dq is None else np.clip(dq[keep][order], 0.0, None)
+        if isinstance(dq, SlitResolution):
+            dq = dq[keep][order]
+        elif dq is not None:
+            dq = np.clip(dq[keep][order], 0.0, None)
         if q.size < MIN_POINTS:
             raise AnalysisError(
                 f"saxs_fit needs at least {MIN_POINTS} points with q > 0 (and I > 0 without sigma) in {src}; got {q.size}"
@@ -535,7 +561,8 @@ class SaxsFitAnalyser:
             "bic_definition": "chi2 + k ln n",
             "error_floor": self.error_floor if sigma is not None else None,
             "weighting": "sigma with relative floor" if sigma is not None else f"relative {self.relative_error_without_sigma}",
-            "resolution": "pinhole dq from data" if dq is not None else "none",
+            "resolution": ("slit (length, width) from data" if isinstance(dq, SlitResolution) else
+                           "pinhole dq from data" if dq is not None else "none"),
             "guinier": {"rg_nm": g.rg / 10 if np.isfinite(g.rg) else None, "i0": g.i0, "n_points": g.n_points, "q_rg_max": g.q_rg_max, "ok": g.ok, "note": g.note},
             "ranking": [
                 {

@@ -59,13 +59,15 @@ def q_unit_from_header(header: list[str]) -> str | None:
 
 
 def read_saxs(path: str | Path, q_unit: str | None = None) -> Measurement:
-    """A SAS curve from columns q, I[, sigma[, dq]]. q (and dq) are converted to Å⁻¹.
+    """A SAS curve from plain columns q, I[, sigma[, dq]]. q (and dq) are converted to Å⁻¹. (The field's
+    formats, and the sniffing of a file's format: `sdl.techniques.saxs.formats.read_sas`.)
 
     The q unit comes from `q_unit` ('angstrom' or 'nm'; `sdl analyse --q-unit`), else from the header
     (`q_unit_from_header`), else Å⁻¹ is assumed. metadata records `q_unit_file` (the unit the column was
     read in) and `q_unit_source` ("option", "header" or "assumed"; an assumed unit also sets
     metadata['assumed']). The SAXS analysers flag a curve whose assumed unit gives an implausible q range
-    (`check_sas_q_range`).
+    (`check_sas_q_range`). Rows with q ≤ 0 or non-finite values are skipped, with a warning that counts
+    them in metadata['warnings'] (`clean_rows`).
     """
     if q_unit is not None and q_unit_name(q_unit) is None:
         raise AnalysisError(f"q unit {q_unit!r} not understood; {HOW_TO_GIVE_Q_UNIT}")
@@ -87,7 +89,60 @@ def read_saxs(path: str | Path, q_unit: str | None = None) -> Measurement:
         arrays["sigma"] = data[:, 2]
     if data.shape[1] >= 4:
         arrays["dq_inv_angstrom"] = data[:, 3] / (10.0 if unit == "nm" else 1.0)
+    try:
+        arrays, warnings = clean_rows(arrays)
+    except AnalysisError as exc:
+        raise AnalysisError(f"{path}: {exc}") from None
+    if warnings:
+        meta["warnings"] = warnings
     return Measurement(technique="saxs", arrays=arrays, metadata=meta)
+
+
+# ----- rows that cannot be analysed --------------------------------------------------------------
+
+def clean_rows(arrays: dict[str, np.ndarray], zero_q_dropped: int = 0) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Arrays without the rows that cannot be analysed, and the warnings that count them.
+
+    Skipped: q ≤ 0 (with `zero_q_dropped`, rows with q = 0 a loader already dropped), non-finite q, I,
+    sigma or resolution. sigma ≤ 0 (counting statistics never give zero): where fewer than half the
+    rows have it, those rows are skipped; else the sigma column is dropped (the analysers then weigh
+    by a relative error), all zero meaning the file gives none."""
+    out = {k: np.asarray(v, dtype=float) for k, v in arrays.items()}
+    q, y = out["q_inv_angstrom"], out["intensity"]
+    n = q.size + zero_q_dropped
+    warnings: list[str] = []
+    nonfinite = ~np.isfinite(q) | ~np.isfinite(y)
+    for k in ("sigma", "dq_inv_angstrom", "slit_length_inv_angstrom", "slit_width_inv_angstrom"):
+        if k in out:
+            nonfinite |= ~np.isfinite(out[k])
+    nonpos = np.isfinite(q) & (q <= 0) & ~nonfinite
+    bad = nonfinite | nonpos
+    n_nonpos = int(nonpos.sum()) + zero_q_dropped
+    if n_nonpos or nonfinite.any():
+        parts = ([f"{n_nonpos} with q ≤ 0"] if n_nonpos else []) + \
+                ([f"{int(nonfinite.sum())} with non-finite q, I, sigma or dq (NaN/inf)"] if nonfinite.any() else [])
+        warnings.append(f"{n_nonpos + int(nonfinite.sum())} of {n} rows skipped: {', '.join(parts)}")
+    if bad.any():
+        out = {k: v[~bad] for k, v in out.items()}
+    if "sigma" in out:
+        s = out["sigma"]
+        nonpos_s = s <= 0
+        if s.size and np.all(s == 0):
+            del out["sigma"]  # no uncertainties in the file (loaders fill zeros)
+            warnings.append("sigma is 0 in every row (the file gives no uncertainties): sigma ignored, the "
+                            "analysers weigh by a relative error")
+        elif nonpos_s.any() and nonpos_s.sum() < 0.5 * s.size:
+            keep = ~nonpos_s
+            warnings.append(f"{int(nonpos_s.sum())} of {s.size} rows with sigma ≤ 0 skipped (an uncertainty of "
+                            "zero or less would weigh them without limit)")
+            out = {k: v[keep] for k, v in out.items()}
+        elif nonpos_s.any():
+            del out["sigma"]
+            warnings.append(f"sigma ≤ 0 in {int(nonpos_s.sum())} of {s.size} rows: the sigma column is dropped "
+                            "(rows kept); the analysers weigh by a relative error")
+    if out["q_inv_angstrom"].size == 0:
+        raise AnalysisError("no rows left with q > 0 and finite q, I" + (f" ({'; '.join(warnings)})" if warnings else ""))
+    return out, warnings
 
 
 # ----- is the q range a small-angle one? -------------------------------------------------------------
@@ -101,7 +156,8 @@ SAS_Q_MIN_HIGH = 0.05
 SAS_Q_MIN_LOW = 1e-5
 UNIT_TEXT = {"angstrom": "Å⁻¹", "nm": "nm⁻¹"}
 _SOURCE_TEXT = {"option": "from `--q-unit`", "header": "from the file header", "array": "q_inv_angstrom array",
-                "check": "as nm⁻¹", "assumed": "(assumed: the header names none)"}
+                "check": "as nm⁻¹", "assumed": "(assumed: the header names none)",
+                "file": "from the file", "format": "(the file format's unit)"}
 
 
 def _implausible(lo: float, hi: float) -> list[str]:
@@ -225,6 +281,9 @@ def analysed_with_q_check(analyse: Any, m: Measurement) -> Any:
     say in the warning what it would give. Both SAXS analysers run their curves through this."""
     check = check_sas_q_range(m)
     result = analyse(m)
+    reader_warnings = [str(w) for w in m.metadata.get("warnings") or []]
+    if reader_warnings:  # what the reader skipped or assumed reaches `sdl analyse` and the store
+        result.info["warnings"] = reader_warnings + list(result.info.get("warnings", []))
     if check is not None:
         alt = alt_error = None
         if check.nm_plausible:
@@ -254,3 +313,21 @@ def q_unit_hint(m: Measurement, too_high: bool) -> str:
             "(sdl reads Å⁻¹ and nm⁻¹)")
 
 
+
+
+def flag_unmodelled_slit(result: Any, m: Measurement, analyser: str) -> None:
+    """For an analyser that does not model slit smearing (saxs_ml): a slit-smeared curve (a
+    `slit_length_inv_angstrom` or `slit_width_inv_angstrom` array with a length > 0, e.g. USANS) flags
+    every descriptor `slit_smearing_suspect` (untrusted: the chain goes on to saxs_fit, which models
+    it) and `low_confidence`, and says so in result.info."""
+    slit = [np.asarray(m.arrays[k], dtype=float) for k in ("slit_length_inv_angstrom", "slit_width_inv_angstrom")
+            if k in m.arrays]
+    if not any(np.any(np.abs(s[np.isfinite(s)]) > 0) for s in slit):
+        return
+    for d in result.descriptors:
+        d.flags.extend(f for f in ("slit_smearing_suspect", "low_confidence") if f not in d.flags)
+    result.info["slit_smearing"] = "not modelled"
+    result.info.setdefault("warnings", []).append(
+        f"the curve is slit-smeared (slit length up to {max(float(np.nanmax(np.abs(s))) for s in slit):.3g} Å⁻¹); "
+        f"{analyser} does not model slit smearing, so its values are flagged slit_smearing_suspect: use "
+        "`--analyser saxs_fit`, which fits with the slit resolution")
