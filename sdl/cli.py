@@ -376,6 +376,8 @@ def analyse_parser(technique) -> argparse.ArgumentParser:
     p.add_argument("--analyser", choices=list(technique.analysers),
                    help=f"analyser (default: {next(iter(technique.analysers), '-')})")
     p.add_argument("--json", action="store_true", help="one JSON record per file")
+    p.add_argument("--plot", metavar="DIR", help="write one PNG per file into DIR: the data with error bars, the "
+                   "analyser's fit, the residuals and the descriptors (untrusted ones in red)")
     for o in technique.options:
         p.add_argument(o.flag, dest=o.name, type=o.type, choices=o.choices, metavar=o.metavar, help=o.help)
     p.epilog = "readers: " + "; ".join(r.description for r in technique.readers)
@@ -403,9 +405,11 @@ def cmd_analyse(args: argparse.Namespace) -> int:
     analyser = analysis.get(technique.name, opts.analyser)
     options = {o.name: getattr(opts, o.name) for o in technique.options}
     failures = 0
+    plotted: set[str] = set()
     for f in files:
         try:
-            result = analyser.analyse(technique.read(f, **options))
+            measurement = technique.read(f, **options)
+            result = analyser.analyse(measurement)
             record = {"file": str(f), "analyser": result.analyser,
                       "descriptors": {d.name: d.model_dump(exclude={"name"}, exclude_none=True) for d in result.descriptors},
                       "info": result.info}
@@ -422,6 +426,14 @@ def cmd_analyse(args: argparse.Namespace) -> int:
                 print(f"  {Shown.of(d).text()}")
             for w in result.info.get("warnings", []):
                 print(f"  warning: {w}")
+        if opts.plot and "error" not in record:
+            from sdl.report import plot_analysis
+
+            stem = f.stem if f.stem not in plotted else f.name  # x.dat and x.xml side by side
+            plotted.add(stem)
+            png = plot_analysis(result, Path(opts.plot) / f"{stem}.png", technique=technique,
+                                measurement=measurement, name=f.name)
+            print(f"wrote {png}", file=sys.stderr if opts.json else sys.stdout)
     return 1 if failures == len(files) else 0
 
 

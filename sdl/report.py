@@ -416,3 +416,164 @@ def export(store: Store, campaign_id: str, out: Path) -> Path:
         meas = Measurement(technique=m.technique, arrays=unpack_arrays(m.arrays), metadata=json.loads(m.metadata_json))
         write_columns(mdir / f"trial{m.trial_index:04d}_{m.step}.dat", meas)
     return out
+
+
+# ----- one analysed file, as `sdl analyse TECHNIQUE PATH --plot DIR` draws it ---------------------------
+
+
+def _curve_spec(technique: Any, curves: dict[str, np.ndarray]) -> Any:
+    """The CurveAxes for a result's curves: the technique's own first, then any technique's, else a
+    plain linear one on the first array that is not intensity/fit."""
+    from sdl.analysis import curve_axes
+    from sdl.analysis.technique import CurveAxes
+
+    for spec in getattr(technique, "curves", ()):
+        if spec.x in curves:
+            return spec
+    axes = curve_axes()
+    for name in curves:
+        if name in axes:
+            return axes[name]
+    x = next((k for k in curves if k not in ("intensity", "fit", "sigma", "background")), None)
+    return None if x is None else CurveAxes(x, x, "intensity")
+
+
+def _sigma_for(x: np.ndarray, y: np.ndarray, curves: dict[str, np.ndarray], measurement: Measurement | None,
+               xname: str) -> np.ndarray | None:
+    """sigma at the curve's points: the curves' own, else the measurement's at the same x values (an
+    analyser may drop or sort points), else None."""
+    if "sigma" in curves and np.shape(curves["sigma"]) == np.shape(y):
+        return np.asarray(curves["sigma"], float)
+    if measurement is None or "sigma" not in measurement.arrays or xname not in measurement.arrays:
+        return None
+    mx = np.asarray(measurement.arrays[xname], float)
+    ms = np.asarray(measurement.arrays["sigma"], float)
+    if mx.shape != ms.shape or mx.size == 0:
+        return None
+    order = np.argsort(mx, kind="stable")
+    mx, ms = mx[order], ms[order]
+    hi = np.clip(np.searchsorted(mx, x), 0, mx.size - 1)
+    lo = np.clip(hi - 1, 0, mx.size - 1)
+    idx = np.where(np.abs(mx[lo] - x) < np.abs(mx[hi] - x), lo, hi)  # the nearest measured point
+    if not np.allclose(mx[idx], x, rtol=1e-9, atol=0):
+        return None
+    return ms[idx]
+
+
+def plot_analysis(result: Any, out: Path, *, technique: Any = None, measurement: Measurement | None = None,
+                  name: str | None = None) -> Path:
+    """A PNG of one analysed measurement: the data with error bars (sigma), the analyser's fit curve, the
+    residuals ((data − fit)/sigma, or relative without sigma) and every descriptor, untrusted ones in red.
+    Axis labels and scales come from the technique's CurveAxes (sdl.analysis.curve_axes). `result` is an
+    sdl.analysis.base.AnalysisResult; `name` titles the figure (default: the file name in metadata)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sdl.outcome import Shown
+
+    curves = {k: np.asarray(v) for k, v in result.curves.items()}
+    spec = _curve_spec(technique, curves)
+    name = name or (Path(str(measurement.metadata.get("source"))).name if measurement is not None
+                    and measurement.metadata.get("source") else "measurement")
+    fig = plt.figure(figsize=(11.5, 6.6))
+    grid = fig.add_gridspec(2, 2, width_ratios=(2.3, 1), height_ratios=(3, 1), hspace=0.06, wspace=0.04,
+                            left=0.075, right=0.985, top=0.86, bottom=0.09)
+    ax = fig.add_subplot(grid[0, 0])
+    axr = fig.add_subplot(grid[1, 0], sharex=ax)
+    axt = fig.add_subplot(grid[:, 1])
+    axt.set_axis_off()
+
+    if spec is not None and spec.x in curves and "intensity" in curves:
+        x = np.asarray(curves[spec.x], float)
+        y = np.asarray(curves["intensity"], float)
+        fit = np.asarray(curves["fit"], float) if "fit" in curves and np.shape(curves["fit"]) == y.shape else None
+        if fit is not None and not np.isfinite(fit).any():
+            fit = None
+        sigma = _sigma_for(x, y, curves, measurement, spec.x)
+        show = np.isfinite(x) & np.isfinite(y)
+        if spec.xscale == "log":
+            show &= x > 0
+        if spec.yscale == "log":
+            show &= y > 0
+        if sigma is not None:
+            err = np.where(np.isfinite(sigma), sigma, 0.0)
+            lower = np.minimum(err, 0.999 * y) if spec.yscale == "log" else err  # error bars stay above zero
+            ax.errorbar(x[show], y[show], yerr=[lower[show], err[show]], fmt=".", ms=3, lw=0.6, color="0.3",
+                        ecolor="0.75", label="measured ± σ", zorder=1)
+        else:
+            ax.plot(x[show], y[show], ".", ms=3, color="tab:gray", label="measured", zorder=1)
+        if fit is not None:
+            ok = np.isfinite(fit) & ((fit > 0) if spec.yscale == "log" else True)
+            ax.plot(x[ok], fit[ok], color="tab:red", lw=1.0, alpha=0.85, label=f"fit ({result.analyser})", zorder=2)
+            if "background" in curves and np.shape(curves["background"]) == y.shape:
+                ax.plot(x, curves["background"], color="tab:blue", lw=0.8, ls="--", label="background", zorder=2)
+            if sigma is not None and np.any(sigma > 0):
+                r = np.where(sigma > 0, (y - fit) / np.where(sigma > 0, sigma, 1.0), np.nan)
+                rlabel = "(data − fit)/σ"
+            else:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    r = (y - fit) / np.abs(fit)
+                rlabel = "(data − fit)/fit"
+            good = np.isfinite(r) & np.isfinite(x) & ((x > 0) if spec.xscale == "log" else True)
+            axr.plot(x[good], r[good], ".", ms=2.5, color="tab:gray")
+            axr.axhline(0, color="tab:red", lw=0.8)
+            if rlabel.endswith("σ"):
+                for v in (-3, 3):
+                    axr.axhline(v, color="0.6", lw=0.6, ls=":")
+            axr.set_ylabel(rlabel)
+        else:
+            axr.text(0.5, 0.5, "no fit curve from this analyser", ha="center", va="center", transform=axr.transAxes,
+                     fontsize=9, color="0.4")
+            axr.set_yticks([])
+        ax.set(xscale=spec.xscale, yscale=spec.yscale, ylabel=spec.ylabel)
+        axr.set_xscale(spec.xscale)
+        axr.set_xlabel(spec.xlabel)
+        ax.tick_params(labelbottom=False)
+        ax.legend(fontsize=8, loc="best")
+        ax.grid(True, which="major", alpha=0.25)
+    else:
+        _note(ax, f"{result.analyser} returned no curve to plot")
+        axr.set_axis_off()
+
+    # descriptors, one per line; untrusted ones (ood, fit_failed, *_suspect) in red
+    shown = [Shown.of(d) for d in result.descriptors]
+    lines = [(s.text(), not d.trusted) for s, d in zip(shown, result.descriptors)]
+    lines += [(f"warning: {w}", True) for w in result.info.get("warnings", [])]
+    import textwrap
+
+    y0 = 1.0
+    axt.text(0.03, y0, f"descriptors ({result.analyser})", transform=axt.transAxes, va="top", fontsize=9,
+             fontweight="bold")
+    y0 -= 0.055
+    for text, bad in lines:
+        wrapped = textwrap.wrap(text, 44, subsequent_indent="    ") or [""]
+        for part in wrapped:
+            axt.text(0.03, y0, part, transform=axt.transAxes, va="top", fontsize=7.5,
+                     color="tab:red" if bad else "black", family="monospace")
+            y0 -= 0.034
+        if y0 < 0.02:
+            axt.text(0.03, y0, "…", transform=axt.transAxes, va="top", fontsize=8)
+            break
+
+    # title: file, the class descriptor with its probability, the main numbers
+    cls = next((s for s in shown if isinstance(s.value, str)), None)
+    numbers = [s for s in shown if not isinstance(s.value, str) and s.uncertainty is not None]
+    head = [name]
+    if cls is not None:
+        head.append(f"{cls.name} = {cls.value_text(flags=False)}")
+    sub = "   ".join(f"{s.name.split('.', 1)[-1]} = {s.value_text(flags=False)}" for s in numbers[:3])
+    fig.text(0.075, 0.965, " — ".join(head), fontsize=11, fontweight="bold", va="top")
+    if len(sub) > 150:
+        sub = sub[:149] + "…"
+    if sub:
+        fig.text(0.075, 0.925, sub, fontsize=9, va="top")
+    bad = [f"{s.name.split('.', 1)[-1]} [{', '.join(s.flags)}]" for s, d in zip(shown, result.descriptors) if not d.trusted]
+    if bad:
+        fig.text(0.075, 0.893, "untrusted: " + "; ".join(bad)[:125], fontsize=8.5, va="top", color="tab:red")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -231,3 +231,33 @@ def test_schema_is_the_campaign_json_schema(tmp_path, capsys):
     assert schema["additionalProperties"] is False  # unknown keys are errors, as in `sdl validate`
     assert main(["schema", "--out", str(tmp_path / "s.json")]) == 0
     assert json.loads((tmp_path / "s.json").read_text()) == schema
+
+
+def test_analyse_plot_writes_one_png_per_file(tmp_path, capsys):
+    """`sdl analyse TECHNIQUE PATH --plot DIR`: one non-empty PNG per file, for saxs and for pd."""
+    import numpy as np
+
+    from simulators.pd.instrument import PdInstrument
+    from simulators.worlds.oxides import OxideWorld
+
+    data = ROOT / "tests" / "data"
+    files = sorted(data.glob("*.dat"))
+    out = tmp_path / "plots"
+    assert main(["analyse", "saxs", str(data), "--plot", str(out)]) == 0
+    text = capsys.readouterr().out
+    for f in files:
+        png = out / f"{f.stem}.png"
+        assert f"wrote {png}" in text and png.stat().st_size > 10_000
+    pd_dir = tmp_path / "pd"
+    pd_dir.mkdir()
+    world, inst = OxideWorld(seed=1), PdInstrument(seed=1)
+    d = inst.measure(world.synthesize({"zr_fraction": 0.6, "calcination_temperature_C": 800.0, "calcination_time_h": 4.0,
+                                       "atmosphere": "air"}, "t-1"), np.random.default_rng(1))
+    a = d["arrays"]
+    np.savetxt(pd_dir / "oxide.xy", np.column_stack([a["two_theta_deg"], a["intensity"], a["sigma"]]),
+               header="wavelength = 1.5406 A\n2theta intensity sigma")
+    assert main(["analyse", "pd", str(pd_dir), "--plot", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert f"wrote {out / 'oxide.png'}" in captured.err  # --json keeps stdout to the JSON records
+    assert (out / "oxide.png").stat().st_size > 10_000
+    assert len(list(out.glob("*.png"))) == len(files) + 1

@@ -115,9 +115,18 @@ def test_power_law_is_flagged_ood(analyser):
     res = analyser.analyse(_measurement(q, I))
     model = _desc(res, "saxs.model")
     assert "ood" in model.flags, (model.value, model.probabilities)
+    from sdl.techniques.saxs.modelfree import MODELFREE_DESCRIPTORS
+
     for d in res.descriptors:
-        if d.name not in ("saxs.model", "saxs.ood_score"):
+        if d.name not in ("saxs.model", "saxs.ood_score") + MODELFREE_DESCRIPTORS:
             assert "ood" in d.flags
+    # the model-free descriptors do not depend on the shape model: no ood flag; a pure power law has no
+    # Guinier region (Rg fit_failed) and its exponent (3) is measured
+    mf = {d.name: d for d in res.descriptors if d.name in MODELFREE_DESCRIPTORS}
+    assert all("ood" not in d.flags for d in mf.values())
+    assert "fit_failed" in mf["saxs.rg_nm"].flags
+    n = mf["saxs.porod_exponent"]  # fewer than one count per point at the end of this curve: within 3 sd
+    assert abs(n.value - 3.0) <= 3 * n.uncertainty + 0.05, (n.value, n.uncertainty)
 
 
 def test_nan_input_raises(analyser):
@@ -150,7 +159,7 @@ def test_registry_default_and_trainer():
     import sdl.analysis as reg
 
     saxs = reg.technique("saxs")  # found through the sdl.techniques entry point
-    assert list(saxs.analysers) == ["saxs_ml", "saxs_fit"]
+    assert list(saxs.analysers) == ["saxs_ml", "saxs_fit", "saxs_modelfree"]
     assert reg.load(saxs.analysers["saxs_ml"]) is SaxsMLAnalyser
     assert type(reg.get("saxs")) is SaxsMLAnalyser
     assert next(iter(saxs.trainers.values())).module == "sdl.techniques.saxs.train"

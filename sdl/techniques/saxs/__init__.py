@@ -25,7 +25,8 @@ TECHNIQUE = Technique(
             ("formats:read_abs", "NIST ABS (.abs, .cor; SANS and slit-smeared USANS)", (".abs", ".cor")),
         )),
     analysers={"saxs_ml": "sdl.techniques.saxs.ml:SaxsMLAnalyser",
-               "saxs_fit": "sdl.techniques.saxs.fit:SaxsFitAnalyser"},
+               "saxs_fit": "sdl.techniques.saxs.fit:SaxsFitAnalyser",
+               "saxs_modelfree": "sdl.techniques.saxs.modelfree:SaxsModelFreeAnalyser"},
     trainers={"saxs_ml": Trainer("sdl.techniques.saxs.train", "the saxs_ml CNN ensemble on simulated sasmodels curves")},
     curves=(CurveAxes("q_inv_angstrom", "q (Å⁻¹)", "I (cm⁻¹)", xscale="log", yscale="log"),),
     descriptors=(
@@ -37,7 +38,14 @@ TECHNIQUE = Technique(
         DescriptorSpec("saxs.polar_radius_nm", "nm", "ellipsoid polar radius"),
         DescriptorSpec("saxs.shell_nm", "nm", "shell thickness of core-shell particles"),
         DescriptorSpec("saxs.polydispersity", None, "relative standard deviation of the size distribution (Schulz)"),
-        DescriptorSpec("saxs.rg_nm", "nm", "Guinier radius of gyration"),
+        DescriptorSpec("saxs.rg_nm", "nm", "Guinier radius of gyration (model-free: ln I vs q², range chosen "
+                       "automatically with q_max·Rg ≤ 1.3; fit_failed when the curve has no Guinier region)"),
+        DescriptorSpec("saxs.porod_exponent", None, "power-law exponent n of I ∝ q⁻ⁿ at high q after background "
+                       "(4 smooth sharp interfaces, 3-4 surface fractals, ~2 Gaussian coils, ~1.7 swollen coils)"),
+        DescriptorSpec("saxs.invariant", "I·Å⁻³", "scattering invariant Q* = ∫ q² I(q) dq with Guinier and "
+                       "power-law extrapolations (in the intensity's unit × Å⁻³; cm⁻¹ Å⁻³ on absolute scale)"),
+        DescriptorSpec("saxs.specific_surface_m2_per_cm3", "m²/cm³", "interface area per sample volume S/V "
+                       "(Porod's law; only on absolute scale with a known volume fraction or contrast)"),
         DescriptorSpec("saxs.chi2_reduced", None, "reduced chi² of the chosen model's fit"),
         DescriptorSpec("saxs.ood_score", None, "distance of the curve from the ML model's training data "
                        "(above the threshold: flagged ood)"),

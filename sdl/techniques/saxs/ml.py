@@ -34,6 +34,7 @@ import numpy as np
 from sdl.analysis.base import AnalysisResult, Descriptor
 from sdl.errors import AnalysisError
 from sdl.measurement import Measurement
+from sdl.techniques.saxs.modelfree import modelfree_descriptors
 from sdl.techniques.saxs.reader import analysed_with_q_check, flag_unmodelled_slit, q_unit_hint
 from simulators.saxs import dataset as D
 from simulators.saxs.dataset import APPLIES, CLASSES, TARGETS
@@ -467,4 +468,13 @@ class SaxsMLAnalyser:
             scale = 0.1 if t != "polydispersity" else 1.0  # Å -> nm
             descs.append(Descriptor(name=DESCRIPTOR[t], value=values[t] * scale, uncertainty=uncs[t] * scale,
                                     unit="nm" if t != "polydispersity" else None, flags=list(param_flags), analyser=self.name))
+        # model-free descriptors (Rg, Porod exponent, invariant): they do not depend on the class chosen,
+        # so they do not carry its ood/low_confidence flags; their fit ranges are in info[<name>]
+        try:
+            mf_descs, mf_info = modelfree_descriptors(measurement, self.name)
+        except AnalysisError as exc:
+            info["modelfree_error"] = str(exc)
+        else:
+            descs.extend(mf_descs)
+            info.update(mf_info)
         return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
