@@ -472,8 +472,8 @@ class SaxsMLAnalyser:
         # so they do not carry its ood/low_confidence flags; their fit ranges are in info[<name>]
         try:
             mf_descs, mf_info = modelfree_descriptors(measurement, self.name)
-        except AnalysisError as exc:
-            info["modelfree_error"] = str(exc)
+        except Exception as exc:  # a model-free failure must not lose the ML answer
+            info["modelfree_error"] = f"{type(exc).__name__}: {exc}"
         else:
             descs.extend(mf_descs)
             info.update(mf_info)
