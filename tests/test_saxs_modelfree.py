@@ -115,6 +115,21 @@ def test_no_guinier_region_is_flagged_not_reported():
     assert "low_confidence" in d["saxs.invariant"].flags  # no Guinier extrapolation to q = 0
 
 
+def test_a_correlation_peak_is_not_a_guinier_region():
+    """Concentrated spheres (hard-sphere S(q), volume fraction 0.3): I falls toward low q, so a decaying
+    window past the peak must not be reported as Rg."""
+    from sasmodels.core import load_model
+    from sasmodels.direct_model import call_kernel
+
+    kernel = load_model("sphere@hardsphere", dtype="double").make_kernel([Q])
+    I0 = call_kernel(kernel, {"radius": 50.0, "radius_effective": 50.0, "volfraction": 0.3, "sld": 2.0,
+                              "sld_solvent": 1.0, "scale": 0.3, "background": 0.0, "radius_pd": 0.05, "radius_pd_n": 15})
+    d, info = _by_name(_measured(np.asarray(I0, float)))
+    rg = d["saxs.rg_nm"]
+    assert "fit_failed" in rg.flags and not rg.trusted, (rg, info["saxs.rg_nm"])
+    assert "correlation peak" in info["saxs.rg_nm"]["note"]
+
+
 def test_without_sigma():
     I0 = _sphere(50.0)
     m = Measurement(technique="saxs", arrays={"q_inv_angstrom": Q, "intensity": I0 * (1 + 0.01 * np.random.default_rng(3).normal(size=Q.size))})

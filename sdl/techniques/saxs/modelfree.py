@@ -412,6 +412,19 @@ def modelfree_descriptors(measurement: Measurement, analyser: str = "saxs_modelf
 
     # Guinier
     g = guinier_autorg(q, I, sigma)
+    if g["ok"]:
+        # a correlation peak (interparticle interference, S(q) != 1) makes I rise with q somewhere: the
+        # points below the window fall well under the Guinier I(0), or the curve climbs well above it
+        # past the window. Either way the window is not a Guinier region.
+        smooth = np.array([np.median(I[max(0, i - 2):i + 3]) for i in range(I.size)])
+        low = float(np.median(I[q < g["q_min"]][:5])) if np.count_nonzero(q < g["q_min"]) >= 3 else math.inf
+        high = float(smooth[q > g["q_max"]].max()) if np.any(q > g["q_max"]) else -math.inf
+        if low < 0.7 * g["i0"] or high > 1.3 * g["i0"]:
+            where = (f"I at the lowest q ({low:.3g}) lies below" if low < 0.7 * g["i0"]
+                     else f"I rises past the window to {high:.3g}, above")
+            g = {**g, "ok": False, "rg_apparent": g["rg"],
+                 "note": f"{where} the Guinier I(0) ({g['i0']:.3g}) of the window {g['q_min']:.3g}-{g['q_max']:.3g} "
+                         "Å⁻¹: a correlation peak (S(q) != 1); no Guinier region"}
     rg_flags = [] if g["ok"] else ["fit_failed"]
     if g["ok"] and not g["linear"] and sigma is not None:
         rg_flags.append("low_confidence")
