@@ -194,6 +194,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=6000, help="curves in the in-range split (the others get half each)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--refine", type=int, default=150, help="in-range curves analysed with refinement (size error)")
+    ap.add_argument("--weights", type=Path, default=None, help="saxs_ml weights (default: the shipped ones)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "saxs_heldout.txt")
     args = ap.parse_args()
     import torch
@@ -204,7 +205,7 @@ def main() -> None:
     torch.set_num_threads(2)
     out = Printout()
     out("# SAXS shape model on an independent held-out generator (benchmarks/saxs_heldout.py; not trained on)")
-    an = SaxsMLAnalyser()
+    an = SaxsMLAnalyser(weights=args.weights)
     out(f"analyser: saxs_ml, weights {an.weights.name}; SCAN's ensemble: 97.3 % on its own simulated test set")
     sizes = {"in_range": args.n, "shifted": args.n // 2, "out_range": args.n // 2}
     data = {}
