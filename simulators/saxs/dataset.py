@@ -4,9 +4,7 @@ Pure physics (numpy + sasmodels); imports nothing from `sdl`.
 
 Each curve is a sasmodels form factor (Schulz polydispersity on the radius), measured through a
 simulated instrument: Gaussian resolution smearing (dq/q), a random scale factor, a flat or
-sloped background, in training also a low-q power-law upturn on some curves, Poisson counting
-noise or (training) relative Gaussian errors as reduced data carry them, and missing q points
-(beamstop, detector gaps).
+sloped background, Poisson counting noise, and missing q points (beamstop, detector gaps).
 
 Classes (`CLASSES`):
 
@@ -21,7 +19,7 @@ core_shell_sphere      core_shell_sphere   outer radius >= 8/qmax (smaller core-
                                            [-1, 0.3] or [2.5, 4], solvent 0): a core-shell
                                            particle with matched core and shell is a sphere;
                                            polydispersity <= 0.15 (more smears out the shell)
-ellipsoid              ellipsoid           axial ratio in [1/12, 0.5] or [2, 12]; ratios in (0.5, 2)
+ellipsoid              ellipsoid           axial ratio in [0.2, 0.5] or [2, 5]; ratios in (0.5, 2)
                                            look like polydisperse spheres and are excluded
 cylinder               cylinder            rod: length/diameter in [3, 30], length <= 10/qmin and 5000 Å
 disc                   cylinder            flat cylinder: length/diameter in [1/30, 1/3]
@@ -114,8 +112,6 @@ class Instrument:
     slope: tuple[float, float]  # background(q) = b (1 + slope q/qmax)
     p_beamstop: float
     p_gaps: float
-    p_upturn: float = 0.0  # a low-q power-law upturn (aggregates, dust): A (q/qmin)^-m, m 3-4
-    p_relative_noise: float = 0.0  # reduced-data errors (relative Gaussian) instead of Poisson counts
 
 
 TRAIN = Instrument(
@@ -129,8 +125,6 @@ TRAIN = Instrument(
     slope=(-0.5, 1.0),
     p_beamstop=0.5,
     p_gaps=0.3,
-    p_upturn=0.3,
-    p_relative_noise=0.4,
 )
 TEST = Instrument(
     windows=((0.0045, 0.45),),
@@ -269,7 +263,7 @@ def sample_params(cls: str, qmin: float, qmax: float, rng: np.random.Generator) 
         return model, p, t
     if cls == "ellipsoid":
         for _ in range(100):
-            aspect = _logu(rng, 2.0, 12.0)
+            aspect = _logu(rng, 2.0, 5.0)
             lo, hi = max(10.0, 3.0 / qmax) * aspect, min(1500.0, 2.5 / qmin)
             if lo < hi:
                 break
@@ -382,18 +376,11 @@ def measure(
     bg = I[-1] * 10 ** rng.uniform(*inst.background) if rng.random() < 0.9 else 0.0
     slope = rng.uniform(*inst.slope) if rng.random() < 0.5 else 0.0
     Itot = I + bg * np.clip(1.0 + slope * q / qmax, 0.05, None)
-    if inst.p_upturn and rng.random() < inst.p_upturn:
-        Itot = Itot + I[0] * 10 ** rng.uniform(-2.0, -0.3) * (q / q[0]) ** -rng.uniform(3.0, 4.0)
     peak = _band(rng, inst.counts, log=True)
     factor = peak / Itot.max()
-    if inst.p_relative_noise and rng.random() < inst.p_relative_noise:
-        sd = Itot * rng.uniform(0.005, 0.06) + 1e-4 * Itot.max()
-        I_obs = (Itot + rng.normal(0.0, sd)) * scale  # may go negative at high q, as subtracted data does
-        sigma = sd * scale
-    else:
-        counts = rng.poisson(Itot * factor).astype(float)
-        I_obs = counts / factor * scale
-        sigma = np.sqrt(np.maximum(counts, 1.0)) / factor * scale
+    counts = rng.poisson(Itot * factor).astype(float)
+    I_obs = counts / factor * scale
+    sigma = np.sqrt(np.maximum(counts, 1.0)) / factor * scale
     keep = np.ones(n, bool)
     lq = np.log(q / qmin)
     if rng.random() < inst.p_beamstop:  # beamstop shadow: the lowest q (up to +25 % of qmin) is lost
