@@ -18,7 +18,7 @@ Splits (labels are the 7 classes of saxs_ml):
              rods of length/diameter 30-100, thin/thick shells, concentrated spheres with a hard-sphere S(q),
              unseen "other" families: lamellar, Debye-Anderson-Brumberger, broad peaks).
 
-Reported per split: accuracy, ECE (15 bins of the top probability), "right or flagged" (flag = ood or
+Reported per split: accuracy, ECE (15 bins of the top probability, as training reports it), "right or flagged" (flag = ood or
 low_confidence), confident errors (wrong, p >= 0.9, not flagged); size error after refinement on a
 subset of in_range spheres/ellipsoids/cylinders. Prints and writes benchmarks/results/saxs_heldout.txt.
 
@@ -179,16 +179,6 @@ def draw(n: int, seed: int, split: str) -> dict:
     return out
 
 
-def ece(p_top: np.ndarray, correct: np.ndarray, bins: int = 15) -> float:
-    edges = np.linspace(0, 1, bins + 1)
-    e = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (p_top > lo) & (p_top <= hi)
-        if m.any():
-            e += m.mean() * abs(p_top[m].mean() - correct[m].mean())
-    return float(e)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6000, help="curves in the in-range split (the others get half each)")
@@ -201,6 +191,7 @@ def main() -> None:
 
     from sdl.measurement import Measurement
     from sdl.techniques.saxs.ml import LOW_CONFIDENCE, SaxsMLAnalyser
+    from sdl.techniques.saxs.train import expected_calibration_error
 
     torch.set_num_threads(2)
     out = Printout()
@@ -224,7 +215,7 @@ def main() -> None:
         correct = p.argmax(axis=1) == lab
         flagged = np.asarray(pred["ood"]) | (top < LOW_CONFIDENCE) | (p.argmax(axis=1) == CLASSES.index("other"))
         confident_err = (~correct) & (top >= 0.9) & ~flagged
-        out(f"{split:<10} {len(valid):>5} {correct.mean():>8.1%} {ece(top, correct):>6.1%} "
+        out(f"{split:<10} {len(valid):>5} {correct.mean():>8.1%} {expected_calibration_error(p, lab):>6.1%} "
             f"{(correct | flagged).mean():>16.1%} {flagged.mean():>8.1%} {confident_err.mean():>16.1%}")
         # where the errors are
         wrong = {}
