@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -220,19 +221,17 @@ def _target_panel(ax: Any, trials: list[dict[str, Any]], o: Any) -> None:
     ax.legend(fontsize=8)
 
 
-# curve x-axis key stored by the analysers -> (x label, y label, axis scale)
 def _curve_panel(ax: Any, store: Store, campaign_id: str, b: dict[str, Any] | None, result: dict[str, Any]) -> None:
     """The best trial's measured curve with the fit of the analyser whose descriptors were used
     (the first needed descriptor's first), titled with those descriptors (sdl.outcome)."""
     analyses = store.analyses(campaign_id, b["index"]) if b is not None else []
     used = [d["analyser"] for d in result["descriptors"]]
     analyses.sort(key=lambda a: used.index(a.analyser) if a.analyser in used else len(used))
-    from sdl.analysis import curve_axes
+    from sdl.analysis import curve_axes_for
 
-    axes = curve_axes()  # x array name -> labels and scales, from the technique declarations
     for a in analyses:
         curves = unpack_arrays(a.curves)
-        spec = next((axes[k] for k in axes if k in curves), None)
+        spec = curve_axes_for(curves)  # labels and scales from the technique declarations
         if spec is None:
             continue
         x = curves[spec.x]
@@ -422,18 +421,14 @@ def export(store: Store, campaign_id: str, out: Path) -> Path:
 
 
 def _curve_spec(technique: Any, curves: dict[str, np.ndarray]) -> Any:
-    """The CurveAxes for a result's curves: the technique's own first, then any technique's, else a
-    plain linear one on the first array that is not intensity/fit."""
-    from sdl.analysis import curve_axes
+    """The declared CurveAxes for a result's curves (sdl.analysis.curve_axes_for), else a plain linear
+    one on the first array that is not intensity/fit."""
+    from sdl.analysis import curve_axes_for
     from sdl.analysis.technique import CurveAxes
 
-    for spec in getattr(technique, "curves", ()):
-        if spec.x in curves:
-            return spec
-    axes = curve_axes()
-    for name in curves:
-        if name in axes:
-            return axes[name]
+    spec = curve_axes_for(curves, technique)
+    if spec is not None:
+        return spec
     x = next((k for k in curves if k not in ("intensity", "fit", "sigma", "background")), None)
     return None if x is None else CurveAxes(x, x, "intensity")
 
@@ -464,7 +459,7 @@ def plot_analysis(result: Any, out: Path, *, technique: Any = None, measurement:
                   name: str | None = None) -> Path:
     """A PNG of one analysed measurement: the data with error bars (sigma), the analyser's fit curve, the
     residuals ((data − fit)/sigma, or relative without sigma) and every descriptor, untrusted ones in red.
-    Axis labels and scales come from the technique's CurveAxes (sdl.analysis.curve_axes). `result` is an
+    Axis labels and scales come from the technique's CurveAxes (sdl.analysis.curve_axes_for). `result` is an
     sdl.analysis.base.AnalysisResult; `name` titles the figure (default: the file name in metadata)."""
     import matplotlib
 
@@ -541,8 +536,6 @@ def plot_analysis(result: Any, out: Path, *, technique: Any = None, measurement:
     shown = [Shown.of(d) for d in result.descriptors]
     lines = [(s.text(), not d.trusted) for s, d in zip(shown, result.descriptors)]
     lines += [(f"warning: {w}", True) for w in result.info.get("warnings", [])]
-    import textwrap
-
     y0 = 1.0
     axt.text(0.03, y0, f"descriptors ({result.analyser})", transform=axt.transAxes, va="top", fontsize=9,
              fontweight="bold")

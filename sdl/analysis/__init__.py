@@ -6,6 +6,7 @@ trainers through its declaration (sdl.analysis.technique). The framework names n
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Iterable
 from importlib.metadata import entry_points
 
 from sdl.analysis.base import AnalysisResult, Analyser, Descriptor
@@ -13,7 +14,7 @@ from sdl.analysis.technique import CurveAxes, DescriptorSpec, Option, Reader, Te
 from sdl.errors import AnalysisError
 
 __all__ = ["AnalysisResult", "Analyser", "CurveAxes", "Descriptor", "DescriptorSpec", "Option", "Reader",
-           "Technique", "Trainer", "available", "curve_axes", "get", "load", "technique", "techniques"]
+           "Technique", "Trainer", "available", "curve_axes_for", "get", "load", "technique", "techniques"]
 
 GROUP = "sdl.techniques"
 
@@ -58,6 +59,8 @@ def get(technique_name: str, name: str | None = None) -> Analyser:
     return load(t.analysers[name])()
 
 
-def curve_axes() -> dict[str, CurveAxes]:
-    """x array name -> how to plot it, over every technique (for reports)."""
-    return {c.x: c for t in techniques().values() for c in t.curves}
+def curve_axes_for(curves: Iterable[str], technique: Technique | None = None) -> CurveAxes | None:
+    """How to plot an analysis' curves (their array names): the first declared CurveAxes whose x array
+    is among them, `technique`'s own first, then any registered technique's; None if none is."""
+    declared = (*(technique.curves if technique is not None else ()), *(c for t in techniques().values() for c in t.curves))
+    return next((c for c in declared if c.x in curves), None)
