@@ -2,32 +2,40 @@
 
 Pure physics (numpy + sasmodels); imports nothing from `sdl`.
 
-Each curve is a sasmodels form factor (Schulz polydispersity on the radius), measured through a
-simulated instrument: Gaussian resolution smearing (dq/q), a random scale factor, a flat or
-sloped background, Poisson counting noise, and missing q points (beamstop, detector gaps).
+Each curve is a sasmodels form factor (Schulz polydispersity on the radius), for spheres and
+core-shell spheres in training sometimes times a structure factor S(q) (hard-sphere or charged
+Hayter-Penfold MSA: a concentrated sample keeps its shape label), measured through a simulated
+instrument: Gaussian resolution smearing (dq/q), a random scale factor, a flat or sloped
+background, in training also a low-q power-law upturn (aggregates) on some curves, Poisson
+counting noise or (training) relative Gaussian errors as reduced data carry them, and missing q
+points (beamstop, detector gaps).
 
 Classes (`CLASSES`):
 
 =====================  ==================  ====================================================
 class                  sasmodels model     construction (what keeps classes distinguishable)
 =====================  ==================  ====================================================
-sphere                 sphere              radius with qmax*R >= 4 and qmin*R <= 2.5
+sphere                 sphere              radius with qmax*R >= 4 and qmin*R <= 2.5; pd <= 0.35
 core_shell_sphere      core_shell_sphere   outer radius >= 8/qmax (smaller core-shell particles
-                                           look homogeneous in the window); shell 15-50 % of
+                                           look homogeneous in the window); shell 8-50 % of
                                            the outer radius; core SLD differs
                                            from the shell SLD by a factor (core/shell in
-                                           [-1, 0.3] or [2.5, 4], solvent 0): a core-shell
-                                           particle with matched core and shell is a sphere;
-                                           polydispersity <= 0.15 (more smears out the shell)
-ellipsoid              ellipsoid           axial ratio in [0.2, 0.5] or [2, 5]; ratios in (0.5, 2)
+                                           [-1, 0.3] or [2.5, 4], solvent 0; a quarter are
+                                           hollow: core = solvent, a vesicle or protein cage):
+                                           a core-shell particle with matched core and shell is
+                                           a sphere; polydispersity <= 0.15 (more smears out
+                                           the shell)
+ellipsoid              ellipsoid           axial ratio in [1/12, 0.5] or [2, 12]; ratios in (0.5, 2)
                                            look like polydisperse spheres and are excluded
-cylinder               cylinder            rod: length/diameter in [3, 30], length <= 10/qmin and 5000 Å
-disc                   cylinder            flat cylinder: length/diameter in [1/30, 1/3]
-core_shell_cylinder    core_shell_cylinder rod (length/outer diameter 3-30, outer radius >= 8/qmax)
+cylinder               cylinder            rod: length/diameter in [3, 100], length <= 10/qmin and 8000 Å
+disc                   cylinder            flat cylinder: length/diameter in [1/60, 1/3]
+core_shell_cylinder    core_shell_cylinder rod (length/outer diameter 3-60, outer radius >= 8/qmax)
                                            with a shell 15-50 %
                                            of the outer radius, contrasting core SLD, pd <= 0.15
-other                  (several)           mono_gauss_coil, mass_fractal, gauss_lorentz_gel,
-                                           power_law: "none of these" (out-of-library) family
+other                  (several)           polymer coils, fractal aggregates, gels, power laws,
+                                           two-phase random media (Debye-Anderson-Brumberger),
+                                           Ornstein-Zernike + Porod, lamellar sheets, broad
+                                           correlation peaks: "none of these" (out-of-library)
 =====================  ==================  ====================================================
 
 Cylinders with length/diameter between 1/3 and 3 are excluded (stubby cylinders look like
@@ -68,7 +76,12 @@ SASMODEL: dict[str, str | None] = {
     "core_shell_cylinder": "core_shell_cylinder",
     "other": None,
 }
-OTHER_MODELS = ("mono_gauss_coil", "mass_fractal", "gauss_lorentz_gel", "power_law")
+OTHER_MODELS = ("mono_gauss_coil", "mass_fractal", "gauss_lorentz_gel", "power_law", "dab", "correlation_length",
+                "lamellar", "broad_peak")
+# structure factors (sasmodels S(q) models) multiplied onto SF_CLASSES' form factors in training;
+# `saxs.structure_factor` reports these names
+STRUCTURE_FACTORS = {"hard_sphere": "hardsphere", "charged": "hayter_msa"}
+SF_CLASSES = ("sphere", "core_shell_sphere")
 # families never used in training: out-of-distribution evaluation only
 UNSEEN_OOD = ("teubner_strey", "surface_fractal", "white_noise", "random_smooth")
 
@@ -112,6 +125,9 @@ class Instrument:
     slope: tuple[float, float]  # background(q) = b (1 + slope q/qmax)
     p_beamstop: float
     p_gaps: float
+    p_upturn: float = 0.0  # a low-q power-law upturn (aggregates, dust): A (q/qmin)^-m, m 3-4
+    p_relative_noise: float = 0.0  # reduced-data errors (relative Gaussian, 0.3-12 %) instead of Poisson counts
+    p_structure: float = 0.0  # SF_CLASSES curves times a structure factor (concentrated or charged particles)
 
 
 TRAIN = Instrument(
@@ -120,11 +136,14 @@ TRAIN = Instrument(
     spacing="log",
     n_points=(120, 400),
     counts=((3e4, 3e5), (1e6, 1e7)),
-    dq_over_q=((0.0, 0.03), (0.05, 0.08)),
+    dq_over_q=((0.0, 0.03), (0.05, 0.12)),
     background=(-1.5, 0.5),
     slope=(-0.5, 1.0),
     p_beamstop=0.5,
     p_gaps=0.3,
+    p_upturn=0.25,
+    p_relative_noise=0.35,
+    p_structure=0.3,
 )
 TEST = Instrument(
     windows=((0.0045, 0.45),),
@@ -252,18 +271,18 @@ def sample_params(cls: str, qmin: float, qmax: float, rng: np.random.Generator) 
     t: dict[str, float] = {}
     if cls == "sphere":
         lo, hi = max(10.0, 4.0 / qmax), min(1500.0, 2.5 / qmin)
-        t = {"radius": _logu(rng, lo, hi), "polydispersity": _pd(rng, 0.25)}
+        t = {"radius": _logu(rng, lo, hi), "polydispersity": _pd(rng, 0.35)}
         model, p = class_params(cls, t)
         return model, p, t
     if cls == "core_shell_sphere":
         rt = _logu(rng, max(15.0, 8.0 / qmax), min(1500.0, 2.5 / qmin))
-        shell = rt * rng.uniform(0.15, 0.5)
+        shell = rt * rng.uniform(0.08, 0.5)
         t = {"radius": rt - shell, "shell": shell, "polydispersity": _pd(rng, 0.15)}
-        model, p = class_params(cls, t, {"sld_core": _sld_core(rng)})
+        model, p = class_params(cls, t, {"sld_core": 0.0 if rng.random() < 0.25 else _sld_core(rng)})
         return model, p, t
     if cls == "ellipsoid":
         for _ in range(100):
-            aspect = _logu(rng, 2.0, 5.0)
+            aspect = _logu(rng, 2.0, 12.0)
             lo, hi = max(10.0, 3.0 / qmax) * aspect, min(1500.0, 2.5 / qmin)
             if lo < hi:
                 break
@@ -273,18 +292,18 @@ def sample_params(cls: str, qmin: float, qmax: float, rng: np.random.Generator) 
             t = {"radius": small, "polar_radius": big}
         else:
             t = {"radius": big, "polar_radius": small}
-        t["polydispersity"] = _pd(rng, 0.2)
+        t["polydispersity"] = _pd(rng, 0.3)
         model, p = class_params(cls, t)
         return model, p, t
     if cls == "cylinder":
         r = _logu(rng, max(8.0, 2.5 / qmax), min(300.0, 0.6 / qmin))
-        t = {"radius": r, "length": _logu(rng, 6 * r, min(60 * r, 10.0 / qmin, 5000.0)), "polydispersity": _pd(rng, 0.25)}
+        t = {"radius": r, "length": _logu(rng, 6 * r, max(6.5 * r, min(200 * r, 10.0 / qmin, 8000.0))), "polydispersity": _pd(rng, 0.25)}
         model, p = class_params(cls, t)
         return model, p, t
     if cls == "disc":
         for _ in range(200):
             length = _logu(rng, max(10.0, 2.4 / qmax), max(12.0, min(500.0, 0.5 / qmin)))
-            r = length * _logu(rng, 3.0, 30.0) / 2
+            r = length * _logu(rng, 3.0, 60.0) / 2
             if r <= 3.0 / qmin:
                 break
         t = {"radius": r, "length": length, "polydispersity": _pd(rng, 0.25)}
@@ -293,7 +312,7 @@ def sample_params(cls: str, qmin: float, qmax: float, rng: np.random.Generator) 
     if cls == "core_shell_cylinder":
         rt = _logu(rng, max(12.0, 8.0 / qmax), max(13.0, min(300.0, 0.6 / qmin)))
         shell = rt * rng.uniform(0.15, 0.5)
-        t = {"radius": rt - shell, "shell": shell, "length": _logu(rng, 6 * rt, min(60 * rt, 10.0 / qmin, 5000.0)), "polydispersity": _pd(rng, 0.15)}
+        t = {"radius": rt - shell, "shell": shell, "length": _logu(rng, 6 * rt, max(6.5 * rt, min(120 * rt, 10.0 / qmin, 8000.0))), "polydispersity": _pd(rng, 0.15)}
         model, p = class_params(cls, t, {"sld_core": _sld_core(rng)})
         return model, p, t
     if cls == "other":
@@ -313,6 +332,18 @@ def _other_params(fam: str, qmin: float, qmax: float, rng: np.random.Generator) 
                 "lorentz_scale": 1.0, "cor_length_dynamic": _logu(rng, 5.0, 100.0)}
     if fam == "power_law":
         return {"power": rng.uniform(1.0, 4.5)}
+    if fam == "dab":
+        return {"cor_length": _logu(rng, 15.0, max(20.0, 2.0 / qmin))}
+    if fam == "correlation_length":  # Ornstein-Zernike (polymer blends, gels) + a Porod term
+        xi = _logu(rng, 10.0, max(15.0, 1.5 / qmin))
+        return {"lorentz_scale": 1.0, "cor_length": xi, "lorentz_exp": rng.uniform(1.6, 2.4),
+                "porod_exp": rng.uniform(2.5, 4.0), "porod_scale": 10 ** rng.uniform(-4, 0) * (qmin * 2) ** 3}
+    if fam == "lamellar":
+        return {"thickness": _logu(rng, 10.0, max(12.0, 3.0 / qmin)), "sld": 1.0, "sld_solvent": 0.0}
+    if fam == "broad_peak":  # a broad correlation peak (polyelectrolytes, ionomers, microphase separation)
+        return {"porod_scale": 10 ** rng.uniform(-3, 0) * qmin ** 3, "porod_exp": rng.uniform(2.0, 4.0), "peak_scale": 1.0,
+                "correlation_length": _logu(rng, 10.0, 120.0), "peak_pos": _logu(rng, 3 * qmin, qmax / 3),
+                "width_exp": rng.uniform(1.5, 3.0), "shape_exp": rng.uniform(1.0, 2.0)}
     if fam == "teubner_strey":
         return {"volfraction_a": rng.uniform(0.2, 0.8), "sld_a": 0.3, "sld_b": 6.3, "d": _logu(rng, 40.0, 0.8 / qmin),
                 "xi": _logu(rng, 20.0, 400.0)}
@@ -320,6 +351,23 @@ def _other_params(fam: str, qmin: float, qmax: float, rng: np.random.Generator) 
         return {"radius": rng.uniform(5.0, 40.0), "fractal_dim_surf": rng.uniform(2.0, 2.9),
                 "cutoff_length": _logu(rng, 100.0, max(150.0, 3.0 / qmin))}
     raise ValueError(fam)
+
+
+def structure_factor(kind: str, q: np.ndarray, params: dict[str, float]) -> np.ndarray:
+    """S(q) of `kind` (a STRUCTURE_FACTORS key) with sasmodels parameters (radius_effective Å, volfraction, ...)."""
+    return form_factor(STRUCTURE_FACTORS[kind], q, params, dtype="double")
+
+
+def random_structure(rng: np.random.Generator, radius: float) -> tuple[str, dict[str, float]]:
+    """A structure factor for particles of outer radius `radius` (Å): hard spheres at volume
+    fraction 0.03-0.45, or charged spheres (Hayter-Penfold MSA, 0.01-0.25, low salt) whose charge
+    grows with the surface so that the correlation peak shows."""
+    r_eff = radius * rng.uniform(1.0, 1.15)
+    if rng.random() < 0.5:
+        return "hard_sphere", {"radius_effective": r_eff, "volfraction": float(rng.uniform(0.03, 0.45))}
+    return "charged", {"radius_effective": r_eff, "volfraction": float(rng.uniform(0.01, 0.25)),
+                       "charge": float(min(_logu(rng, 5.0, 60.0) * (r_eff / 25.0) ** 1.5, 200.0)), "temperature": 298.0,
+                       "concentration_salt": float(_logu(rng, 1e-4, 0.02)), "dielectconst": 78.0}
 
 
 # ----- the instrument --------------------------------------------------------------------------------
@@ -376,11 +424,18 @@ def measure(
     bg = I[-1] * 10 ** rng.uniform(*inst.background) if rng.random() < 0.9 else 0.0
     slope = rng.uniform(*inst.slope) if rng.random() < 0.5 else 0.0
     Itot = I + bg * np.clip(1.0 + slope * q / qmax, 0.05, None)
+    if inst.p_upturn and rng.random() < inst.p_upturn:
+        Itot = Itot + I[0] * 10 ** rng.uniform(-2.0, -0.3) * (q / q[0]) ** -rng.uniform(3.0, 4.0)
     peak = _band(rng, inst.counts, log=True)
     factor = peak / Itot.max()
-    counts = rng.poisson(Itot * factor).astype(float)
-    I_obs = counts / factor * scale
-    sigma = np.sqrt(np.maximum(counts, 1.0)) / factor * scale
+    if inst.p_relative_noise and rng.random() < inst.p_relative_noise:
+        sd = Itot * _logu(rng, 0.003, 0.12) + 1e-4 * Itot.max()
+        I_obs = (Itot + rng.normal(0.0, sd)) * scale  # may go negative at high q, as subtracted data does
+        sigma = sd * scale
+    else:
+        counts = rng.poisson(Itot * factor).astype(float)
+        I_obs = counts / factor * scale
+        sigma = np.sqrt(np.maximum(counts, 1.0)) / factor * scale
     keep = np.ones(n, bool)
     lq = np.log(q / qmin)
     if rng.random() < inst.p_beamstop:  # beamstop shadow: the lowest q (up to +25 % of qmin) is lost
@@ -444,6 +499,12 @@ def generate(
             qmin, qmax = draw_window(inst, rng)
             model, params, target = sample_params(cls, qmin, qmax, rng)
             I_fine = form_factor(model, Q_FINE, params)
+            if cls in SF_CLASSES and inst.p_structure and rng.random() < inst.p_structure:
+                kind, sf = random_structure(rng, target["radius"] + target.get("shell", 0.0))
+                S = structure_factor(kind, Q_FINE, sf)
+                if np.all(np.isfinite(S)) and S.min() > 0:
+                    I_fine = I_fine * S
+                    model = f"{model}@{STRUCTURE_FACTORS[kind]}"
             for _v in range(variants):
                 m = measure(I_fine, qmin, qmax, inst, rng)
                 for k in ("q", "I", "sigma", "dq", "dq_over_q", "peak_counts"):
