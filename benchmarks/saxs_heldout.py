@@ -17,7 +17,7 @@ Splits (labels are the 7 classes of saxs_ml):
   out_range  particles beyond the training ranges (ellipsoid axial ratio 5-13, polydispersity 0.25-0.4,
              rods of length/diameter 30-100, thin/thick shells, concentrated spheres with a hard-sphere S(q),
              "other" families never trained on: microemulsions (Teubner-Strey), swollen polymer coils
-             (excluded volume), surface fractals). Since training v5 the ellipsoid axial ratios up to 12 and
+             (excluded volume), star polymers). Since training v5 the ellipsoid axial ratios up to 12 and
              cylinder length/diameter up to 100 are inside the training ranges, and the families this split
              used before (lamellar, Debye-Anderson-Brumberger, broad peak) are trained "other" families; the
              concentrated spheres' S(q) is trained too (spheres keep their shape label).
@@ -128,16 +128,15 @@ def particle(cls: str, split: str, q: np.ndarray, rng) -> tuple[str, dict, dict]
                                        "radius_pd": min(pd, 0.15), "radius_pd_n": 9, "radius_pd_type": "lognormal"}, \
             {"radius": rt * (1 - frac)}
     # other: families training never saw when out_range, the training's own families otherwise
-    fam = str(rng.choice(["teubner_strey", "polymer_excl_volume", "surface_fractal"] if out else ["mono_gauss_coil", "power_law"]))
+    fam = str(rng.choice(["teubner_strey", "polymer_excl_volume", "star_polymer"] if out else ["mono_gauss_coil", "power_law"]))
     if fam == "teubner_strey":  # bicontinuous microemulsion: a broad peak at 2 pi / d
         d = logu(rng, 40.0, 0.8 / qmin)
         return fam, {"volfraction_a": float(rng.uniform(0.2, 0.8)), "sld_a": 0.3, "sld_b": 6.3, "d": d,
                      "xi": d * float(rng.uniform(0.2, 1.0))}, {}
     if fam == "polymer_excl_volume":  # a coil in good solvent (Flory exponent 0.5-0.6)
         return fam, {"rg": logu(rng, max(15.0, 1.2 / qmax), 2.5 / qmin), "porod_exp": float(rng.uniform(1.6, 2.0))}, {}
-    if fam == "surface_fractal":
-        return fam, {"radius": float(rng.uniform(5.0, 40.0)), "fractal_dim_surf": float(rng.uniform(2.0, 2.9)),
-                     "cutoff_length": logu(rng, 100.0, max(150.0, 3.0 / qmin))}, {}
+    if fam == "star_polymer":  # Gaussian star of 3-30 arms
+        return fam, {"rg_squared": logu(rng, max(15.0, 1.2 / qmax), 2.5 / qmin) ** 2, "arms": float(rng.integers(3, 31))}, {}
     if fam == "mono_gauss_coil":
         return fam, {"i_zero": 1.0, "rg": logu(rng, max(15.0, 1.2 / qmax), 2.5 / qmin)}, {}
     return fam, {"power": float(rng.uniform(1.5, 4.0))}, {}
