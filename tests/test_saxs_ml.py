@@ -86,6 +86,55 @@ def test_sphere_identified_sized_and_refined(analyser):
     assert set(res.curves) >= {"q_inv_angstrom", "intensity", "fit"}
     assert np.all(np.isfinite(res.curves["fit"]))
     assert _desc(res, "saxs.ood_score").value <= res.info["ood_threshold"]
+    # a dilute sphere: structure factors were tried and none is needed
+    sf = _desc(res, "saxs.structure_factor")
+    assert sf.value == "none" and set(sf.probabilities) == {"none", "hard_sphere", "charged"}, res.info["structure"]
+    assert "refined" in sf.flags and not any(d.name == "saxs.volume_fraction" for d in res.descriptors)
+    assert res.info["sasmodels_model"] == "sphere"
+
+
+def _declared(result) -> None:
+    import sdl.analysis as reg
+
+    saxs = reg.technique("saxs")
+    for d in result.descriptors:
+        spec = saxs.descriptor(d.name)
+        assert spec is not None, d.name
+        assert (spec.kind == "class") == isinstance(d.value, str), d.name
+
+
+def test_concentrated_sphere_gets_structure_factor_and_volume_fraction(analyser):
+    from sasmodels.core import load_model
+    from sasmodels.direct_model import call_kernel
+
+    q = np.linspace(0.005, 0.4, 300)
+    kernel = load_model("sphere@hardsphere", dtype="double").make_kernel([q])
+    I = np.asarray(call_kernel(kernel, {"radius": 50.0, "radius_pd": 0.05, "radius_pd_n": 15, "radius_pd_type": "schulz",
+                                        "sld": 1.0, "sld_solvent": 0.0, "radius_effective": 50.0, "volfraction": 0.15}))
+    kernel.release()
+    counts = np.random.default_rng(7).poisson(1e5 * (I / I.max() + 1e-3)).astype(float)
+    res = analyser.analyse(_measurement(q, counts / 1e5, np.sqrt(np.maximum(counts, 1)) / 1e5))
+    assert _desc(res, "saxs.model").value == "sphere"
+    sf, phi = _desc(res, "saxs.structure_factor"), _desc(res, "saxs.volume_fraction")
+    assert sf.value == "hard_sphere" and sf.probabilities["hard_sphere"] > 0.9, res.info["structure"]
+    assert abs(phi.value - 0.15) < 0.03 and phi.uncertainty > 0 and phi.unit is None
+    assert sf.flags == phi.flags == _desc(res, "saxs.radius_nm").flags
+    assert abs(_desc(res, "saxs.radius_nm").value - 5.0) < 0.25
+    assert res.info["sasmodels_model"] == "sphere@hardsphere" and res.info["refine_seconds"] > 0
+    assert res.info["structure"]["none"]["delta_bic"] >= 10
+    _declared(res)
+
+
+def test_hollow_core_shell_sphere_core_contrast(analyser):
+    rng = np.random.default_rng(8)
+    I_fine = D.form_factor("core_shell_sphere", D.Q_FINE, {"radius": 70.0, "thickness": 20.0, "sld_core": 0.0, "sld_shell": 1.0,
+                                                           "sld_solvent": 0.0, "polydispersity": 0.05})
+    m = D.measure(I_fine, 0.0045, 0.45, D.TEST, rng)
+    res = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"], m["dq"]))
+    assert _desc(res, "saxs.model").value == "core_shell_sphere"
+    c = _desc(res, "saxs.core_contrast")
+    assert abs(c.value) < 0.1 and c.uncertainty is not None and c.uncertainty > 0, (c.value, c.uncertainty)
+    _declared(res)
 
 
 def test_cylinder_gets_length(analyser):

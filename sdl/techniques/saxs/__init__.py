@@ -38,6 +38,12 @@ TECHNIQUE = Technique(
         DescriptorSpec("saxs.polar_radius_nm", "nm", "ellipsoid polar radius"),
         DescriptorSpec("saxs.shell_nm", "nm", "shell thickness of core-shell particles"),
         DescriptorSpec("saxs.polydispersity", None, "relative standard deviation of the size distribution (Schulz)"),
+        DescriptorSpec("saxs.structure_factor", None, "interparticle structure factor S(q) chosen by BIC for spheres and "
+                       "core-shell spheres (none, hard_sphere, charged: Hayter-Penfold MSA), with probabilities", kind="class"),
+        DescriptorSpec("saxs.volume_fraction", None, "particle volume fraction from the fitted S(q) (when "
+                       "saxs.structure_factor is not none)"),
+        DescriptorSpec("saxs.core_contrast", None, "core-shell particles: core SLD contrast relative to the shell's "
+                       "(solvent 0; 0 = hollow core, a vesicle or cage)"),
         DescriptorSpec("saxs.rg_nm", "nm", "Guinier radius of gyration (model-free: ln I vs q², range chosen "
                        "automatically with q_max·Rg ≤ 1.3; fit_failed when the curve has no Guinier region)"),
         DescriptorSpec("saxs.porod_exponent", None, "power-law exponent n of I ∝ q⁻ⁿ at high q after background "

@@ -16,7 +16,9 @@ Pipeline for one curve I(q):
    curves; above the stored threshold the curve is flagged "ood".
 4. Refinement: scipy least_squares of the sasmodels model of the identified class (with Schulz
    polydispersity and Gaussian resolution), started from the ML estimate; scale and a linear
-   background are solved at each step by non-negative least squares.
+   background are solved at each step by non-negative least squares. Spheres and core-shell
+   spheres are also refined times a hard-sphere and a charged (Hayter-Penfold MSA) structure
+   factor; the structure factor (or none) is chosen by BIC.
 
 The shipped weights live in sdl/techniques/saxs/weights/saxs_ml.pt (loaded with weights_only=True).
 Train new ones with `sdl train saxs` (sdl.techniques.saxs.train).
@@ -249,14 +251,43 @@ _REFINE = {
     "disc": ("radius", "length"),
     "core_shell_cylinder": ("radius", "shell", "length"),
 }
+CORE_CONTRASTS = (-0.5, 0.0, 0.2, 3.0)  # core SLD / shell SLD (solvent 0) tried before refining; 0: hollow
+# structure factors (D.STRUCTURE_FACTORS) refined on D.SF_CLASSES: fitted sasmodels parameters as
+# (name, lower, upper, fitted in ln), the starting values tried, the fixed ones (Hayter-Penfold: 1 mM
+# salt in water at 298 K); radius_effective is the particle's outer radius
+SF_FIT: dict[str, tuple[tuple[str, float, float, bool], ...]] = {
+    "hard_sphere": (("volfraction", 0.0, 0.6, False),),
+    "charged": (("volfraction", 0.001, 0.5, False), ("charge", 1.0, 200.0, True)),
+}
+SF_FIXED: dict[str, dict[str, float]] = {
+    "hard_sphere": {}, "charged": {"temperature": 298.0, "concentration_salt": 1e-3, "dielectconst": 78.0}}
+SF_MARGIN = 10.0  # ΔBIC each added parameter must earn before a structure factor is preferred
+_BAD = 1e6  # residual of a point where sasmodels' S(q) has no solution (NaN or S <= 0)
+
+
+def _sf_starts(kind: str, r_out: float) -> list[tuple[float, ...]]:
+    """Starting values (natural units) of SF_FIT[kind] for particles of outer radius r_out (Å)."""
+    if kind == "hard_sphere":
+        return [(0.1,), (0.3,)]
+    c0 = min(20.0 * (r_out / 25.0) ** 1.5, 200.0)  # the training generator's typical charge (e)
+    return [(phi, float(np.clip(c0 * f, 1.0, 200.0))) for phi in (0.03, 0.1, 0.3) for f in (0.3, 1.0, 3.0)]
 
 
 def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.ndarray | None,
-           start: dict[str, float], max_nfev: int = 60) -> dict[str, Any]:
-    """Least-squares refinement of class `cls`'s sasmodels model on (q, I), started at `start` (Å).
+           start: dict[str, float], max_nfev: int = 60, structure: bool = True) -> dict[str, Any]:
+    """Least-squares refinement of class `cls`'s sasmodels model on (q Å⁻¹, I), started at `start` (Å).
+
+    For D.SF_CLASSES (when `structure`) the model is also refined times each structure factor of
+    SF_FIT (decoupling approximation: S(q) of the outer radius multiplies the form factor before
+    smearing), and one of {none, hard_sphere, charged} is chosen by BIC = χ²/ĉ + k ln n (ĉ: the best
+    fit's χ²_red when above 1), each added parameter having to lower it by SF_MARGIN;
+    "structure_probabilities" are BIC weights with that margin as a prior penalty.
 
     Returns {"values": {target: Å or fraction}, "uncertainty": {...}, "fit": I_model(q), "chi2_red",
-    "nfev", "success", "sld_core" (core-shell), "dq_over_q"}.
+    "nfev", "success", "sld_core" and "sld_core_uncertainty" (core-shell: core SLD / shell SLD, solvent 0),
+    "dq_over_q", "dq_fitted", "scale", "structure_factor" ("none" or a SF_FIT kind; None when not tried),
+    "structure_probabilities", "volfraction" and "volfraction_uncertainty" (None without S(q)), "charge" (e),
+    "structure" ({kind: {"chi2_red", "bic", "delta_bic" (vs the chosen), "volfraction", "charge"}})}.
     """
     from scipy.optimize import least_squares, nnls
 
@@ -270,8 +301,8 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     lo, hi = q.min(), q.max()
     n_fine = int(np.clip(70 * math.log10(hi * 1.35 / (lo / 1.35)), 60, 260))
     qf = np.logspace(math.log10(lo / 1.35), math.log10(hi * 1.35), n_fine)
-    model = SASMODEL[cls]
-    kernel = D.curve_function(model, qf)
+    kernel = D.curve_function(SASMODEL[cls], qf)
+    sf_curve = {k: D.curve_function(D.STRUCTURE_FACTORS[k], qf) for k in SF_FIT} if structure and cls in D.SF_CLASSES else {}
     dqq_meas = None
     if dq is not None:
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -281,6 +312,7 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     names = list(_REFINE[cls])
     core_shell = cls.startswith("core_shell")
     fit_dq = dqq_meas is None
+    n_shape = len(names) + 1 + core_shell + fit_dq  # x = [ln sizes, pd, (core SLD), (dq/q), (S(q) parameters)]
     basis_extra = np.stack([np.ones_like(q), q / hi, -q / hi], axis=1)
 
     def unpack(x: np.ndarray) -> tuple[dict[str, float], float, float]:
@@ -292,48 +324,100 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
         dqq = float(x[k]) if fit_dq else dqq_meas
         return t, sld, dqq
 
-    def curve(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def sf_params(kind: str, x: np.ndarray, t: dict[str, float]) -> dict[str, float]:
+        p = dict(SF_FIXED[kind], radius_effective=t["radius"] + t.get("shell", 0.0))
+        for (name, _, _, log), v in zip(SF_FIT[kind], x[n_shape:]):
+            p[name] = math.exp(v) if log else float(v)
+        return p
+
+    def curve(x: np.ndarray, kind: str | None) -> tuple[np.ndarray, np.ndarray] | None:
         t, sld, dqq = unpack(x)
         _, params = D.class_params(cls, t, {"sld_core": sld})
-        P = D.smear(qf, np.maximum(kernel(params), 1e-300), q, dqq)
-        A = np.column_stack([P, basis_extra]) / sig[:, None]
+        P = np.maximum(kernel(params), 1e-300)
+        if kind is not None:
+            S = sf_curve[kind](sf_params(kind, x, t))
+            if not (np.all(np.isfinite(S)) and S.min() > 0):
+                return None
+            P = P * S
+        A = np.column_stack([D.smear(qf, P, q, dqq), basis_extra]) / sig[:, None]
         coef, _ = nnls(A, I / sig)
         return A @ coef * sig, coef
 
-    def resid(x: np.ndarray) -> np.ndarray:
-        return (curve(x)[0] - I) / sig
+    def resid(x: np.ndarray, kind: str | None) -> np.ndarray:
+        c = curve(x, kind)
+        return np.full(q.size, _BAD) if c is None else (c[0] - I) / sig
 
-    x0 = [math.log(max(start[n], 1.0)) for n in names] + [float(np.clip(start.get("polydispersity", 0.05), 0.0, 0.34))]
-    lb = [x - math.log(3.0) for x in x0[: len(names)]] + [0.0]
-    ub = [x + math.log(3.0) for x in x0[: len(names)]] + [0.35]
-    if core_shell:  # pick the core contrast by trying a few (cheap) before refining
-        best = None
-        for s in (-0.5, 0.2, 3.0):
-            c = float(np.sum(resid(np.array(x0 + [s] + ([0.03] if fit_dq else []))) ** 2))
-            if best is None or c < best[0]:
-                best = (c, s)
-        x0 += [best[1]]; lb += [-1.5]; ub += [5.0]
+    def best(starts: list[np.ndarray], kind: str | None) -> np.ndarray:  # cheap: one evaluation each
+        return min(starts, key=lambda x: float(np.sum(resid(x, kind) ** 2)))
+
+    def fit(x0: np.ndarray, lb: np.ndarray, ub: np.ndarray, kind: str | None) -> dict[str, Any] | None:
+        x0 = np.clip(x0, lb + 1e-9, ub - 1e-9)
+        res = least_squares(resid, x0, bounds=(lb, ub), x_scale="jac", diff_step=1e-3, max_nfev=max_nfev, args=(kind,))
+        c = curve(res.x, kind)
+        if c is None:
+            return None
+        chi2 = float(np.sum(res.fun ** 2))
+        k = len(res.x) + 3  # + scale and the linear background
+        chi2_red = chi2 / max(q.size - k, 1)
+        try:
+            cov = np.linalg.pinv(res.jac.T @ res.jac) * max(chi2_red, 1.0)
+            sd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        except (np.linalg.LinAlgError, ValueError):
+            sd = np.full(len(res.x), np.nan)
+        return {"res": res, "fit": c[0], "coef": c[1], "chi2": chi2, "k": k, "chi2_red": chi2_red, "sd": sd}
+
+    x_ml = [math.log(max(start[n], 1.0)) for n in names] + [float(np.clip(start.get("polydispersity", 0.05), 0.0, 0.34))]
+    # polydispersity from 0.005: below it sasmodels is monodisperse (D._sasmodels_pars), a flat trap for the fit
+    lb = [x - math.log(3.0) for x in x_ml[: len(names)]] + [0.005]
+    ub = [x + math.log(3.0) for x in x_ml[: len(names)]] + [0.35]
+    if core_shell:
+        lb += [-1.5]; ub += [5.0]
     if fit_dq:
-        x0 += [0.03]; lb += [0.0]; ub += [0.15]
-    x0 = np.clip(np.array(x0), np.array(lb) + 1e-9, np.array(ub) - 1e-9)
-    res = least_squares(resid, x0, bounds=(lb, ub), x_scale="jac", diff_step=1e-3, max_nfev=max_nfev)
-    fit, coef = curve(res.x)
-    dof = max(q.size - len(res.x) - 3, 1)
-    chi2_red = float(np.sum(res.fun ** 2) / dof)
-    t, sld, dqq = unpack(res.x)
-    unc: dict[str, float] = {}
-    try:
-        J = res.jac
-        cov = np.linalg.pinv(J.T @ J) * max(chi2_red, 1.0)
-        sd = np.sqrt(np.clip(np.diag(cov), 0, None))
-    except (np.linalg.LinAlgError, ValueError):
-        sd = np.full(len(res.x), np.nan)
-    for i, n in enumerate(names):
-        unc[n] = t[n] * float(sd[i])
+        lb += [0.0]; ub += [0.15]
+    dq0 = [0.03] if fit_dq else []
+    starts = [np.array(x_ml + [s] + dq0) for s in CORE_CONTRASTS] if core_shell else [np.array(x_ml + dq0)]
+    x0 = best(starts, None)  # core-shell: pick the core contrast by trying a few (cheap) before refining
+    fits = {"none": fit(x0, np.array(lb), np.array(ub), None)}
+    for kind, spec in SF_FIT.items() if sf_curve else ():
+        r_out = math.exp(x0[0]) + (math.exp(x0[1]) if core_shell else 0.0)
+        enc = [tuple(math.log(v) if log else v for v, (_, _, _, log) in zip(s, spec)) for s in _sf_starts(kind, r_out)]
+        shapes = (x0, fits["none"]["res"].x)  # the ML start and the plain fit
+        x = best([np.concatenate([shape, e]) for shape in shapes for e in enc], kind)
+        slb = [math.log(a) if log else a for _, a, _, log in spec]
+        sub = [math.log(b) if log else b for _, _, b, log in spec]
+        f = fit(x, np.array(lb + slb), np.array(ub + sub), kind)
+        if f is not None:
+            fits[kind] = f
+    for g in [g for k, g in fits.items() if k != "none"]:  # S = 1 is inside each S(q) fit: the plain one must not be worse
+        if np.sum(resid(g["res"].x[:n_shape], None) ** 2) < fits["none"]["chi2"]:
+            f = fit(g["res"].x[:n_shape], np.array(lb), np.array(ub), None)
+            fits["none"] = min(fits["none"], f, key=lambda h: h["chi2"])
+    # BIC on χ²/ĉ, ĉ = the best fit's χ²_red when above 1 (quasi-likelihood: a misfit inflates χ² differences)
+    c_hat = max(1.0, min(g["chi2_red"] for g in fits.values()))
+    bic = {k: g["chi2"] / c_hat + g["k"] * math.log(q.size) for k, g in fits.items()}
+    score = {k: bic[k] + SF_MARGIN * (g["k"] - fits["none"]["k"]) for k, g in fits.items()}
+    chosen = min(score, key=score.get)
+    w = {k: math.exp(-0.5 * (s - score[chosen])) for k, s in score.items()}
+    f = fits[chosen]
+    x, sd = f["res"].x, f["sd"]
+    t, sld, dqq = unpack(x)
+    unc = {n: t[n] * float(sd[i]) for i, n in enumerate(names)}
     unc["polydispersity"] = float(sd[len(names)])
-    return {"values": t, "uncertainty": unc, "fit": fit, "chi2_red": chi2_red, "nfev": int(res.nfev),
-            "success": bool(res.success), "sld_core": sld if core_shell else None, "dq_over_q": dqq,
-            "dq_fitted": fit_dq, "scale": float(coef[0])}
+    sfp = {k: sf_params(k, g["res"].x, unpack(g["res"].x)[0]) if k != "none" else {} for k, g in fits.items()}
+    return {
+        "values": t, "uncertainty": unc, "fit": f["fit"], "chi2_red": f["chi2_red"],
+        "nfev": sum(int(g["res"].nfev) for g in fits.values()),  # all the models' fits
+        "success": bool(f["res"].success), "sld_core": sld if core_shell else None,
+        "sld_core_uncertainty": float(sd[len(names) + 1]) if core_shell else None,
+        "dq_over_q": dqq, "dq_fitted": fit_dq, "scale": float(f["coef"][0]),
+        "structure_factor": chosen if sf_curve else None,
+        "structure_probabilities": {k: w.get(k, 0.0) / sum(w.values()) for k in ("none", *SF_FIT)} if sf_curve else None,
+        "volfraction": sfp[chosen].get("volfraction"), "charge": sfp[chosen].get("charge"),
+        "volfraction_uncertainty": float(sd[n_shape]) if chosen != "none" else None,
+        "structure": {k: {"chi2_red": g["chi2_red"], "bic": bic[k], "delta_bic": bic[k] - bic[chosen],
+                          "volfraction": sfp[k].get("volfraction"), "charge": sfp[k].get("charge")}
+                      for k, g in fits.items()} if sf_curve else None,
+    }
 
 
 # ----- the analyser ------------------------------------------------------------------------------------
@@ -438,6 +522,7 @@ class SaxsMLAnalyser:
         info["ml_estimate"] = {t: v for t, v in values.items() if t in APPLIES[cls]}
         curves: dict[str, np.ndarray] = {"q_inv_angstrom": q, "intensity": I}
         param_flags: list[str] = ["ood"] if ood else []
+        r: dict[str, Any] | None = None
         if cls != "other" and self.refine:
             t0 = time.perf_counter()
             try:
@@ -455,6 +540,10 @@ class SaxsMLAnalyser:
                 info.update(refined=True, chi2_red=r["chi2_red"], nfev=r["nfev"], refine_success=r["success"],
                             dq_over_q=r["dq_over_q"], dq_over_q_fitted=r["dq_fitted"], sld_core_rel=r["sld_core"],
                             refine_seconds=time.perf_counter() - t0)
+                if r["structure_factor"] not in (None, "none"):
+                    info["sasmodels_model"] = f"{SASMODEL[cls]}@{D.STRUCTURE_FACTORS[r['structure_factor']]}"
+                if r["structure"] is not None:  # S(q) parameters, χ²_red and ΔBIC (vs the chosen) of each model tried
+                    info.update(structure_factor=r["structure_factor"], structure=r["structure"])
         if "fit" not in curves:
             curves["fit"] = np.full_like(q, np.nan)
         if info["refined"]:
@@ -468,6 +557,8 @@ class SaxsMLAnalyser:
             scale = 0.1 if t != "polydispersity" else 1.0  # Å -> nm
             descs.append(Descriptor(name=DESCRIPTOR[t], value=values[t] * scale, uncertainty=uncs[t] * scale,
                                     unit="nm" if t != "polydispersity" else None, flags=list(param_flags), analyser=self.name))
+        if r is not None:
+            descs.extend(self._refined_descriptors(r, param_flags))
         # model-free descriptors (Rg, Porod exponent, invariant): they do not depend on the class chosen,
         # so they do not carry its ood/low_confidence flags; their fit ranges are in info[<name>]
         try:
@@ -478,3 +569,22 @@ class SaxsMLAnalyser:
             descs.extend(mf_descs)
             info.update(mf_info)
         return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
+
+    def _refined_descriptors(self, r: dict[str, Any], flags: list[str]) -> list[Descriptor]:
+        """saxs.structure_factor (+ saxs.volume_fraction) for the S(q) classes, saxs.core_contrast for
+        core-shell ones, from a `refine` result; they carry the size descriptors' flags."""
+
+        def unc(u: float | None) -> float | None:
+            return float(u) if u is not None and math.isfinite(u) else None
+
+        out = []
+        if r["structure_factor"] is not None:
+            out.append(Descriptor(name="saxs.structure_factor", value=r["structure_factor"],
+                                  probabilities=r["structure_probabilities"], flags=list(flags), analyser=self.name))
+            if r["structure_factor"] != "none":
+                out.append(Descriptor(name="saxs.volume_fraction", value=r["volfraction"], unit=None,
+                                      uncertainty=unc(r["volfraction_uncertainty"]), flags=list(flags), analyser=self.name))
+        if r["sld_core"] is not None:
+            out.append(Descriptor(name="saxs.core_contrast", value=r["sld_core"], unit=None,
+                                  uncertainty=unc(r["sld_core_uncertainty"]), flags=list(flags), analyser=self.name))
+        return out
