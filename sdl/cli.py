@@ -215,8 +215,15 @@ def _run(campaign, campaign_id: str | None, quiet: bool, store=None, world_hint:
 
     store = store or Store(campaign.store)
     reporter = ConsoleReporter(quiet=quiet, store_url=store.url)
-    summary = run_campaign(campaign, store=store, campaign_id=campaign_id, subscribers=[reporter],
-                           world_hint=world_hint)
+    try:
+        summary = run_campaign(campaign, store=store, campaign_id=campaign_id, subscribers=[reporter],
+                               world_hint=world_hint)
+    except BaseException:
+        if reporter.bar is not None:  # closed before the error is printed, not after it at exit
+            reporter.bar.close()
+        raise
+    finally:
+        store.close()  # releases what the run holds of the store (its lease, a deleted file's handles)
     return 0 if summary.status == "finished" else 3
 
 
@@ -229,15 +236,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     from sdl.report import campaign_record
     from sdl.store import Store
 
-    store = Store(args.store)
+    store = Store(args.store)  # an SQLite file this process may not write is opened read-only
     row = _find(store, args.campaign)
     rec = campaign_record(store, row.id)
+    holder = store.orchestrator(row.id)
+    rec["campaign"]["orchestrator"] = ({"pid": holder.pid, "host": holder.host, "since": holder.since}
+                                       if holder else None)
     if args.json:
         print(json.dumps(rec, indent=2, default=str))
         return 0
     campaign = Campaign.model_validate_json(row.config_json)
     c = rec["campaign"]
-    print(f"campaign {c['id']} ({c['status']}{': ' + c['stop_reason'] if c['stop_reason'] else ''})")
+    if holder:  # whatever the stored status says: a resumed run may not have marked it running yet
+        state = f"running: {holder.text()}"
+    elif c["status"] == "running":  # its orchestrator ended without saying so (killed, machine down)
+        state = f"stopped: no orchestrator; `sdl resume {row.id}{store_option(store.url)}` continues it"
+    else:
+        state = c["status"] + (": " + c["stop_reason"] if c["stop_reason"] else "")
+    print(f"campaign {c['id']} ({state})")
     if not rec["trials"]:
         print("  no trials")
         return 0

@@ -34,3 +34,7 @@ class StoreError(SdlError):
 
 class StrategyError(SdlError):
     """The active-learning strategy cannot propose or learn."""
+
+
+class CampaignBusy(StoreError):
+    """Another orchestrator runs the campaign (it holds the campaign's lease in the store)."""

@@ -111,7 +111,8 @@ def test_status_says_the_outcome_in_words(tmp_path, capsys):
     assert main(["status", "--store", store.url]) == 0
     out = capsys.readouterr().out
     lines = [" ".join(line.split()) for line in out.splitlines()]
-    assert f"campaign {cid} (running)" in lines
+    # stored as running, but no orchestrator holds it (tests/test_store_safety.py has the live case)
+    assert f"campaign {cid} (stopped: no orchestrator; `sdl resume {cid} --store {store.url}` continues it)" in lines
     assert "trials: 3 completed, 1 failed" in lines
     assert "2 failed robot jammed" in lines
     assert ("1 completed radius_nm=7.94±0.05 polydispersity=0.140±0.004 model=sphere(0.55) score 1.52; "

@@ -41,11 +41,18 @@ def run_campaign(campaign: Campaign, *, store: Store, campaign_id: str | None = 
     """Run (or, with `campaign_id`, resume) a campaign: start the embedded broker and the
     simulated lab if the campaign asks for them (sdl.runner.lab), run the loop, and stop what was
     started. `subscribers` receive every event after the store recorder; `world_hint`: see
-    Orchestrator."""
-    with campaign_lab(campaign) as lab:
-        orch = Orchestrator(campaign, store, lab.broker_url, campaign_id=campaign_id, subscribers=subscribers,
-                            world_hint=world_hint)
-        return orch.run()
+    Orchestrator. Raises CampaignBusy, before starting anything, when another process runs the
+    campaign."""
+    # a resumed campaign's lease first: a second orchestrator is refused before it starts a second lab
+    lease = store.lease(campaign_id) if campaign_id is not None else None
+    try:
+        with campaign_lab(campaign) as lab:
+            orch = Orchestrator(campaign, store, lab.broker_url, campaign_id=campaign_id, subscribers=subscribers,
+                                world_hint=world_hint, lease=lease)
+            return orch.run()
+    finally:
+        if lease is not None:
+            lease.release()
 
 
 __all__ = [

@@ -19,6 +19,11 @@ of the events it emits (sdl.runner.events): the StoreRecorder, subscribed first,
 to the store before the loop takes its next step, then the console and the user's subscribers
 hear of it. The loop keeps its own book of the campaign's trials (sdl.runner.trials), read from the
 store once when it starts.
+
+One orchestrator per campaign: the loop holds the campaign's lease in the store (Store.lease) from
+before it reads or writes anything of the campaign until run() returns; a second one is refused
+(CampaignBusy) before it has touched anything. The lease dies with the process, so a killed
+campaign can be resumed at once.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ from sdl.runner.operator import POLL_S, Operator, command_line
 from sdl.runner.recorder import StoreRecorder
 from sdl.runner.recover import in_flight
 from sdl.runner.trials import Active, Book
-from sdl.store import Store
+from sdl.store import Lease, Store
 from sdl.strategy import Evaluation, evaluate, make_strategy
 from sdl.timeline import timeline
 from sdl.transport import MqttClient
@@ -59,10 +64,13 @@ class Orchestrator:
     more can be added with `subscribe` before `run`. A new campaign is created (CampaignCreated)
     when the Orchestrator is made; `campaign_id` resumes a stored one instead. `world_hint`: the
     simulated lab the drivers would come from when the campaign's `lab.world` was cleared to run
-    against external drivers (named in the hint to start them)."""
+    against external drivers (named in the hint to start them). `lease`: the campaign's lease,
+    taken by the caller (run_campaign takes it before starting a lab); without one the
+    Orchestrator takes it (CampaignBusy if another process runs the campaign). Either way it is
+    released when `run` returns, or by `close`."""
 
     def __init__(self, campaign: Campaign, store: Store, broker_url: str, *, campaign_id: str | None = None,
-                 subscribers: Iterable[Subscriber] = (), world_hint: str | None = None):
+                 subscribers: Iterable[Subscriber] = (), world_hint: str | None = None, lease: Lease | None = None):
         self.campaign = campaign
         self.world_hint = world_hint
         self.store = store
@@ -79,20 +87,37 @@ class Orchestrator:
         self._halt: str | None = None  # set when the campaign must stop now (instrument offline)
         self.book = Book()
 
+        self.lease = lease
         if campaign_id is None:
             self.campaign_id = start.create(campaign, store, self.emit)
             snapshot = None
+            try:
+                self.lease = self.lease or store.lease(self.campaign_id)
+            except BaseException as exc:
+                self._mark_failed(exc)  # never leave the new campaign `running`
+                raise
         else:
             self.campaign_id = campaign_id
-            snapshot = start.snapshot(store, campaign_id)
+            self.lease = self.lease or store.lease(campaign_id)  # before anything of the campaign is read
+            try:
+                snapshot = start.snapshot(store, campaign_id)
+            except BaseException:
+                self.close()
+                raise
         self.operator = Operator(store, self.campaign_id)
         t = time.perf_counter()
         try:
             self.strategy = make_strategy(campaign, snapshot)
         except BaseException as exc:
             self._mark_failed(exc)
+            self.close()
             raise
         self.timings["strategy_init_s"] = time.perf_counter() - t
+
+    def close(self) -> None:
+        """Release the campaign's lease (run() does when it returns); idempotent."""
+        if self.lease is not None:
+            self.lease.release()
 
     def subscribe(self, fn: Subscriber) -> int:
         """Add a subscriber (after the others); returns a token for `unsubscribe`."""
@@ -122,7 +147,16 @@ class Orchestrator:
     def run(self) -> Summary:
         """Run the loop until the budget, the target or a stop rule ends it. A run that fails
         (no driver online, broker unreachable, a strategy error) marks the campaign `failed` with
-        the reason before the error propagates; Ctrl-C marks it `stopped`."""
+        the reason before the error propagates; Ctrl-C marks it `stopped`. A store that fails
+        (deleted, read-only, unreachable) stops the run with its StoreError."""
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self) -> Summary:
+        if self.lease is None or not self.lease.held:  # run() called again after it returned
+            self.lease = self.store.lease(self.campaign_id)
         try:
             client = MqttClient(self.broker_url, client_id=f"sdl-orchestrator-{uuid.uuid4().hex[:8]}")
             client.connect()
