@@ -16,10 +16,11 @@ Splits (labels are the 7 classes of saxs_ml):
   shifted    particles as in_range, artefacts beyond training (dq/q 0.1-0.15, 10-25 % noise, strong upturns);
   out_range  particles beyond the training ranges (ellipsoid axial ratio 5-13, polydispersity 0.25-0.4,
              rods of length/diameter 30-100, thin/thick shells, concentrated spheres with a hard-sphere S(q),
-             "other" families never trained on: microemulsions (Teubner-Strey), swollen polymer coils
-             (excluded volume), star polymers). Since training v5 the ellipsoid axial ratios up to 12 and
+             "other" families never trained on: pearl necklaces, swollen polymer coils (excluded
+             volume), star polymers). Since training v5 the ellipsoid axial ratios up to 12 and
              cylinder length/diameter up to 100 are inside the training ranges, and the families this split
-             used before (lamellar, Debye-Anderson-Brumberger, broad peak) are trained "other" families; the
+             used before (lamellar, Debye-Anderson-Brumberger, broad peak) and microemulsions (Teubner-Strey) are trained
+             "other" families; the
              concentrated spheres' S(q) is trained too (spheres keep their shape label).
 
 Reported per split: accuracy, ECE (15 bins of the top probability, as training reports it), "right or flagged" (flag = ood or
@@ -134,11 +135,12 @@ def particle(cls: str, split: str, q: np.ndarray, rng) -> tuple[str, dict, dict]
                                        "radius_pd": min(pd, 0.15), "radius_pd_n": 9, "radius_pd_type": "lognormal"}, \
             {"radius": rt * (1 - frac)}
     # other: families training never saw when out_range, the training's own families otherwise
-    fam = str(rng.choice(["teubner_strey", "polymer_excl_volume", "star_polymer"] if out else ["mono_gauss_coil", "power_law"]))
-    if fam == "teubner_strey":  # bicontinuous microemulsion: a broad peak at 2 pi / d
-        d = logu(rng, 40.0, 0.8 / qmin)
-        return fam, {"volfraction_a": float(rng.uniform(0.2, 0.8)), "sld_a": 0.3, "sld_b": 6.3, "d": d,
-                     "xi": d * float(rng.uniform(0.2, 1.0))}, {}
+    fam = str(rng.choice(["pearl_necklace", "polymer_excl_volume", "star_polymer"] if out else ["mono_gauss_coil", "power_law"]))
+    if fam == "pearl_necklace":  # spheres strung on thin rods (not a library shape)
+        r = logu(rng, max(15.0, 4.0 / qmax), max(16.0, 0.5 / qmin))
+        return fam, {"radius": r, "edge_sep": r * float(rng.uniform(1.0, 4.0)), "thick_string": float(rng.uniform(3.0, 10.0)),
+                     "num_pearls": float(rng.integers(3, 10)), "sld": SOLVENT + contrast, "sld_string": SOLVENT + contrast,
+                     "sld_solvent": SOLVENT}, {}
     if fam == "polymer_excl_volume":  # a coil in good solvent (Flory exponent 0.5-0.6)
         return fam, {"rg": logu(rng, max(15.0, 1.2 / qmax), 2.5 / qmin), "porod_exp": float(rng.uniform(1.6, 2.0))}, {}
     if fam == "star_polymer":  # Gaussian star of 3-30 arms
@@ -251,7 +253,7 @@ def main() -> None:
     import torch
 
     from sdl.measurement import Measurement
-    from sdl.techniques.saxs.ml import LOW_CONFIDENCE, SaxsMLAnalyser
+    from sdl.techniques.saxs.ml import SaxsMLAnalyser
     from sdl.techniques.saxs.train import expected_calibration_error
 
     torch.set_num_threads(2)
@@ -275,12 +277,12 @@ def main() -> None:
     out(f"{'split':<10} {'n':>5} {'accuracy':>9} {'ECE':>6} {'right or flagged':>17} {'flagged':>8} {'confident errors':>17}")
     for split, d in data.items():
         valid = [i for i, (q, I) in enumerate(zip(d["q"], d["I"])) if (I > 0).sum() >= 20]
-        pred = an.predict_batch([d["q"][i] for i in valid], [d["I"][i] for i in valid])  # the analyser masks I <= 0
+        pred = an.predict_batch([d["q"][i] for i in valid], [d["I"][i] for i in valid], [d["sigma"][i] for i in valid])  # I <= 0 masked
         p = pred["probabilities"]
         lab = d["label"][valid]
         top = p.max(axis=1)
         correct = p.argmax(axis=1) == lab
-        flagged = np.asarray(pred["ood"]) | (top < LOW_CONFIDENCE) | (p.argmax(axis=1) == CLASSES.index("other"))
+        flagged = pred["ood"] | pred["low_confidence"] | (p.argmax(axis=1) == CLASSES.index("other"))
         confident_err = (~correct) & (top >= 0.9) & ~flagged
         out(f"{split:<10} {len(valid):>5} {correct.mean():>8.1%} {expected_calibration_error(p, lab):>6.1%} "
             f"{(correct | flagged).mean():>16.1%} {flagged.mean():>8.1%} {confident_err.mean():>16.1%}")

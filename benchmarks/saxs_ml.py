@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     fam = np.asarray(ood["family"])
     flagged = po_pred["ood"] | (po_pred["label"] == CLASSES.index("other"))
     unseen = fam != "power_law"
-    out(f"  never-trained families (teubner_strey, surface_fractal, white noise, random smooth curves): flagged {100 * flagged[unseen].mean():.2f} %  (n={unseen.sum()})")
+    out(f"  never-trained families (peak_lorentz, surface_fractal, white noise, random smooth curves): flagged {100 * flagged[unseen].mean():.2f} %  (n={unseen.sum()})")
     for f in dict.fromkeys(fam):
         m = fam == f
         out(f"    {f:>16}: {100 * flagged[m].mean():.1f} %")

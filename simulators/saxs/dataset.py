@@ -17,7 +17,7 @@ class                  sasmodels model     construction (what keeps classes dist
 =====================  ==================  ====================================================
 sphere                 sphere              radius with qmax*R >= 4 and qmin*R <= 2.5; pd <= 0.35
 core_shell_sphere      core_shell_sphere   outer radius >= 8/qmax (smaller core-shell particles
-                                           look homogeneous in the window); shell 8-50 % of
+                                           look homogeneous in the window); shell 15-50 % of
                                            the outer radius; core SLD differs
                                            from the shell SLD by a factor (core/shell in
                                            [-1, 0.3] or [2.5, 4], solvent 0; a quarter are
@@ -35,7 +35,8 @@ core_shell_cylinder    core_shell_cylinder rod (length/outer diameter 3-60, oute
 other                  (several)           polymer coils, fractal aggregates, gels, power laws,
                                            two-phase random media (Debye-Anderson-Brumberger),
                                            Ornstein-Zernike + Porod, lamellar sheets, broad
-                                           correlation peaks: "none of these" (out-of-library)
+                                           correlation peaks, microemulsions (Teubner-Strey):
+                                           "none of these" (out-of-library)
 =====================  ==================  ====================================================
 
 Cylinders with length/diameter between 1/3 and 3 are excluded (stubby cylinders look like
@@ -77,13 +78,13 @@ SASMODEL: dict[str, str | None] = {
     "other": None,
 }
 OTHER_MODELS = ("mono_gauss_coil", "mass_fractal", "gauss_lorentz_gel", "power_law", "dab", "correlation_length",
-                "lamellar", "broad_peak")
+                "lamellar", "broad_peak", "teubner_strey")
 # structure factors (sasmodels S(q) models) multiplied onto SF_CLASSES' form factors in training;
 # `saxs.structure_factor` reports these names
 STRUCTURE_FACTORS = {"hard_sphere": "hardsphere", "charged": "hayter_msa"}
 SF_CLASSES = ("sphere", "core_shell_sphere")
 # families never used in training: out-of-distribution evaluation only
-UNSEEN_OOD = ("teubner_strey", "surface_fractal", "white_noise", "random_smooth")
+UNSEEN_OOD = ("peak_lorentz", "surface_fractal", "white_noise", "random_smooth")
 
 # regression targets (Å for lengths; polydispersity is the Schulz relative width of `radius`)
 TARGETS: tuple[str, ...] = ("radius", "length", "polar_radius", "shell", "polydispersity")
@@ -276,7 +277,7 @@ def sample_params(cls: str, qmin: float, qmax: float, rng: np.random.Generator) 
         return model, p, t
     if cls == "core_shell_sphere":
         rt = _logu(rng, max(15.0, 8.0 / qmax), min(1500.0, 2.5 / qmin))
-        shell = rt * rng.uniform(0.08, 0.5)
+        shell = rt * rng.uniform(0.15, 0.5)
         t = {"radius": rt - shell, "shell": shell, "polydispersity": _pd(rng, 0.15)}
         model, p = class_params(cls, t, {"sld_core": 0.0 if rng.random() < 0.25 else _sld_core(rng)})
         return model, p, t
@@ -344,7 +345,9 @@ def _other_params(fam: str, qmin: float, qmax: float, rng: np.random.Generator) 
         return {"porod_scale": 10 ** rng.uniform(-3, 0) * qmin ** 3, "porod_exp": rng.uniform(2.0, 4.0), "peak_scale": 1.0,
                 "correlation_length": _logu(rng, 10.0, 120.0), "peak_pos": _logu(rng, 3 * qmin, qmax / 3),
                 "width_exp": rng.uniform(1.5, 3.0), "shape_exp": rng.uniform(1.0, 2.0)}
-    if fam == "teubner_strey":
+    if fam == "peak_lorentz":  # a Lorentzian Bragg-like peak (ordered mesophases)
+        return {"peak_pos": _logu(rng, 3 * qmin, qmax / 3), "peak_hwhm": _logu(rng, 0.002, 0.05)}
+    if fam == "teubner_strey":  # bicontinuous microemulsions
         return {"volfraction_a": rng.uniform(0.2, 0.8), "sld_a": 0.3, "sld_b": 6.3, "d": _logu(rng, 40.0, 0.8 / qmin),
                 "xi": _logu(rng, 20.0, 400.0)}
     if fam == "surface_fractal":

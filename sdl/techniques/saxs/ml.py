@@ -53,6 +53,10 @@ LOG_GRID = np.log(GRID)
 MAX_GAP = 0.3  # ln-q gap between measured points above which the grid points inside are masked
 MIN_POINTS = 20
 LOW_CONFIDENCE = 0.6  # calibrated top probability below which saxs.model is flagged low_confidence
+# the training instrument's data-quality envelope: beyond it the shape is not identifiable the way the
+# network learnt it, and its probabilities are not calibrated there, so saxs.model is flagged low_confidence
+NOISE_ENVELOPE = 0.12  # median sigma/I over the low-q half (ln q) of the points: training errors stop at 12 %
+RESOLUTION_ENVELOPE = 0.12  # median dq/q (Gaussian sigma of q): the training resolution stops at 0.12
 
 # regression targets are standardised: ln(size/100 Å)/1.5 and (pd - 0.1)/0.1
 _SIZE_REF, _SIZE_SCALE, _PD_REF, _PD_SCALE = math.log(100.0), 1.5, 0.1, 0.1
@@ -105,6 +109,20 @@ def represent(q: np.ndarray, I: np.ndarray) -> np.ndarray:
     out[0] = np.where(valid, v, 0.0)
     out[1] = valid
     return out
+
+
+def noise_level(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float:
+    """Median relative error sigma/I over the positive points in the lower half (in ln q) of the curve,
+    where the shape information is; NaN without sigma."""
+    if sigma is None:
+        return float("nan")
+    q, I, sigma = (np.asarray(a, float) for a in (q, I, sigma))
+    ok = (I > 0) & (q > 0) & np.isfinite(sigma) & np.isfinite(I)
+    if ok.sum() < 2:
+        return float("nan")
+    lq = np.log(q[ok])
+    low = lq <= np.median(lq)
+    return float(np.median(sigma[ok][low] / I[ok][low]))
 
 
 def represent_batch(q_list: Sequence[np.ndarray], I_list: Sequence[np.ndarray]) -> np.ndarray:
@@ -436,12 +454,15 @@ class SaxsMLAnalyser:
         self.max_nfev = max_nfev
 
     # batched, no refinement -----------------------------------------------------------------------
-    def predict_batch(self, q_list: Sequence[np.ndarray], I_list: Sequence[np.ndarray]) -> dict[str, Any]:
+    def predict_batch(self, q_list: Sequence[np.ndarray], I_list: Sequence[np.ndarray],
+                      sigma_list: Sequence[np.ndarray | None] | None = None) -> dict[str, Any]:
         """ML predictions for many curves (no refinement).
 
         Returns arrays: "probabilities" (n, 7, calibrated), "label" (n,), "model" (class names),
         "values"/"uncertainty" (n, 5, Å and fraction, for the predicted class; NaN where the
-        parameter does not apply), "ood_score" (n,), "ood" (n, bool), "valid_points" (n,).
+        parameter does not apply), "ood_score" (n,), "ood" (n, bool), "valid_points" (n,),
+        "noise" (n, `noise_level`, NaN without sigma), "low_confidence" (n, bool: top probability
+        below LOW_CONFIDENCE or noise beyond NOISE_ENVELOPE).
         """
         if len(q_list) != len(I_list):
             raise AnalysisError(f"predict_batch: {len(q_list)} q arrays but {len(I_list)} intensity arrays")
@@ -458,9 +479,13 @@ class SaxsMLAnalyser:
             for j, tname in enumerate(TARGETS):
                 if tname not in app:
                     val[i, j] = unc[i, j] = np.nan
+        sigmas = list(sigma_list) if sigma_list is not None else [None] * n
+        noise = np.array([noise_level(q, I, s) for q, I, s in zip(q_list, I_list, sigmas)])
+        with np.errstate(invalid="ignore"):
+            low = (p.max(axis=1) < LOW_CONFIDENCE) | (noise > NOISE_ENVELOPE)
         return {"probabilities": p, "label": lab, "model": [CLASSES[i] for i in lab], "values": val,
                 "uncertainty": unc, "ood_score": cal["ood_score"], "ood": cal["ood_score"] > self.model.threshold,
-                "valid_points": x[:, 1].sum(axis=1)}
+                "valid_points": x[:, 1].sum(axis=1), "noise": noise, "low_confidence": low}
 
     # one measurement ------------------------------------------------------------------------------
     def analyse(self, measurement: Measurement) -> AnalysisResult:
@@ -497,16 +522,22 @@ class SaxsMLAnalyser:
                 f"saxs curve{where} has {int(inside.sum())} points in 0.002-0.9 Å⁻¹ (q range {q.min():.3g}-{q.max():.3g} Å⁻¹); "
                 f"saxs_ml is trained on that window: {q_unit_hint(measurement, bool(too_high))}"
             )
-        pred = self.predict_batch([q], [I])
+        pred = self.predict_batch([q], [I], [sigma])
         p = pred["probabilities"][0]
         cls = pred["model"][0]
         ood_score = float(pred["ood_score"][0])
         ood = bool(pred["ood"][0]) or cls == "other"
-        top = float(p.max())
         flags: list[str] = []
         if ood:
             flags.append("ood")
-        if top < LOW_CONFIDENCE:
+        quality = []
+        noise = float(pred["noise"][0])
+        if noise > NOISE_ENVELOPE:
+            quality.append(f"median sigma/I {noise:.2f} in the low-q half exceeds the training data's {NOISE_ENVELOPE:.2f}")
+        dqq = float(np.median(dq / q)) if dq is not None and np.all(np.isfinite(dq)) else float("nan")
+        if dqq > RESOLUTION_ENVELOPE:
+            quality.append(f"median dq/q {dqq:.2f} exceeds the training data's {RESOLUTION_ENVELOPE:.2f}")
+        if bool(pred["low_confidence"][0]) or quality:
             flags.append("low_confidence")
         info: dict[str, Any] = {
             "method": "1-D CNN (log I on a fixed log-q grid) with temperature-scaled probabilities, Gaussian-NLL "
@@ -516,7 +547,10 @@ class SaxsMLAnalyser:
             "ranking": sorted(((c, float(v)) for c, v in zip(CLASSES, p)), key=lambda t: -t[1]),
             "sasmodels_model": SASMODEL.get(cls),
             "refined": False,
+            "noise_level": noise,
         }
+        if quality:
+            info["data_quality"] = "; ".join(quality) + ": the shape probabilities are not calibrated for such data"
         values = {t: float(pred["values"][0, j]) for j, t in enumerate(TARGETS)}
         uncs = {t: float(pred["uncertainty"][0, j]) for j, t in enumerate(TARGETS)}
         info["ml_estimate"] = {t: v for t, v in values.items() if t in APPLIES[cls]}
