@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import warnings
 from typing import Any
 
@@ -22,6 +23,60 @@ _LIBS = ("ax", "botorch", "gpytorch", "linear_operator")
 # a campaign's GPs are small: one torch thread fits and optimises them faster than several, which
 # contend with the drivers, the broker and each other on a few cores (benchmarks/strategy_step.py)
 TORCH_THREADS = 1
+
+
+SNAPSHOT_FORMAT = "sdl-ax-2"  # {"format", "ax": Ax's snapshot, "data": exact rows}; older ones: Ax's alone
+_ROW_FIELDS = ("trial_index", "arm_name", "metric_name", "metric_signature", "mean", "se", "step", "n")
+_FLOAT_FIELDS = {"mean", "se", "step"}
+
+
+def _exact_data(experiment) -> list[list[Any]] | None:
+    """The experiment's observations, one list per Ax DataRow, in Ax's order (floats as JSON
+    writes them: repr, which reads back to the same double). None where a row has a start or end
+    time (sdl sets none): those are left to Ax's snapshot."""
+    rows = experiment.data._data_rows
+    if any(r.start_time is not None or r.end_time is not None for r in rows):
+        return None
+    return [[_finite_or_text(getattr(r, f)) for f in _ROW_FIELDS] for r in rows]
+
+
+def _finite_or_text(v: Any) -> Any:
+    """NaN (an SEM the GP infers, Ax's empty `step`) and infinities as "nan"/"inf"/"-inf": the
+    snapshot stays strict JSON, as Ax's own part is."""
+    return repr(float(v)) if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _restore_data(experiment, rows: list[list[Any]] | None) -> None:
+    """Put back the observations `_exact_data` took, in place of Ax's copy rounded to 10 decimals."""
+    from ax.core.data import Data, DataRow
+
+    if rows is not None:
+        experiment.data = Data(data_rows=[DataRow(**{f: float(v) if f in _FLOAT_FIELDS and isinstance(v, str) else v
+                                                      for f, v in zip(_ROW_FIELDS, r)}) for r in rows])
+
+
+def _seed_everything(seed: int) -> None:
+    """torch (BoTorch's raw samples, restarts, MC base samples, GP fit retries), numpy's and
+    Python's global RNGs (Ax's rounding and transforms)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _forget_fits(client) -> None:
+    """Drop the models Ax keeps between proposals. Ax updates a fitted adapter in place when it
+    can (GeneratorSpec.fit); a strategy restored from a snapshot has none and fits from scratch.
+    Forgetting them makes the live strategy take the same path, so both propose the same."""
+    gs = client._maybe_generation_strategy
+    for node in getattr(gs, "_nodes", ()):
+        for spec in [*node.generator_specs, *(getattr(node, "fallback_specs", None) or {}).values()]:
+            spec._fitted_adapter = None
+            spec._last_fit_arg_ids = None
 
 
 class _DropExpected(logging.Filter):
@@ -61,7 +116,11 @@ class AxStrategy:
         self.metric_specs = metrics(campaign)
         if snapshot:
             try:
-                self.client = Client._from_json_snapshot(json.loads(snapshot))
+                state = json.loads(snapshot)
+                exact = state.get("format") == SNAPSHOT_FORMAT
+                self.client = Client._from_json_snapshot(state["ax"] if exact else state)
+                if exact:
+                    _restore_data(self.client._experiment, state["data"])
             except Exception as exc:  # Ax raises many kinds here
                 raise StrategyError(f"cannot restore the strategy of campaign {campaign.name!r}: {exc}") from exc
             return
@@ -132,8 +191,10 @@ class AxStrategy:
     def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]:
         import torch
 
-        # same seed + same history -> same proposals (acquisition optimisation uses torch's RNG)
-        torch.manual_seed(self.campaign.strategy.seed * 100_003 + len(self.client._experiment.trials))
+        # a proposal is a function of the seed and the history only: every RNG seeded, and the
+        # model fitted from scratch (as a restored strategy must) rather than updated in place
+        _seed_everything(self.campaign.strategy.seed * 100_003 + len(self.client._experiment.trials))
+        _forget_fits(self.client)
         _quiet_ax()  # loggers of modules Ax imports on first use
         threads = torch.get_num_threads()
         torch.set_num_threads(TORCH_THREADS)
@@ -206,7 +267,11 @@ class AxStrategy:
         return out
 
     def snapshot(self) -> str:
-        return json.dumps(self.client._to_json_snapshot())
+        """Ax's JSON snapshot, plus the observations at full precision: Ax writes its data as a
+        pandas `to_json` table, rounded to 10 decimal places, so a restored GP would be fitted
+        to slightly different numbers and propose a different next trial."""
+        return json.dumps({"format": SNAPSHOT_FORMAT, "ax": self.client._to_json_snapshot(),
+                           "data": _exact_data(self.client._experiment)})
 
     # ----- insight ----------------------------------------------------------------------------
     def predict(self, points: list[dict[str, Any]]) -> list[dict[str, tuple[float, float]]]:

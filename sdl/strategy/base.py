@@ -9,7 +9,16 @@ class Strategy(Protocol):
     """Proposes experiments and learns from their outcomes.
 
     Trials proposed but not yet told or failed are pending: later proposals account for them.
-    `snapshot()` returns a JSON string from which `restore` rebuilds the exact state (for resume).
+    `snapshot()` returns a JSON string from which `make_strategy(campaign, snapshot)` rebuilds the
+    state for resume. What is exact: every proposal is a function of the campaign (its seed) and
+    the history the strategy was given (trials, their parameters, outcomes and failures, in order),
+    so a restored strategy told the same outcomes proposes the same trials, bit for bit, as the
+    live one (tests/test_resume_exact.py). The AxStrategy gets there by storing the observations
+    at full precision beside Ax's own snapshot, seeding torch, numpy and `random` before each
+    proposal, and fitting its model from scratch for each proposal, live or restored. Not covered:
+    another version of Ax, BoTorch or torch or another kind of CPU (floating-point results may
+    differ), and snapshots written before that format (restored with Ax's data rounded to
+    10 decimal places).
     """
 
     def ask(self, n: int) -> list[tuple[int, dict[str, Any]]]: ...
