@@ -339,15 +339,26 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from sdl.analysis.chain import chain_for
     from sdl.config import load_campaign
+    from sdl.preflight import check
     from sdl.strategy import ACQUISITIONS, acquisition_kind
 
     c = load_campaign(args.file)
+    check(c, origin=args.file)  # what `sdl run` checks before it stores anything
     print(f"{args.file}: valid campaign {c.name!r}: {len(c.parameters)} parameters, {len(c.workflow)} steps, "
           f"{len(c.objectives)} objective(s), {len(c.constraints)} constraint(s), budget {c.budget.max_experiments}")
     chooser = {"sobol": "Sobol sampling (baseline)", "ax_default": "Ax's default generation strategy (baseline)"}
     print(f"  next experiment: {chooser.get(c.strategy.kind) or ACQUISITIONS[acquisition_kind(c)]}"
           + (f" after {c.strategy.initial_trials} start trials" if c.strategy.kind == "bayesian" else ""))
+    chains = "; ".join(f"{s.technique}: {', '.join(chain_for(c, s.technique))}"
+                       for s in {s.technique: s for s in c.measuring_steps()}.values())
+    print(f"  descriptors: every objective and constraint reads one its technique declares (analysers {chains})")
+    if c.lab.world:
+        print(f"  lab: workflow and bounds inside the limits the simulated lab {c.lab.world!r} declares")
+    else:
+        print("  lab: drivers run elsewhere (no lab.world); their limits are not checked here (drivers do not "
+              "publish them yet; they refuse an out-of-range command with bad_command)")
     return 0
 
 

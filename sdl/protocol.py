@@ -4,14 +4,16 @@ Topics:   sdl/<lab>/<instrument>/cmd     orchestrator -> driver   (QoS 1)
           sdl/<lab>/<instrument>/reply   driver -> orchestrator   (QoS 1)
           sdl/<lab>/<instrument>/status  driver, retained; its last will sets "offline"
 
-Every payload is a JSON `Envelope`. Arrays travel as `ArrayPayload`: dtype, shape and the
-little-endian bytes in base64, validated (size, finiteness is the analyser's business) on receipt.
+Every payload is a JSON `Envelope` of at most MAX_MESSAGE_BYTES, strict JSON (no `NaN` or
+`Infinity` literals). Arrays travel as `ArrayPayload`: dtype, shape and the little-endian bytes in
+base64, validated (size, finiteness is the analyser's business) on receipt.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import math
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -25,6 +27,9 @@ SCHEMA_VERSION = 1
 TOPIC_ROOT = "sdl"
 
 MessageKind = Literal["command", "ack", "result", "error", "status"]
+# the largest payload a receiver accepts (a 2048 x 2048 float32 image in base64 is 22.4 MB); larger
+# messages are refused unread
+MAX_MESSAGE_BYTES = 32 * 2**20
 # dtypes a driver may send; always little-endian on the wire
 ALLOWED_DTYPES = {"<f8", "<f4", "<i8", "<i4", "<u2", "<u4", "|u1", "|b1"}
 
@@ -105,10 +110,18 @@ class Envelope(BaseModel):
         return self.model_dump_json().encode("utf-8")
 
     @classmethod
-    def from_bytes(cls, payload: bytes, topic_name: str = "?") -> "Envelope":
+    def from_bytes(cls, payload: bytes, topic_name: str = "?", max_bytes: int | None = None) -> "Envelope":
+        """The envelope in `payload`; ProtocolError saying why not: larger than `max_bytes`
+        (default MAX_MESSAGE_BYTES; checked before parsing), not JSON (a `NaN`, `Infinity` or
+        `-Infinity` literal included: RFC 8259 has none, and Python's json would accept them; a
+        number beyond a double, which would arrive as inf), not a valid envelope."""
+        limit = MAX_MESSAGE_BYTES if max_bytes is None else max_bytes
+        if len(payload) > limit:
+            raise ProtocolError(f"message on {topic_name!r} is {len(payload):,} bytes, above the limit of "
+                                f"{limit:,} bytes (sdl.protocol.MAX_MESSAGE_BYTES)")
         try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = json.loads(payload, parse_constant=_no_constant, parse_float=_finite)
+        except ValueError as exc:  # json.JSONDecodeError, UnicodeDecodeError, _no_constant's
             raise ProtocolError(f"message on {topic_name!r} is not JSON: {exc}") from None
         try:
             return cls.model_validate(data)
@@ -166,6 +179,17 @@ def parse_body(model: type[BaseModel], env: Envelope, topic_name: str = "?"):
         return model.model_validate(env.body)
     except ValidationError as exc:
         raise ProtocolError(f"{env.kind} body on {topic_name!r} invalid: {_explain(exc)}") from None
+
+
+def _no_constant(literal: str) -> Any:
+    raise ValueError(f"{literal} is not a JSON value (send null for a missing number)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: valid JSON, but it would arrive as inf
+        raise ValueError(f"number {text[:40]} is out of the range of a double")
+    return value
 
 
 def _explain(exc: ValidationError) -> str:

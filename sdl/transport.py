@@ -201,11 +201,14 @@ class MqttClient:
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:
             matches = [cb for f, cb in self._subs.items() if mqtt.topic_matches_sub(f, msg.topic)]
+        if not matches:  # a broker should not send it; said rather than lost without a word
+            log.warning("dropped a %d-byte message on %s from %s: no subscription of this client matches it",
+                        len(msg.payload), msg.topic, self.url)
         for cb in matches:
             try:
                 cb(msg.topic, msg.payload)
             except Exception:  # a callback's bug must not stop the network loop
-                log.exception("callback for %s failed", msg.topic)
+                log.exception("dropped a %d-byte message on %s: its callback failed", len(msg.payload), msg.topic)
 
 
 class EmbeddedBroker:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from sdl.config import Campaign
+from sdl.preflight import check
 from sdl.runner.events import (
     Acked, Analysed, CampaignCreated, CampaignFailed, CampaignStarted, CommandResent, CommandSent, CommandTimedOut,
     Dispatcher, ErrorReceived, Event, Finished, InstrumentOffline, MalformedMessage, ManualAttached,
@@ -41,8 +42,11 @@ def run_campaign(campaign: Campaign, *, store: Store, campaign_id: str | None = 
     """Run (or, with `campaign_id`, resume) a campaign: start the embedded broker and the
     simulated lab if the campaign asks for them (sdl.runner.lab), run the loop, and stop what was
     started. `subscribers` receive every event after the store recorder; `world_hint`: see
-    Orchestrator. Raises CampaignBusy, before starting anything, when another process runs the
-    campaign."""
+    Orchestrator. Raises ConfigError (sdl.preflight.check: an unknown technique or analyser, a
+    descriptor no analyser declares, bounds outside the simulated lab's limits) before storing
+    anything, and CampaignBusy, before starting anything, when another process runs the campaign."""
+    # techniques, analysers, descriptors and the simulated lab's limits: before anything is stored
+    check(campaign)
     # a resumed campaign's lease first: a second orchestrator is refused before it starts a second lab
     lease = store.lease(campaign_id) if campaign_id is not None else None
     try:

@@ -28,6 +28,7 @@ campaign can be resumed at once.
 
 from __future__ import annotations
 
+import logging
 import queue
 import time
 import uuid
@@ -55,6 +56,11 @@ from sdl.timeline import timeline
 from sdl.transport import MqttClient
 
 STATUS_WAIT_S = 15.0  # how long to wait for each instrument's retained status at start
+
+log = logging.getLogger("sdl.runner")
+# the loop's messages reach a terminal as events (the console prints them): without logging
+# configured, Python's last-resort handler would print each a second time on stderr
+log.addHandler(logging.NullHandler())
 
 
 class Orchestrator:
@@ -341,13 +347,17 @@ class Orchestrator:
                 if self._status[instrument].state == "offline":
                     self._offline(instrument)
                 return
-        except ProtocolError as exc:
-            self._event(ev.MalformedMessage, level="warning", text=f"ignored malformed message: {exc}", error=str(exc))
+        except ProtocolError as exc:  # too large, not JSON (NaN included), not an envelope
+            self._drop(f"ignored malformed message: {exc}", str(exc))
             return
         index = self._by_command.get(env.correlation_id or "")
         act = self._active.get(index) if index is not None else None
-        if act is None or env.correlation_id != act.command_id:
-            return  # a duplicate (QoS 1) or a reply to another campaign's command
+        why = self._unmatched(env, instrument, act)
+        if why:
+            ours = env.campaign_id in (None, self.campaign_id) or (env.correlation_id or "").startswith(
+                self.campaign_id + ":")
+            self._drop(f"ignored {env.kind} on {topic_name!r}: {why}", why, event=ours)
+            return
         step = self.campaign.workflow[act.step]
         reply = dict(trial_index=act.trial.index, command_id=act.command_id, step=step.name, instrument=act.instrument)
         if env.kind == "ack":
@@ -365,6 +375,32 @@ class Orchestrator:
             self._event(ev.ErrorReceived, **reply, body=env.body, reason=reason, infeasible=infeasible)
             self._release(act)
             self._fail(act, reason, infeasible=infeasible)
+
+    def _unmatched(self, env: Envelope, instrument: str, act: Active | None) -> str | None:
+        """Why a well-formed message on a reply topic is not a reply to a command in flight, or None."""
+        cid = env.correlation_id
+        if env.kind not in ("ack", "result", "error"):
+            return f"kind {env.kind!r} is not a reply (ack, result or error)"
+        if not cid:
+            return "no correlation_id (a reply echoes its command's id)"
+        if act is None or cid != act.command_id:
+            if cid.startswith(self.campaign_id + ":"):
+                return (f"command {cid} is not in flight: answered already (a duplicate, or the answer to a "
+                        "re-sent command) or its trial is no longer running")
+            if env.campaign_id and env.campaign_id != self.campaign_id:
+                return f"command {cid} is campaign {env.campaign_id}'s, not this campaign's"
+            return f"command {cid} was not sent by this campaign ({self.campaign_id})"
+        if instrument != act.instrument:
+            return f"command {cid} went to {act.instrument!r}, not to {instrument!r}"
+        return None
+
+    def _drop(self, text: str, why: str, event: bool = True) -> None:
+        """A message the loop does not act on: one line saying why, to the log (warning) and, for
+        this campaign's messages, to the store's event log (MalformedMessage); another campaign's
+        replies on a shared lab are logged at info level only."""
+        log.log(logging.WARNING if event else logging.INFO, "campaign %s: %s", self.campaign_id, text)
+        if event:
+            self._event(ev.MalformedMessage, level="warning", text=text, error=why)
 
     def _step_done(self, act: Active, step: Step, env: Envelope) -> None:
         body = dict(env.body)
