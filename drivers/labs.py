@@ -8,6 +8,13 @@ from __future__ import annotations
 
 from drivers.base import Driver
 
+# The robots' hard safety limits (their hardware's envelope), published with their status and
+# enforced whatever a campaign asks; the worlds' PARAMETER_SPACE is the chemistry, not the hardware.
+HOTPLATE_ROBOT_LIMITS = {"temperature_C": (20.0, 200.0, "degC"), "time_min": (1.0, 240.0, "min"),
+                         "precursor_mM": (0.5, 50.0, "mM"), "surfactant_ratio": (0.1, 10.0, "mol/mol")}
+FURNACE_ROBOT_LIMITS = {"calcination_temperature_C": (300.0, 1100.0, "degC"), "calcination_time_h": (0.5, 24.0, "h"),
+                        "zr_fraction": (0.0, 1.0, "mol/mol")}
+
 
 def nanoparticles(lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0) -> list[Driver]:
     """A synthesis robot (`robot`) and a SAXS camera (`saxs`) sharing one simulated nanoparticle world."""
@@ -16,7 +23,7 @@ def nanoparticles(lab: str, broker_url: str, *, seed: int = 0, time_scale: float
     from simulators.worlds.nanoparticles import NanoparticleWorld
 
     world = NanoparticleWorld(seed=seed)
-    return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale),
+    return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale, limits=HOTPLATE_ROBOT_LIMITS),
             SimulatedInstrument("saxs", SaxsInstrument, world, lab, broker_url, seed=seed, time_scale=time_scale)]
 
 
@@ -28,7 +35,7 @@ def oxides(lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0)
     from simulators.worlds.oxides import OxideWorld
 
     world = OxideWorld(seed=seed)
-    return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale),
+    return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale, limits=FURNACE_ROBOT_LIMITS),
             SimulatedInstrument("xrd", PdInstrument, world, lab, broker_url, seed=seed, time_scale=time_scale)]
 
 
@@ -41,7 +48,7 @@ def nanoparticles_two_saxs(lab: str, broker_url: str, *, seed: int = 0, time_sca
     from simulators.worlds.nanoparticles import NanoparticleWorld
 
     world = NanoparticleWorld(seed=seed)
-    return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale),
+    return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale, limits=HOTPLATE_ROBOT_LIMITS),
             SimulatedInstrument("saxs", SaxsInstrument, world, lab, broker_url, seed=seed, time_scale=time_scale),
             SimulatedInstrument("saxs_lab", SaxsInstrument, world, lab, broker_url, seed=seed + 1,
                                 time_scale=time_scale, time_factor=2.5)]

@@ -17,6 +17,10 @@ hashed: it contains the campaign id, which differs between two runs of the same 
 If an instrument is asked about a sample the world does not hold (the lab process restarted while
 the sample sat in the rack), the world rebuilds it deterministically from the recipe in the
 command's sample record.
+
+Safety limits: a robot's are its own (`limits=`, the hardware's envelope: what the hot plate or
+furnace can do), not the world's chemistry; an instrument's are its class's COMMAND_SETTINGS. Both
+are published with the status and enforced before a command is queued (drivers.base.Driver.check).
 """
 
 from __future__ import annotations
@@ -32,19 +36,25 @@ import numpy as np
 from drivers.base import ActionFailed, Driver, Handler
 from sdl.errors import ProtocolError
 from sdl.measurement import Measurement
-from sdl.protocol import CommandBody
+from sdl.protocol import CommandBody, Limit, limits_from
 from simulators.world import SynthesisFailed, stable_seed
 
 
 class SynthesisRobot(Driver):
-    """Action `synthesize`: params are the recipe; the result names the sample made."""
+    """Action `synthesize`: params are the recipe; the result names the sample made. `limits`:
+    the robot's hard safety limits, {param: (lo, hi[, unit])}, refused whatever the campaign asks."""
 
-    def __init__(self, world: Any, lab: str, broker_url: str, *, instrument: str = "robot", time_scale: float = 0.0):
+    def __init__(self, world: Any, lab: str, broker_url: str, *, instrument: str = "robot", time_scale: float = 0.0,
+                 limits: dict[str, Any] | None = None):
         super().__init__(instrument, lab, broker_url, time_scale=time_scale)
         self.world = world
+        self._limits = limits_from(limits)
 
     def actions(self) -> dict[str, Handler]:
         return {"synthesize": self.synthesize}
+
+    def safety_limits(self) -> dict[str, Limit]:
+        return dict(self._limits)
 
     def synthesize(self, cmd: CommandBody) -> dict[str, Any]:
         if not cmd.sample_id:
@@ -84,6 +94,14 @@ class SimulatedInstrument(Driver):
 
     def actions(self) -> dict[str, Handler]:
         return {"measure": self.measure}
+
+    def safety_limits(self) -> dict[str, Limit]:
+        return {name: Limit(min=lo, max=hi) for name, (lo, hi) in self.limits.items()}
+
+    def check(self, cmd: CommandBody) -> None:
+        numbers = {k: v for k, v in cmd.params.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        super().check(cmd.model_copy(update={"params": numbers}))  # ranges, the limit named in the reply
+        self._settings(cmd.params)  # names and types, in the instrument's own words
 
     def measure(self, cmd: CommandBody) -> dict[str, Any]:
         instrument = self._instrument(self._settings(cmd.params))

@@ -12,11 +12,16 @@ This module checks it against what is installed and declared, in the words of th
   instruments and actions, and the parameter bounds and step settings lie inside the limits its
   drivers declare (the robot's world `PARAMETER_SPACE`, each instrument class's `COMMAND_SETTINGS`).
 
+- without `lab.world` but with a `broker`: the step settings and parameter bounds lie inside the
+  safety limits the drivers online under `lab.id` publish with their retained status (`limits`;
+  with a lab secret only authenticated statuses count). Drivers not online are not checked here
+  (the run waits for them; they refuse an out-of-range command with `bad_command` whatever the
+  campaign says, which fails that trial). `lab_notes` says what was and was not checked, and
+  whether the lab's messages are authenticated.
+
 `sdl validate` and `run_campaign` (`sdl run`, `sdl resume`, `sdl.run`) call `check`; a problem is
 a ConfigError listing every problem found, before a campaign is created, a lease taken or a lab
-started. Limits of drivers that run elsewhere (no `lab.world`) are not checked: drivers do not
-publish their limits yet (the retained `status` says only state and actions); they still refuse
-an out-of-range command with `bad_command`, which fails that trial.
+started.
 
 Reading declarations is cheap: no analyser module (torch, sasmodels) is imported.
 """
@@ -32,6 +37,8 @@ from sdl.config import Campaign, ChoiceParameter, FixedParameter
 from sdl.errors import ConfigError
 
 PLACEHOLDER_BROKER = "mqtt://127.0.0.1:1883"  # a simulated lab's drivers are built, never started, to read limits
+ONLINE_WAIT_S = 0.5  # how long to wait for the retained statuses of drivers online (they come at once)
+ONLINE_CONNECT_S = 3.0
 
 
 def check(campaign: Campaign, origin: str | None = None) -> None:
@@ -139,6 +146,19 @@ def driver_limits(driver: Any) -> Limits | None:
     does not import `drivers`): an instrument's `limits`/`settings` (its class's COMMAND_SETTINGS
     and keyword settings), a robot's world's `PARAMETER_SPACE` ({name: {type, bounds | values,
     unit}}, a constant of the world's module). None when it declares nothing."""
+    lim = _built_limits(driver)
+    safety = getattr(driver, "safety_limits", None)
+    if callable(safety):  # the driver's own hard limits (drivers.base.Driver.safety_limits), what it publishes
+        try:
+            published = {k: (v.min, v.max, v.unit) for k, v in safety().items()}
+        except Exception:
+            published = {}
+        if published:
+            lim = _merge(lim or Limits(), published)
+    return lim
+
+
+def _built_limits(driver: Any) -> Limits | None:
     if isinstance(getattr(driver, "limits", None), dict) and isinstance(getattr(driver, "settings", None), dict):
         return Limits(names=set(driver.settings),
                       ranges={k: (float(lo), float(hi)) for k, (lo, hi) in driver.limits.items()})
@@ -157,6 +177,17 @@ def driver_limits(driver: Any) -> Limits | None:
             lim.ranges[name] = (float(spec["bounds"][0]), float(spec["bounds"][1]))
         if spec.get("unit"):
             lim.units[name] = spec["unit"]
+    return lim
+
+
+def _merge(lim: Limits, safety: dict[str, tuple[float | None, float | None, str | None]]) -> Limits:
+    """`lim` narrowed by safety limits {param: (min, max, unit)} (either end may be None: open)."""
+    for name, (lo, hi, unit) in safety.items():
+        olo, ohi = lim.ranges.get(name, (float("-inf"), float("inf")))
+        lim.ranges[name] = (max(olo, float("-inf") if lo is None else float(lo)),
+                            min(ohi, float("inf") if hi is None else float(hi)))
+        if unit and name not in lim.units:
+            lim.units[name] = unit
     return lim
 
 
@@ -197,10 +228,10 @@ def _value_problem(value: Any, name: str, lim: Limits) -> str | None:
 
 
 def lab_problems(campaign: Campaign) -> list[str]:
-    """The workflow and the search space against the limits the simulated lab's drivers declare
-    (nothing to check without `lab.world`)."""
+    """The workflow and the search space against the limits the simulated lab's drivers declare,
+    or, without `lab.world`, those the drivers online on the campaign's broker publish."""
     if campaign.lab.world is None:
-        return []
+        return online_problems(campaign)
     drivers, problem = _simulated_lab(campaign)
     if problem:
         return [problem]
@@ -282,3 +313,135 @@ def _params_problems(campaign: Campaign, step, at: str, who: str, lim: Limits) -
             out.append(f"{at}: {who} needs {', '.join(map(repr, missing))} as well; add "
                        f"{'it as a parameter' if len(missing) == 1 else 'them as parameters'} (type: fixed for a constant)")
     return out
+
+
+# ----- drivers online: the limits they publish ----------------------------------------------------------
+
+
+@dataclass
+class Online:
+    """What the drivers of a campaign's lab publish on its broker: `statuses` of the instruments
+    online (authenticated when a lab secret is set), `refused` instruments whose status failed
+    authentication (why), `signed` instruments whose status is signed, `error` when the broker
+    could not be asked, `secret` whether this process has a lab secret."""
+
+    broker: str | None
+    statuses: dict[str, Any] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    signed: set[str] = field(default_factory=set)
+    error: str | None = None
+    secret: bool = False
+
+
+_ONLINE_CACHE: dict[tuple[str, str], tuple[float, Online]] = {}
+
+
+def online(campaign: Campaign) -> Online:
+    """The retained statuses of the campaign's lab on its `broker` (nothing asked without a broker,
+    or with `lab.world`: that lab is started by the run). Remembered for a few seconds, so that
+    `check` and `lab_notes` ask once."""
+    import time
+
+    from sdl.protocol import AuthError, Authenticator, ProtocolError, StatusBody, lab_secret, parse_body, topic
+    from sdl.transport import MqttClient
+
+    if campaign.lab.world is not None or not campaign.broker:
+        return Online(broker=campaign.broker)
+    key = (campaign.broker, campaign.lab.id)
+    hit = _ONLINE_CACHE.get(key)
+    if hit and time.monotonic() - hit[0] < 5.0:
+        return hit[1]
+    auth = Authenticator(lab_secret())
+    out = Online(broker=campaign.broker, secret=auth.enabled)
+    needed = {i for s in campaign.workflow for i in s.pool}
+    got: dict[str, tuple[str, bytes]] = {}
+    try:
+        client = MqttClient(campaign.broker)
+        out.broker = client.url  # as it may be shown: without a password
+        client.connect(timeout_s=ONLINE_CONNECT_S)
+    except Exception as exc:  # TransportError, or a bad URL: the run says it in its own words
+        out.error = str(exc)
+        return out
+    try:
+        client.subscribe(topic(campaign.lab.id, "+", "status"), lambda t, p: got.__setitem__(t.split("/")[-2], (t, p)))
+        deadline = time.monotonic() + ONLINE_WAIT_S
+        while time.monotonic() < deadline and not needed <= set(got):
+            time.sleep(0.02)
+    except Exception as exc:  # e.g. the broker's ACL refuses the subscription
+        out.error = str(exc)
+        return out
+    finally:
+        client.close()
+    for instrument, (name, payload) in sorted(got.items()):
+        if not payload:
+            continue
+        try:
+            env = auth.open(name, payload)
+            st = parse_body(StatusBody, env, name)
+        except AuthError as exc:
+            out.refused[instrument] = str(exc)
+            continue
+        except ProtocolError:
+            continue
+        if env.auth is not None:
+            out.signed.add(instrument)
+        if st.state != "offline":
+            out.statuses[instrument] = st
+    _ONLINE_CACHE[key] = (time.monotonic(), out)
+    return out
+
+
+def online_problems(campaign: Campaign) -> list[str]:
+    """The workflow and the search space against the safety limits the drivers online publish."""
+    found = online(campaign)
+    out: list[str] = []
+    for i, step in enumerate(campaign.workflow):
+        at = f"workflow[{i}]({step.name})"
+        for inst in step.pool:
+            st = found.statuses.get(inst)
+            if st is None or not st.limits:
+                continue
+            who = f"instrument {inst!r} of lab {campaign.lab.id!r} (online on {found.broker})"
+            lim = _merge(Limits(), {k: (v.min, v.max, v.unit) for k, v in st.limits.items()})
+            out += _params_problems(campaign, step, at, who, lim)
+    return out
+
+
+def lab_notes(campaign: Campaign) -> list[str]:
+    """What `sdl validate` can say of the lab beyond the problems: whose limits were checked, which
+    drivers were not online, and whether the lab's messages are authenticated."""
+    from sdl.protocol import SECRET_ENV, SECRET_FILE_ENV, lab_secret
+
+    if campaign.lab.world is not None:
+        return [f"lab: workflow and bounds inside the limits the simulated lab {campaign.lab.world!r} declares; "
+                "it runs in this process, its messages signed with a secret of the run"
+                + ("" if campaign.lab.id != type(campaign.lab).model_fields["id"].default
+                   else ", under a lab id of its own (lab.id not set)")]
+    try:
+        has_secret = lab_secret() is not None
+    except ConfigError as exc:
+        return [f"lab: {exc}"]
+    auth = (f"messages signed with the lab secret ({SECRET_ENV}/{SECRET_FILE_ENV})" if has_secret else
+            f"messages NOT authenticated (neither {SECRET_ENV} nor {SECRET_FILE_ENV} is set): any client of the "
+            "broker can command the instruments or forge their replies; see docs/security.md")
+    if not campaign.broker:
+        return [f"lab: drivers run elsewhere (no lab.world); their limits are not checked here (with a `broker`, "
+                f"those the drivers online publish are); {auth}"]
+    found = online(campaign)
+    if found.error:
+        return [f"lab: drivers run elsewhere (no lab.world); the broker could not be asked for their limits "
+                f"({found.error}); {auth}"]
+    needed = sorted({i for s in campaign.workflow for i in s.pool})
+    checked = [i for i in needed if i in found.statuses]
+    missing = [i for i in needed if i not in found.statuses]
+    lines = [f"lab: {campaign.lab.id!r} on {found.broker}: "
+             + (f"workflow and bounds inside the safety limits the drivers of {checked} publish" if checked else
+                "no driver online")
+             + (f"; not online (not checked): {missing}" if missing else "") + f"; {auth}"]
+    if found.refused:
+        lines.append(f"lab: the status of {sorted(found.refused)} failed authentication "
+                     f"({next(iter(found.refused.values()))})")
+    if found.signed and not has_secret:
+        lines.append(f"lab: the drivers of {sorted(found.signed)} sign their messages: the run needs the lab's "
+                     f"secret ({SECRET_ENV} or {SECRET_FILE_ENV})")
+    return lines

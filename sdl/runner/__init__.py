@@ -52,7 +52,7 @@ def run_campaign(campaign: Campaign, *, store: Store, campaign_id: str | None = 
     try:
         with campaign_lab(campaign) as lab:
             orch = Orchestrator(campaign, store, lab.broker_url, campaign_id=campaign_id, subscribers=subscribers,
-                                world_hint=world_hint, lease=lease)
+                                world_hint=world_hint, lease=lease, lab_id=lab.id, secret=lab.secret)
             return orch.run()
     finally:
         if lease is not None:

@@ -24,6 +24,13 @@ One orchestrator per campaign: the loop holds the campaign's lease in the store 
 before it reads or writes anything of the campaign until run() returns; a second one is refused
 (CampaignBusy) before it has touched anything. The lease dies with the process, so a killed
 campaign can be resumed at once.
+
+Trusting the lab (docs/security.md): with a lab secret every command is signed and every reply
+and status must be (sdl.protocol.Authenticator); command ids end in 96 random bits. A reply counts
+only from the driver session that announced itself online for the instrument the command went to,
+and an `offline` status only from that session, so another lab instance under the same lab id, or
+a stale retained status, neither answers nor stops this campaign. Whatever is not acted on is
+dropped with one line saying why (`_drop`).
 """
 
 from __future__ import annotations
@@ -41,7 +48,10 @@ from sdl.config import Campaign, Step
 from sdl.errors import AnalysisError, ConfigError, DriverError, ProtocolError, SdlError, StrategyError
 from sdl.measurement import Measurement
 from sdl.outcome import outcome
-from sdl.protocol import Envelope, ErrorBody, StatusBody, command, parse_body, topic
+from sdl.protocol import (
+    SECRET_ENV, SECRET_FILE_ENV, AuthError, Authenticator, Envelope, ErrorBody, StatusBody, command, lab_secret,
+    new_correlation_id, parse_body, topic,
+)
 from sdl.runner import start, stop
 from sdl.runner import events as ev
 from sdl.runner.events import Dispatcher, Event, Subscriber, Summary
@@ -73,16 +83,24 @@ class Orchestrator:
     against external drivers (named in the hint to start them). `lease`: the campaign's lease,
     taken by the caller (run_campaign takes it before starting a lab); without one the
     Orchestrator takes it (CampaignBusy if another process runs the campaign). Either way it is
-    released when `run` returns, or by `close`."""
+    released when `run` returns, or by `close`. `lab_id`: the lab id the drivers run under (default
+    the campaign's `lab.id`; a simulated lab started for the campaign may have one of its own);
+    `secret`: the lab secret messages are signed with (default SDL_LAB_SECRET / SDL_LAB_SECRET_FILE;
+    neither: unsigned)."""
 
     def __init__(self, campaign: Campaign, store: Store, broker_url: str, *, campaign_id: str | None = None,
-                 subscribers: Iterable[Subscriber] = (), world_hint: str | None = None, lease: Lease | None = None):
+                 subscribers: Iterable[Subscriber] = (), world_hint: str | None = None, lease: Lease | None = None,
+                 lab_id: str | None = None, secret: bytes | str | None = None):
         self.campaign = campaign
         self.world_hint = world_hint
         self.store = store
         self.broker_url = broker_url
+        self._auth = Authenticator(secret if secret is not None else lab_secret())  # a bad secret: before anything is stored
         self.emit = Dispatcher([StoreRecorder(store), *subscribers])
-        self.lab = campaign.lab.id
+        self.lab = lab_id or campaign.lab.id
+        self._sessions: dict[str, str] = {}  # instrument -> the session of the driver serving it
+        self._auth_failed: dict[str, str] = {}  # instrument -> why its last status failed authentication
+        self._signed: set[str] = set()  # instruments whose statuses are signed (while this one has no secret)
         self.timings: dict[str, float] = defaultdict(float)
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self._status: dict[str, StatusBody] = {}
@@ -176,6 +194,11 @@ class Orchestrator:
             self._wait_for_instruments()
             self.book = Book(self.store.trials(self.campaign_id))
             self._event(ev.CampaignStarted, campaign=self.campaign, done=self.book.n_done())
+            if not self._auth.enabled:
+                self._event(ev.Message, level="warning", text=(
+                    f"lab {self.lab!r}: commands and replies are not authenticated (neither {SECRET_ENV} nor "
+                    f"{SECRET_FILE_ENV} is set): any client of {self.broker_url} can command its instruments or "
+                    "forge their replies; see docs/security.md"))
             self._recover()
             started = time.monotonic()
             try:
@@ -229,11 +252,19 @@ class Orchestrator:
         missing = sorted(i for i in needed if not self._status.get(i) or self._status[i].state == "offline")
         if missing:
             online = sorted(i for i, st in self._status.items() if st.state != "offline")
+            failed = {i: why for i, why in self._auth_failed.items() if i in missing}
+            refused = (f"; the status of {sorted(failed)} failed authentication ({next(iter(failed.values()))}): do "
+                       f"its drivers use this lab's secret ({SECRET_ENV} or {SECRET_FILE_ENV})?") if failed else ""
             raise DriverError(
                 f"no driver online for instrument(s) {missing} of lab {self.lab!r} on {self.broker_url} "
-                f"(waited {STATUS_WAIT_S:g} s for retained status on {topic(self.lab, '<instrument>', 'status')}); "
-                + start_drivers_hint(self.campaign, self.world_hint, online, self.broker_url)
+                f"(waited {STATUS_WAIT_S:g} s for retained status on {topic(self.lab, '<instrument>', 'status')})"
+                f"{refused}; " + start_drivers_hint(self.campaign, self.world_hint, online, self.broker_url)
             )
+        signed = sorted(i for i in needed if i in self._signed)
+        if signed and not self._auth.enabled:
+            raise DriverError(f"the drivers of {signed} of lab {self.lab!r} sign their messages (message "
+                              "authentication): they drop unsigned commands. Give this orchestrator the lab's secret "
+                              f"({SECRET_ENV} or {SECRET_FILE_ENV})")
         for s in self.campaign.workflow:
             for i in s.pool:
                 actions = self._status[i].actions
@@ -295,8 +326,8 @@ class Orchestrator:
         t = act.trial
         params = dict(step.settings) if step.technique else {**t.parameters, **step.settings}
         first = act.command_id is None
-        if first:
-            act.command_id = f"{self.campaign_id}:{t.index}:{step.name}"
+        if first:  # readable, and unpredictable: no one can answer a command before seeing it
+            act.command_id = new_correlation_id(f"{self.campaign_id}:{t.index}:{step.name}")
         act.attempts += 1
         sent = dict(trial_index=t.index, command_id=act.command_id, step=step.name, instrument=act.instrument,
                     action=step.action, params=params, attempt=act.attempts)
@@ -311,7 +342,8 @@ class Orchestrator:
         self._by_command[act.command_id] = t.index
         act.sent_at = time.monotonic()
         act.deadline = act.sent_at + step.timeout_s
-        self.client.publish(topic(self.lab, act.instrument, "cmd"), env.to_bytes(), qos=1)
+        where = topic(self.lab, act.instrument, "cmd")
+        self.client.publish(where, self._auth.seal(where, env.to_bytes()), qos=1)
 
     def _wait_and_handle(self) -> None:
         now = time.monotonic()
@@ -340,19 +372,25 @@ class Orchestrator:
 
     def _handle(self, topic_name: str, payload: bytes) -> None:
         instrument = topic_name.split("/")[-2]
+        is_status = topic_name.endswith("/status")
+        if is_status and not payload:
+            return  # a retained status cleared
         try:
-            env = Envelope.from_bytes(payload, topic_name)
-            if topic_name.endswith("/status"):
-                self._status[instrument] = parse_body(StatusBody, env, topic_name)
-                if self._status[instrument].state == "offline":
-                    self._offline(instrument)
+            env = self._auth.open(topic_name, payload)
+            if is_status:
+                self._on_status(instrument, env, parse_body(StatusBody, env, topic_name), topic_name)
                 return
+        except AuthError as exc:  # unsigned under a lab secret, forged, stale, replayed
+            if is_status:
+                self._auth_failed[instrument] = str(exc)
+            self._drop(f"ignored message on {topic_name!r} that failed authentication: {exc}", str(exc))
+            return
         except ProtocolError as exc:  # too large, not JSON (NaN included), not an envelope
             self._drop(f"ignored malformed message: {exc}", str(exc))
             return
         index = self._by_command.get(env.correlation_id or "")
         act = self._active.get(index) if index is not None else None
-        why = self._unmatched(env, instrument, act)
+        why = self._unmatched(env, instrument, act) or self._other_session(env, instrument)
         if why:
             ours = env.campaign_id in (None, self.campaign_id) or (env.correlation_id or "").startswith(
                 self.campaign_id + ":")
@@ -393,6 +431,38 @@ class Orchestrator:
         if instrument != act.instrument:
             return f"command {cid} went to {act.instrument!r}, not to {instrument!r}"
         return None
+
+    def _on_status(self, instrument: str, env: Envelope, st: StatusBody, topic_name: str) -> None:
+        """A status of `instrument`: the session it names serves the instrument from now on (a driver
+        restarted, or the earlier of two racing sessions saying again that it serves it), unless it
+        is an `offline` of another session than the one online (a stale retained status, another lab
+        instance under the same lab id): that is dropped."""
+        if not self._auth.enabled and env.auth is not None:
+            self._signed.add(instrument)
+        self._auth_failed.pop(instrument, None)
+        current = self._sessions.get(instrument)
+        now_online = self._status.get(instrument) is not None and self._status[instrument].state != "offline"
+        if current is not None and env.session != current and now_online:
+            who = f"driver session {env.session}" if env.session else "a driver without a session id"
+            if st.state == "offline":
+                why = (f"'offline' status of {instrument!r} from {who}, not from session {current} that serves it "
+                       "(a stale status, or another lab instance under this lab id)")
+                self._drop(f"ignored status on {topic_name!r}: {why}", why)
+                return
+        if env.session:
+            self._sessions[instrument] = env.session
+        self._status[instrument] = st
+        if st.state == "offline":
+            self._offline(instrument)
+
+    def _other_session(self, env: Envelope, instrument: str) -> str | None:
+        """Why a reply is not from the driver session serving `instrument`, or None."""
+        current = self._sessions.get(instrument)
+        if current is None or env.session == current:
+            return None
+        who = f"driver session {env.session}" if env.session else "a driver without a session id"
+        return (f"command {env.correlation_id} answered by {who}, not by session {current} that serves "
+                f"{instrument!r} (another lab instance under lab id {self.lab!r}?)")
 
     def _drop(self, text: str, why: str, event: bool = True) -> None:
         """A message the loop does not act on: one line saying why, to the log (warning) and, for
