@@ -19,6 +19,10 @@ LATEST = "campaign id or name (default: the latest campaign that has trials)"
 # `sdl run` options -> the campaign fields they override (errors name the option, not the field)
 RUN_OVERRIDES = {"budget": "budget.max_experiments", "seed": "strategy.seed", "broker": "broker", "store": "store",
                  "time_scale": "lab.time_scale", "in_flight": "strategy.max_in_flight", "lab_id": "lab.id"}
+# broker options of `sdl run`, `sdl resume` and `sdl drivers start` -> campaign fields (and URL options)
+BROKER_OVERRIDES = {"broker_credentials": "broker_credentials", "tls_ca_file": "broker_tls.ca_file",
+                    "tls_cert_file": "broker_tls.cert_file", "tls_key_file": "broker_tls.key_file",
+                    "tls_insecure": "broker_tls.insecure"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SdlError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from sdl.broker import redact_url
+
+        print(f"error: {redact_url(str(exc))}", file=sys.stderr)  # no URL's password, whoever wrote the message
         return 1
     except KeyboardInterrupt:
         print("\ninterrupted; the campaign is stored and `sdl resume` continues it", file=sys.stderr)
@@ -38,6 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `sdl status | head`
         sys.stderr.close()
         return 0
+
+
+def _broker_options(p: argparse.ArgumentParser) -> None:
+    """--broker-credentials and the TLS options (campaign fields broker_credentials, broker_tls)."""
+    g = p.add_argument_group("broker login and TLS (passwords never on the command line: use SDL_BROKER_USERNAME "
+                             "and SDL_BROKER_PASSWORD, or a credentials file)")
+    g.add_argument("--broker-credentials", metavar="PATH",
+                   help="file with `username: NAME` and `password: SECRET` lines (chmod 600)")
+    g.add_argument("--tls-ca-file", metavar="PATH", help="CA certificate (PEM) that signed the broker's (mqtts://)")
+    g.add_argument("--tls-cert-file", metavar="PATH", help="client certificate (PEM), for a broker that asks for one")
+    g.add_argument("--tls-key-file", metavar="PATH", help="the client certificate's private key (PEM)")
+    g.add_argument("--tls-insecure", action="store_true", default=None,
+                   help="do not check the broker certificate's host name (tests only)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--external-lab", action="store_true", help="drivers already run on the broker (do not start the simulated lab)")
     r.add_argument("--lab-id", help="lab id, the topic segment sdl/<lab-id>/... (the drivers' --id)")
     r.add_argument("--quiet", action="store_true", help="no per-trial lines")
+    _broker_options(r)
     r.set_defaults(func=cmd_run)
 
     rs = sub.add_parser("resume", help="continue a stopped or crashed campaign without repeating or losing a trial")
@@ -64,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("--broker")
     rs.add_argument("--budget", type=int, help="raise the experiment budget")
     rs.add_argument("--quiet", action="store_true")
+    _broker_options(rs)
     rs.set_defaults(func=cmd_resume)
 
     st = sub.add_parser("status", help="trials, descriptors and the best result")
@@ -128,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     ds.add_argument("--broker", default="mqtt://127.0.0.1:1883")
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--time-scale", type=float, default=0.0)
+    _broker_options(ds)
     ds.set_defaults(func=cmd_drivers_start)
     dl = dsub.add_parser("list", help="simulated labs available")
     dl.set_defaults(func=cmd_drivers_list)
@@ -159,8 +181,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sdl.config import load_campaign
     from sdl.errors import ConfigError
 
-    overrides = {field: getattr(args, dest) for dest, field in RUN_OVERRIDES.items()}
-    labels = {field: _flag(dest) for dest, field in RUN_OVERRIDES.items()}
+    given = RUN_OVERRIDES | BROKER_OVERRIDES
+    overrides = {field: getattr(args, dest) for dest, field in given.items()}
+    labels = {field: _flag(dest) for dest, field in given.items()}
     campaign = load_campaign(args.file, labels=labels, **overrides)
     world_hint = None
     if args.external_lab:
@@ -202,9 +225,10 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"campaign {row.id} already finished ({row.stop_reason}); extend it with "
               f"`sdl resume {row.id} --budget N{store_option(store.url)}`")
         return 0
-    campaign = load_campaign(json.loads(row.config_json), labels={"budget.max_experiments": "--budget",
-                                                                  "broker": "--broker"},
-                             origin=f"campaign {row.id}", **{"budget.max_experiments": args.budget, "broker": args.broker})
+    given = {"budget": "budget.max_experiments", "broker": "broker"} | BROKER_OVERRIDES
+    campaign = load_campaign(json.loads(row.config_json), labels={field: _flag(dest) for dest, field in given.items()},
+                             origin=f"campaign {row.id}",
+                             **{field: getattr(args, dest) for dest, field in given.items()})
     return _run(campaign, row.id, args.quiet, store)
 
 
@@ -465,14 +489,17 @@ def cmd_analyse(args: argparse.Namespace) -> int:
 
 
 def cmd_drivers_start(args: argparse.Namespace) -> int:
+    from sdl import broker
     from sdl.errors import ConfigError
     from sdl.runner.lab import serve, simulated_labs
 
     labs = simulated_labs()
     if args.lab not in labs:
         raise ConfigError(f"unknown simulated lab {args.lab!r}; known: {sorted(labs)}")
-    print(f"serving simulated lab {args.lab!r} as sdl/{args.id}/... on {args.broker} (Ctrl-C stops)")
-    serve(args.lab, args.id, args.broker, seed=args.seed, time_scale=args.time_scale)
+    url = broker.hide_password(args.broker)  # a password in --broker still works; it is shown as ***
+    url = broker.with_options(url, **{dest.removeprefix("broker_"): getattr(args, dest) for dest in BROKER_OVERRIDES})
+    print(f"serving simulated lab {args.lab!r} as sdl/{args.id}/... on {url} (Ctrl-C stops)")
+    serve(args.lab, args.id, url, seed=args.seed, time_scale=args.time_scale)
     return 0
 
 

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator,
+                      model_validator)
 
-from sdl.errors import ConfigError
+from sdl import broker as broker_url
+from sdl.errors import ConfigError, TransportError
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SEGMENT_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -111,6 +113,17 @@ class Lab(_Strict):
         if not SEGMENT_RE.match(v):
             raise ValueError("must be letters, digits, '_', '-', '.' (it becomes an MQTT topic segment)")
         return v
+
+
+class BrokerTls(_Strict):
+    """TLS to a `broker: mqtts://...`: the CA that signed the broker's certificate (default: the
+    system's trusted CAs), a client certificate and key for a broker that asks for one (PEM
+    files), and `insecure` (tests only: the certificate's host name is not checked)."""
+
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    insecure: bool = False
 
 
 # ----- objectives ------------------------------------------------------------------------------
@@ -224,10 +237,17 @@ class Budget(_Strict):
 
 
 class Campaign(_Strict):
+    # a validation error never shows the input it was given: it may hold a broker password
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
     name: str
     description: str = ""
     lab: Lab = Field(default_factory=Lab)
-    broker: str | None = None  # mqtt://host:port; absent = embedded in-process broker
+    # mqtt[s]://[user@]host[:port]; absent = embedded in-process broker. A password written in it is
+    # replaced by *** when the campaign is read (kept in this process's memory only: sdl.broker)
+    broker: str | None = None
+    broker_credentials: str | None = None  # a file with `username: ...` and `password: ...` lines
+    broker_tls: BrokerTls | None = None
     store: str = "sqlite:///sdl.db"
     parameters: list[Parameter] = Field(min_length=1)
     parameter_constraints: list[str] = Field(default_factory=list)  # linear, e.g. "a + b <= 1"
@@ -244,6 +264,40 @@ class Campaign(_Strict):
         if not SEGMENT_RE.match(v):
             raise ValueError("must be letters, digits, '_', '-', '.'")
         return v
+
+    @field_validator("broker")
+    @classmethod
+    def _broker(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            return broker_url.hide_password(v.strip())
+        except TransportError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_serializer("broker")
+    def _broker_shown(self, v: str | None) -> str | None:
+        return broker_url.redact_url(v) if v else v  # also for a copy made without validation
+
+    @model_validator(mode="after")
+    def _broker_options(self) -> "Campaign":
+        """broker_credentials and broker_tls go into the broker URL's options (sdl.broker), which every
+        client connecting with it reads; where both give one, these fields win."""
+        tls = self.broker_tls or BrokerTls()
+        given = {"credentials": self.broker_credentials, "tls_ca_file": tls.ca_file,
+                 "tls_cert_file": tls.cert_file, "tls_key_file": tls.key_file, "tls_insecure": tls.insecure or None}
+        given = {k: v for k, v in given.items() if v is not None}
+        if self.broker is None:
+            if given:
+                raise ValueError("broker_credentials and broker_tls apply to a broker named by `broker:` (the "
+                                 "embedded broker needs neither)")
+            return self
+        self.broker = broker_url.with_options(self.broker, **given)
+        try:
+            broker_url.check_options(broker_url.parse(self.broker), broker_url.redact_url(self.broker))
+        except TransportError as exc:
+            raise ValueError(str(exc)) from None
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> "Campaign":
@@ -303,6 +357,11 @@ class Campaign(_Strict):
         return [s for s in self.workflow if s.technique]
 
 
+_OPTION_FIELDS = {"credentials": "broker_credentials", "tls_ca_file": "broker_tls.ca_file",
+                  "tls_cert_file": "broker_tls.cert_file", "tls_key_file": "broker_tls.key_file",
+                  "tls_insecure": "broker_tls.insecure"}
+
+
 # ----- loading -----------------------------------------------------------------------------------
 
 
@@ -332,6 +391,7 @@ def load_campaign(source: str | Path | dict[str, Any], *, labels: dict[str, str]
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of campaign fields")
     data = json.loads(json.dumps(data))  # deep copy, and plain types only
+    _url_options_replace_fields(data, overrides)
     for dotted, value in overrides.items():
         if value is None:
             continue
@@ -350,6 +410,26 @@ def load_campaign(source: str | Path | dict[str, Any], *, labels: dict[str, str]
         raise ConfigError(f"{origin}: invalid campaign\n{text}") from None
 
 
+def _url_options_replace_fields(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """A broker URL given as an override (`--broker URL?tls_ca_file=...`) with options in it: the
+    campaign's fields for those options give way to it (unless overridden as well)."""
+    url = overrides.get("broker")
+    if not isinstance(url, str):
+        return
+    try:
+        options = broker_url.parse(url).options()
+    except TransportError:
+        return  # said by the validation
+    for option in options:
+        field = _OPTION_FIELDS[option]
+        if overrides.get(field) is not None:
+            continue
+        parent, _, leaf = field.rpartition(".")
+        node = data.get(parent) if parent else data
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+
+
 def _override_of(loc: tuple, overrides: dict[str, Any]) -> str | None:
     """The dotted override key an error location falls under, if any."""
     dotted = ".".join(str(p) for p in loc)
@@ -360,6 +440,7 @@ def _given(key: str, value: Any, labels: dict[str, str]) -> str:
     """How an override is named in an error: `--budget 0` (labelled) or `budget.max_experiments=0 (override)`."""
     import shlex
 
+    value = broker_url.redact(value)  # a broker URL's password is never shown
     if key in labels:
         return f"{labels[key]} {shlex.quote(str(value))}"
     return f"{key}={json.dumps(value, default=str)} (override)"

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from sdl import outcome as outcome_mod
+from sdl.broker import redact, redact_url
 from sdl.config import Campaign
 from sdl.errors import SdlError
 from sdl.measurement import Measurement, write_columns
@@ -94,7 +95,7 @@ def campaign_record(store: Store, campaign_id: str) -> dict[str, Any]:
     records = [{
         "index": t.index, "status": t.status, "sample_id": t.sample_id, "manual": bool(t.manual),
         "parameters": t.parameters, "objectives": t.objectives, "score": t.score, "target_met": t.target_met,
-        "failure": t.failure,
+        "failure": redact_url(t.failure),
         "descriptors": {n: m.chosen.record() for n, m in measured.get(t.index, {}).items()},
         "alternatives": {n: [o.record() for o in m.others]
                          for n, m in measured.get(t.index, {}).items() if m.others},
@@ -103,7 +104,7 @@ def campaign_record(store: Store, campaign_id: str) -> dict[str, Any]:
     counts = {s: sum(r["status"] == s for r in records)
               for s in ("completed", "failed", "running", "measured", "proposed", "approved", "rejected")}
     return {
-        "campaign": {"id": row.id, "name": row.name, "status": row.status, "stop_reason": row.stop_reason,
+        "campaign": {"id": row.id, "name": row.name, "status": row.status, "stop_reason": redact_url(row.stop_reason),
                      "created_at": row.created_at, "updated_at": row.updated_at},
         "counts": {k: v for k, v in counts.items() if v},
         "wanted": sorted(campaign.descriptors_needed()),
@@ -406,9 +407,10 @@ def export(store: Store, campaign_id: str, out: Path) -> Path:
         w = csv.writer(f)
         w.writerow(["at", "trial", "level", "kind", "message"])
         for e in store.events(campaign_id):
-            w.writerow([e.at.isoformat(), e.trial_index, e.level, e.kind, e.message])
+            w.writerow([e.at.isoformat(), e.trial_index, e.level, e.kind, redact_url(e.message)])
+    # redacted again: a store written by an older sdl may hold a broker password in plain text
     (out / "campaign.json").write_text(json.dumps(rec["campaign"] | {
-        "config": json.loads(store.find_campaign(campaign_id).config_json)}, indent=2, default=str))
+        "config": redact(json.loads(store.find_campaign(campaign_id).config_json))}, indent=2, default=str))
     mdir = out / "measurements"
     mdir.mkdir(exist_ok=True)
     for m in store.measurements(campaign_id):
