@@ -378,11 +378,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     chains = "; ".join(f"{s.technique}: {', '.join(chain_for(c, s.technique))}"
                        for s in {s.technique: s for s in c.measuring_steps()}.values())
     print(f"  descriptors: every objective and constraint reads one its technique declares (analysers {chains})")
-    if c.lab.world:
-        print(f"  lab: workflow and bounds inside the limits the simulated lab {c.lab.world!r} declares")
-    else:
-        print("  lab: drivers run elsewhere (no lab.world); their limits are not checked here (drivers do not "
-              "publish them yet; they refuse an out-of-range command with bad_command)")
+    from sdl.preflight import lab_notes
+
+    for line in lab_notes(c):
+        print(f"  {line}")
     return 0
 
 
