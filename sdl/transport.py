@@ -335,8 +335,8 @@ class MqttClient:
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:
             matches = [cb for f, cb in self._subs.items() if mqtt.topic_matches_sub(f, msg.topic)]
-        if not matches:  # a broker should not send it; said rather than lost without a word
-            log.warning("dropped a %d-byte message on %s from %s: no subscription of this client matches it",
+        if not matches:  # e.g. retained messages in flight when a driver's start-up check unsubscribed
+            log.debug("dropped a %d-byte message on %s from %s: no subscription of this client matches it",
                         len(msg.payload), msg.topic, self.url)
         for cb in matches:
             try:
