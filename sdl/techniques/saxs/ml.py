@@ -125,6 +125,16 @@ def noise_level(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float
     return float(np.median(sigma[ok][low] / I[ok][low]))
 
 
+def median_dq_over_q(q: np.ndarray, dq: np.ndarray | None) -> float | None:
+    """Median relative resolution dq/q of a curve (0.0 when no ratio is finite); None without dq."""
+    if dq is None:
+        return None
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.asarray(dq, float) / np.asarray(q, float)
+    r = r[np.isfinite(r)]
+    return float(np.median(r)) if r.size else 0.0
+
+
 def represent_batch(q_list: Sequence[np.ndarray], I_list: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([represent(q, I) for q, I in zip(q_list, I_list)]) if len(q_list) else np.zeros((0, 2, GRID.size), np.float32)
 
@@ -321,12 +331,7 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     qf = np.logspace(math.log10(lo / 1.35), math.log10(hi * 1.35), n_fine)
     kernel = D.curve_function(SASMODEL[cls], qf)
     sf_curve = {k: D.curve_function(D.STRUCTURE_FACTORS[k], qf) for k in SF_FIT} if structure and cls in D.SF_CLASSES else {}
-    dqq_meas = None
-    if dq is not None:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.asarray(dq, float) / q
-        r = r[np.isfinite(r)]
-        dqq_meas = float(np.median(r)) if r.size else 0.0
+    dqq_meas = median_dq_over_q(q, dq)
     names = list(_REFINE[cls])
     core_shell = cls.startswith("core_shell")
     fit_dq = dqq_meas is None
@@ -534,8 +539,8 @@ class SaxsMLAnalyser:
         noise = float(pred["noise"][0])
         if noise > NOISE_ENVELOPE:
             quality.append(f"median sigma/I {noise:.2f} in the low-q half exceeds the training data's {NOISE_ENVELOPE:.2f}")
-        dqq = float(np.median(dq / q)) if dq is not None and np.all(np.isfinite(dq)) else float("nan")
-        if dqq > RESOLUTION_ENVELOPE:
+        dqq = median_dq_over_q(q, dq)
+        if dqq is not None and dqq > RESOLUTION_ENVELOPE:
             quality.append(f"median dq/q {dqq:.2f} exceeds the training data's {RESOLUTION_ENVELOPE:.2f}")
         if bool(pred["low_confidence"][0]) or quality:
             flags.append("low_confidence")
