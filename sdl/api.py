@@ -199,7 +199,9 @@ class Result:
     campaign: config.Campaign
     """The configuration the campaign ran with (with `run`'s overrides applied)."""
     status: str
-    """finished | stopped (e.g. an instrument went offline, Ctrl-C: `resume` continues it) | running."""
+    """finished | stopped (e.g. an instrument went offline, Ctrl-C, or its orchestrator was killed:
+    `resume` continues it) | failed | running (an orchestrator holds the campaign's lease now, as
+    `sdl status` says)."""
     stop_reason: str | None
     """Why it stopped, e.g. "budget of 5 experiments used", "target met by trial 7"."""
     target_met_at: int | None
@@ -313,13 +315,32 @@ def _read(store: "Store", campaign_id: str, summary: "Summary | None") -> Result
 
     trials = tuple(trial(r) for r in rec["trials"])
     best = rec["best"]
+    status, reason = _live_status(store, campaign_id, rec)
     return Result(
-        campaign_id=campaign_id, store_url=store.url, campaign=campaign, status=rec["campaign"]["status"],
-        stop_reason=rec["campaign"]["stop_reason"], target_met_at=rec["target_met_at"],
+        campaign_id=campaign_id, store_url=store.url, campaign=campaign, status=status,
+        stop_reason=reason, target_met_at=rec["target_met_at"],
         best=next((t for t in trials if t.index == best["index"]), None) if best else None,
         trial_list=trials, wanted=tuple(rec["wanted"]),
         pareto_front=tuple(rec["pareto_front"]) if "pareto_front" in rec else None,
         summary=summary, record=rec, stored_descriptors=tuple(rows))
+
+
+def _live_status(store: "Store", campaign_id: str, rec: dict[str, Any]) -> tuple[str, str | None]:
+    """(status, stop_reason) as `sdl status` tells them: "running" only while a process holds the
+    campaign's lease (whatever the stored status says: a resumed run may not have marked it yet); a
+    campaign stored as running without one was killed, and is "stopped". Adds the holder to `rec`
+    (`rec["campaign"]["orchestrator"]`, as in `sdl status --json`)."""
+    from sdl.store import store_option
+
+    c = rec["campaign"]
+    holder = store.orchestrator(campaign_id)
+    c["orchestrator"] = {"pid": holder.pid, "host": holder.host, "since": holder.since} if holder else None
+    if holder:
+        return "running", None
+    if c["status"] == "running":
+        return "stopped", (f"no orchestrator (killed, or its machine went down); "
+                           f"`sdl resume {campaign_id}{store_option(store.url)}` continues it")
+    return c["status"], c["stop_reason"]
 
 
 # ----- running -------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """`sdl` command line: run | resume | status | report | export | approve | reject | add | validate |
-schema | analyse | drivers | train.
+acl | schema | analyse | drivers | train.
 
 Imports of heavy libraries (Ax, torch, sasmodels) happen inside the commands that need them.
 """
@@ -129,6 +129,17 @@ def _parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a campaign file")
     v.add_argument("file")
     v.set_defaults(func=cmd_validate)
+
+    acl = sub.add_parser("acl", help="print a Mosquitto acl_file for a lab (docs/security.md)")
+    acl.add_argument("file", nargs="?", help="campaign file: its lab.id and the instruments of its workflow")
+    acl.add_argument("--lab-id", help="lab id (default: the campaign's lab.id)")
+    acl.add_argument("--instrument", action="append", default=[], metavar="NAME",
+                     help="an instrument of the lab, once per instrument (default: the campaign's)")
+    acl.add_argument("--orchestrator-user", metavar="USER", help="the orchestrator's broker user "
+                     "(default sdl-<lab>-orchestrator)")
+    acl.add_argument("--driver-user", default="sdl-{lab}-{instrument}", metavar="PATTERN",
+                     help="each driver's broker user, with {lab} and {instrument} (default %(default)s)")
+    acl.set_defaults(func=cmd_acl)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of campaign files (editor completion and checking)")
     sc.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
@@ -382,6 +393,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     for line in lab_notes(c):
         print(f"  {line}")
+    return 0
+
+
+def cmd_acl(args: argparse.Namespace) -> int:
+    """`sdl acl`: the Mosquitto acl_file of a lab (sdl.runner.lab.mosquitto_acl) on stdout."""
+    from sdl.errors import ConfigError
+    from sdl.runner.lab import mosquitto_acl
+
+    lab, instruments = args.lab_id, list(args.instrument)
+    if args.file:
+        from sdl.config import load_campaign
+
+        campaign = load_campaign(args.file)
+        lab = lab or campaign.lab.id
+        instruments = instruments or [i for s in campaign.workflow for i in s.pool]
+        if campaign.lab.world:
+            print(f"note: {args.file} runs the simulated lab {campaign.lab.world!r} inside `sdl run`; these ACLs are for "
+                  f"drivers on a shared broker (`sdl drivers start --id {lab}`, or real ones)", file=sys.stderr)
+    if not lab or not instruments:
+        raise ConfigError("sdl acl: give a campaign file, or --lab-id ID and --instrument NAME once per instrument")
+    try:
+        args.driver_user.format(lab=lab, instrument=instruments[0])
+    except (KeyError, IndexError, ValueError):
+        raise ConfigError(f"--driver-user {args.driver_user!r}: a user name with {{lab}} and {{instrument}} "
+                          "as the only placeholders, e.g. sdl-{lab}-{instrument}") from None
+    print(mosquitto_acl(lab, instruments, orchestrator_user=args.orchestrator_user, driver_user=args.driver_user),
+          end="")
     return 0
 
 
