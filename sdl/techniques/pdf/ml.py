@@ -1,0 +1,449 @@
+"""PDF analyser by machine learning (`pdf_ml`): cluster structure type (motif) with calibrated
+probabilities, size, nearest-neighbour distance and ADP with uncertainties, an out-of-distribution
+score, then a real-space refinement of the chosen motif against the measured G(r) with Rw.
+
+Pipeline for one G(r):
+
+1. Representation (`represent`): G(r) interpolated onto R_GRID (1–30 Å, 0.05 Å; the simulator's
+   grid), divided by its largest |G| over the covered range; a second channel marks the r the data
+   cover. Absolute scale (which depends on the data reduction) does not matter.
+2. `PdfNet`, a small 1-D CNN: motif logits, and Gaussian (mean, log-variance) heads for ln n_atoms,
+   the nearest-neighbour distance, the ADP U_iso and ln diameter (trained with Gaussian NLL,
+   standardised targets). Probabilities are temperature-scaled and predicted sds rescaled on a
+   validation split; both stored with the weights.
+3. OOD score: max(P(other), F(d)), d the Mahalanobis distance of the penultimate features to the
+   nearest in-library class mean (shared covariance), F its empirical distribution on validation
+   G(r); above the stored threshold (its 99th percentile on other validation G(r)) the result is
+   flagged `ood`. Calibrated top probability below LOW_CONFIDENCE: flagged `low_confidence`.
+4. Refinement (`refine`): for the top motif (and the second when its probability ≥ 0.1) the cluster
+   is built with simulators.pdf.physics at the predicted size and its neighbouring sizes; for each,
+   its pair-distance histogram is computed once and G(r) calculated by the Debye scattering
+   equation with the measurement's Qmin/Qmax/Qdamp (`debye_gr`); scale (linear), expansion and
+   U_iso are fitted by scipy least_squares. The lowest Rw (pdffit2's definition, unit weights)
+   wins; its motif, size, nn distance, expansion and ADP are reported. Rw above RW_POOR flags
+   `low_confidence` (the structure does not explain the data).
+
+Element: `metadata["composition"]` (or `element`), else the world's metal whose bulk nn distance is
+nearest to the CNN's estimate (recorded in info["element_assumed"]); expansion = refined nn distance
+over that element's bulk nn distance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+
+from sdl.analysis.base import AnalysisResult, Descriptor
+from sdl.errors import AnalysisError
+from sdl.measurement import Measurement
+
+WEIGHTS_DIR = Path(__file__).with_name("weights")
+MODEL_FILE, META_FILE = "pdf_ml.pt", "pdf_ml.json"
+R_GRID = np.arange(1.0, 30.0 + 1e-9, 0.05)
+TARGETS = ("ln_n_atoms", "nn_distance_angstrom", "adp_angstrom2", "ln_diameter_nm")
+LOW_CONFIDENCE = 0.6
+RW_POOR = 0.45
+SECOND_MOTIF = 0.1
+DEFAULT_Q = {"qmin_inv_angstrom": 0.8, "qmax_inv_angstrom": 25.0, "qdamp_inv_angstrom": 0.03}
+# bulk nearest-neighbour distances (Å, room temperature) of the metals the element may be guessed from
+BULK_NN = {"Pt": 2.775, "Pd": 2.751, "Au": 2.884, "Ag": 2.889, "Cu": 2.556, "Ni": 2.492, "Rh": 2.690, "Ir": 2.715}
+
+
+# ----- representation --------------------------------------------------------------------------------
+
+def represent(r: np.ndarray, G: np.ndarray) -> np.ndarray:
+    """(2, len(R_GRID)) float32: G on R_GRID over max |G| (0 outside the data), and the coverage mask."""
+    r = np.asarray(r, float)
+    G = np.asarray(G, float)
+    order = np.argsort(r)
+    r, G = r[order], G[order]
+    out = np.zeros((2, R_GRID.size), np.float32)
+    inside = (R_GRID >= r[0] - 1e-9) & (R_GRID <= r[-1] + 1e-9)
+    if inside.sum() < 40:
+        raise AnalysisError(f"G(r) covers r {r[0]:.2f}–{r[-1]:.2f} Å; pdf_ml needs at least 2 Å of 1–30 Å")
+    g = np.interp(R_GRID[inside], r, G)
+    m = np.abs(g).max()
+    if not m > 0:
+        raise AnalysisError("G(r) is zero everywhere")
+    out[0, inside] = g / m
+    out[1, inside] = 1.0
+    return out
+
+
+def represent_grid(G: np.ndarray) -> np.ndarray:
+    """(B, 2, len(R_GRID)) from G already on R_GRID (B, len(R_GRID)): the batched fast path."""
+    G = np.atleast_2d(np.asarray(G, np.float32))
+    out = np.empty((G.shape[0], 2, R_GRID.size), np.float32)
+    out[:, 0] = G / np.maximum(np.abs(G).max(axis=1, keepdims=True), 1e-30)
+    out[:, 1] = 1.0
+    return out
+
+
+# ----- the network -----------------------------------------------------------------------------------
+
+def build_net(n_classes: int, widths: Sequence[int] = (32, 48, 64, 64, 64), hidden: int = 128):
+    """The 1-D CNN (torch imported here: it is slow to import)."""
+    import torch
+    from torch import nn
+
+    class PdfNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            layers: list[nn.Module] = [nn.Conv1d(2, widths[0], 7, padding=3), nn.BatchNorm1d(widths[0]), nn.GELU()]
+            prev, n = widths[0], R_GRID.size
+            for w in widths:
+                layers += [nn.Conv1d(prev, w, 5, stride=2, padding=2), nn.BatchNorm1d(w), nn.GELU()]
+                prev, n = w, (n + 1) // 2
+            self.features = nn.Sequential(*layers)
+            self.embed = nn.Sequential(nn.Flatten(), nn.Linear(prev * n, hidden), nn.GELU())
+            self.drop = nn.Dropout(0.1)
+            self.cls = nn.Linear(hidden, n_classes)
+            self.reg = nn.Linear(hidden, 2 * len(TARGETS))
+
+        def forward(self, x: "torch.Tensor"):
+            h = self.embed(self.features(x))
+            hd = self.drop(h)
+            mu, lv = self.reg(hd).chunk(2, dim=1)
+            return self.cls(hd), mu, lv.clamp(-10.0, 5.0), h
+
+    return PdfNet()
+
+
+class PdfModel:
+    """The network plus its calibration: temperature, sd scales, target standardisation, Mahalanobis
+    class means/precision, the validation distance CDF and the OOD threshold (all in `meta`/tensors)."""
+
+    def __init__(self, net, meta: dict[str, Any]) -> None:
+        self.net = net.eval()
+        self.meta = meta
+        self.classes: list[str] = list(meta["classes"])
+        self._whiten = None
+
+    @classmethod
+    def load(cls, weights_dir: str | Path | None = None) -> "PdfModel":
+        import torch
+
+        d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+        if not (d / MODEL_FILE).is_file() or not (d / META_FILE).is_file():
+            raise AnalysisError(f"pdf_ml weights not found in {d} (need {MODEL_FILE} and {META_FILE}); "
+                                f"train them with `sdl train pdf --out {d}`")
+        meta = json.loads((d / META_FILE).read_text())
+        try:
+            state = torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a corrupt or foreign file
+            raise AnalysisError(f"cannot load pdf_ml weights {d / MODEL_FILE}: {exc}") from None
+        net = build_net(len(meta["classes"]), tuple(meta["widths"]), int(meta["hidden"]))
+        net.load_state_dict(state["net"])
+        m = cls(net, meta)
+        m.maha_mean, m.maha_prec, m.ood_cdf = state["maha_mean"], state["maha_prec"], state["ood_cdf"].numpy()
+        return m
+
+    def save(self, out_dir: str | Path) -> Path:
+        import torch
+
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        torch.save({"net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+                    "maha_mean": self.maha_mean.float(), "maha_prec": self.maha_prec.float(),
+                    "ood_cdf": torch.tensor(np.asarray(self.ood_cdf), dtype=torch.float32)}, d / MODEL_FILE)
+        (d / META_FILE).write_text(json.dumps(self.meta, indent=2))
+        return d / MODEL_FILE
+
+    def raw(self, X: np.ndarray, batch: int = 2048, embeddings: bool = False) -> dict[str, np.ndarray]:
+        """Uncalibrated outputs for represented inputs X (B, 2, len(R_GRID))."""
+        import torch
+
+        outs: dict[str, list] = {"logits": [], "mu": [], "logvar": [], "dist": [], "emb": []}
+        with torch.inference_mode():
+            for i in range(0, len(X), batch):
+                lo, mu, lv, h = self.net(torch.from_numpy(np.ascontiguousarray(X[i:i + batch], dtype=np.float32)))
+                outs["logits"].append(lo.numpy()); outs["mu"].append(mu.numpy()); outs["logvar"].append(lv.numpy())
+                outs["dist"].append(self.mahalanobis(h) if hasattr(self, "maha_mean") else np.zeros(len(h)))
+                if embeddings:
+                    outs["emb"].append(h.numpy())
+        return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in outs.items()}
+
+    def mahalanobis(self, emb) -> np.ndarray:
+        """Distance of each embedding to the nearest in-library class mean (shared covariance)."""
+        import torch
+
+        if self._whiten is None:
+            L = torch.linalg.cholesky(self.maha_prec.double()).float()
+            self._whiten = (L, self.maha_mean @ L)
+        L, mz = self._whiten
+        z = emb @ L
+        d2 = (z * z).sum(1, keepdim=True) - 2 * z @ mz.T + (mz * mz).sum(1)[None, :]
+        return torch.sqrt(d2.clamp_min(0).min(dim=1).values).numpy()
+
+    def calibrated(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Probabilities (temperature-scaled), OOD score, target values and one-sigma uncertainties."""
+        lo = raw["logits"] / float(self.meta["temperature"])
+        p = np.exp(lo - lo.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        cdf = np.searchsorted(self.ood_cdf, raw["dist"], side="right") / max(len(self.ood_cdf), 1)
+        p_other = p[:, self.classes.index("other")] if "other" in self.classes else np.zeros(len(p))
+        mean, std = np.asarray(self.meta["target_mean"]), np.asarray(self.meta["target_std"])
+        z_mu = raw["mu"] * std + mean
+        z_sd = np.exp(0.5 * raw["logvar"]) * std * np.asarray(self.meta["sd_scale"])
+        n = np.exp(z_mu[:, 0])
+        dia = np.exp(z_mu[:, 3])
+        return {"probabilities": p, "ood_score": np.maximum(p_other, cdf), "distance_cdf": cdf,
+                "n_atoms": n, "n_atoms_sd": n * z_sd[:, 0], "nn_distance_angstrom": z_mu[:, 1],
+                "nn_distance_sd": z_sd[:, 1], "adp_angstrom2": np.clip(z_mu[:, 2], 0.0, None), "adp_sd": z_sd[:, 2],
+                "diameter_nm": dia, "diameter_sd": dia * z_sd[:, 3]}
+
+    def predict(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        return self.calibrated(self.raw(X))
+
+
+# ----- forward model for the refinement --------------------------------------------------------------
+
+def pair_histogram(positions: np.ndarray, bin_angstrom: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
+    """(distances at bin centres (Å), pair counts i<j) of a cluster: the input of `debye_gr`."""
+    from scipy.spatial.distance import pdist
+
+    d = pdist(np.asarray(positions, float))
+    if d.size == 0:
+        raise AnalysisError("a cluster needs at least two atoms")
+    idx = np.round(d / bin_angstrom).astype(np.int64)
+    counts = np.bincount(idx)
+    nz = np.flatnonzero(counts)
+    return nz * bin_angstrom, counts[nz].astype(float)
+
+
+class DebyeGr:
+    """G(r) of one cluster by the Debye scattering equation for one element (the form factor cancels
+    in S(Q)), as a function of expansion factor s and U_iso (Å²):
+
+        S(Q) − 1 = (2/N) Σ_{i<j} sin(Q s d_ij)/(Q s d_ij) · exp(−Q² U)      (pair Debye–Waller, σ² = 2U)
+        G(r) = (2/π) ∫_{Qmin}^{Qmax} Q[S(Q) − 1] sin(Qr) dQ · exp(−(Qdamp r)²/2)
+
+    Qdamp as in PDFgui/pdffit2. The pair distances are histogrammed once (0.005 Å bins), so one
+    evaluation costs ~ms for thousands of atoms."""
+
+    def __init__(self, positions: np.ndarray, r: np.ndarray, qmin: float, qmax: float, qdamp: float,
+                 q_step: float = 0.02):
+        self.d, self.c = pair_histogram(positions)
+        # few distinct bins dominate the cost: merge to 0.01 Å above 8 Å where peaks are broad
+        self.n = len(positions)
+        self.q = np.arange(max(qmin, 0.05), qmax + 1e-9, q_step)
+        w = np.full(self.q.size, q_step)
+        w[0] = w[-1] = q_step / 2
+        self.r = np.asarray(r, float)
+        self.kernel = (2.0 / np.pi) * np.sin(np.outer(self.r, self.q)) * w[None, :]
+        self.damp = np.exp(-0.5 * (qdamp * self.r) ** 2)
+
+    def __call__(self, s: float, u: float) -> np.ndarray:
+        x = np.outer(self.q, s * self.d)
+        sq = (2.0 / self.n) * (np.sin(x) / x) @ self.c * np.exp(-self.q ** 2 * u)
+        return (self.kernel @ (self.q * sq)) * self.damp
+
+
+def rw(g_obs: np.ndarray, g_calc: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Rw = sqrt(Σ w (G_obs − G_calc)² / Σ w G_obs²) (pdffit2/PDFgui)."""
+    w = np.ones_like(g_obs) if weights is None else weights
+    return float(np.sqrt(np.sum(w * (g_obs - g_calc) ** 2) / max(np.sum(w * g_obs ** 2), 1e-300)))
+
+
+def fit_cluster(positions: np.ndarray, r: np.ndarray, g: np.ndarray, q: dict[str, float],
+                s0: float = 1.0, u0: float = 0.008, max_nfev: int = 40) -> dict[str, Any]:
+    """Least-squares fit of expansion s (0.9–1.1), U_iso (0.0005–0.05 Å²) and a scale (solved
+    linearly at each step) of one cluster against G(r). Returns s, u, their sds, scale, Rw, fit."""
+    from scipy.optimize import least_squares
+
+    model = DebyeGr(positions, r, q["qmin_inv_angstrom"], q["qmax_inv_angstrom"], q["qdamp_inv_angstrom"])
+    state: dict[str, Any] = {}
+
+    def resid(p):
+        gc = model(p[0], p[1])
+        a = float(gc @ g) / max(float(gc @ gc), 1e-300)
+        state["fit"], state["scale"] = a * gc, a
+        return a * gc - g
+
+    # a coarse scan of s first: the least-squares problem in s has a local minimum every peak spacing
+    ss = np.linspace(max(0.9, s0 - 0.04), min(1.1, s0 + 0.04), 17)
+    s_start = ss[int(np.argmin([np.sum(resid([s, u0]) ** 2) for s in ss]))]
+    res = least_squares(resid, [s_start, u0], bounds=([0.9, 5e-4], [1.1, 0.05]), x_scale=[0.005, 0.003],
+                        diff_step=[1e-4, 1e-3], max_nfev=max_nfev)
+    r_final = resid(res.x)
+    dof = max(r.size - 3, 1)
+    try:
+        cov = np.linalg.pinv(res.jac.T @ res.jac) * float(np.sum(r_final ** 2) / dof)
+        sd = np.sqrt(np.maximum(np.diag(cov), 0))
+    except np.linalg.LinAlgError:
+        sd = np.full(2, np.nan)
+    return {"s": float(res.x[0]), "u": float(res.x[1]), "s_sd": float(sd[0]), "u_sd": float(sd[1]),
+            "scale": state["scale"], "rw": rw(g, state["fit"]), "fit": state["fit"], "nfev": int(res.nfev)}
+
+
+# ----- the analyser ----------------------------------------------------------------------------------
+
+def element_of(metadata: dict[str, Any]) -> str | None:
+    """The metal named by metadata 'element' or the first element of 'composition' (e.g. 'Au144S60' -> Au)."""
+    for key in ("element", "composition"):
+        v = metadata.get(key)
+        if isinstance(v, str):
+            m = re.match(r"\s*([A-Z][a-z]?)", v)
+            if m:
+                return m.group(1)
+    return None
+
+
+def _q_params(metadata: dict[str, Any]) -> tuple[dict[str, float], list[str]]:
+    out, assumed = {}, []
+    for k, v in DEFAULT_Q.items():
+        x = metadata.get(k)
+        try:
+            x = float(x)
+        except (TypeError, ValueError):
+            x = None
+        if x is None or not math.isfinite(x) or (k != "qdamp_inv_angstrom" and x <= 0) or x < 0:
+            x = v
+            assumed.append(f"{k}={v}")
+        out[k] = x
+    return out, assumed
+
+
+class PdfMLAnalyser:
+    """CNN motif/size/nn-distance/ADP with calibrated uncertainty, then a Debye-equation refinement."""
+
+    name: ClassVar[str] = "pdf_ml"
+    technique: ClassVar[str] = "pdf"
+
+    def __init__(self, weights_dir: str | Path | None = None, refine: bool = True):
+        self.model = PdfModel.load(weights_dir)
+        self.do_refine = bool(refine)
+        self._lock = threading.Lock()
+
+    def predict_batch(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Calibrated CNN outputs for represented G(r) X (B, 2, len(R_GRID))."""
+        X = np.asarray(X, np.float32)
+        if X.ndim != 3 or X.shape[1:] != (2, R_GRID.size):
+            raise AnalysisError(f"pdf_ml input must have shape (B, 2, {R_GRID.size}); got {X.shape}")
+        with self._lock:
+            return self.model.predict(X)
+
+    def analyse(self, measurement: Measurement) -> AnalysisResult:
+        if measurement.technique != "pdf":
+            raise AnalysisError(f"pdf_ml analyses technique 'pdf'; got {measurement.technique!r}")
+        r, g = measurement.require("r_angstrom", "G_per_angstrom2")
+        md = measurement.metadata
+        cnn = {k: v[0] for k, v in self.predict_batch(represent(r, g)[None]).items()}
+        classes = self.model.classes
+        p = cnn["probabilities"]
+        order = np.argsort(-p)
+        top = classes[order[0]]
+        thr = float(self.model.meta["ood_threshold"])
+        ood = bool(cnn["ood_score"] > thr)
+        info: dict[str, Any] = {"method": "cnn", "cnn_probabilities": {c: float(v) for c, v in zip(classes, p)},
+                                "ood_threshold": thr, "distance_cdf": float(cnn["distance_cdf"]),
+                                "warnings": list(md.get("warnings") or [])}
+        el = element_of(md)
+        if el is None or el not in BULK_NN:
+            guess = min(BULK_NN, key=lambda e: abs(BULK_NN[e] - cnn["nn_distance_angstrom"]))
+            info["element_assumed"] = (f"{guess} (nearest bulk nn distance to the estimate; metadata names "
+                                       f"{'no element' if el is None else el + ', whose bulk nn distance sdl lacks'})")
+            el = guess
+        values = {"n_atoms": (float(cnn["n_atoms"]), float(cnn["n_atoms_sd"])),
+                  "diameter_nm": (float(cnn["diameter_nm"]), float(cnn["diameter_sd"])),
+                  "nn_distance_angstrom": (float(cnn["nn_distance_angstrom"]), float(cnn["nn_distance_sd"])),
+                  "adp_angstrom2": (float(cnn["adp_angstrom2"]), float(cnn["adp_sd"]))}
+        low_conf = float(p[order[0]]) < LOW_CONFIDENCE
+        curves: dict[str, np.ndarray] = {"r_angstrom": r, "G_per_angstrom2": g}
+        rw_value = float("nan")
+        motif = top
+        if self.do_refine and not ood and top != "other" and "library" in self.model.meta:
+            cands = [classes[i] for i in order[:2] if classes[i] != "other"
+                     and (i == order[0] or p[i] >= SECOND_MOTIF)]
+            try:
+                ref = refine(r, g, md, cands, el, values["n_atoms"][0], values["nn_distance_angstrom"][0],
+                             values["adp_angstrom2"][0])
+            except (ValueError, RuntimeError, np.linalg.LinAlgError, AnalysisError) as exc:
+                info["refinement_error"] = f"{type(exc).__name__}: {exc}"
+                ref = None
+                low_conf = True
+            if ref is not None:
+                best = ref["best"]
+                motif = best["motif"]
+                rw_value = best["rw"]
+                nn = best["nn_distance_angstrom"]
+                values.update(n_atoms=(float(best["n_atoms"]), values["n_atoms"][1]),
+                              diameter_nm=(best["diameter_nm"], values["diameter_nm"][1]),
+                              nn_distance_angstrom=(nn, best["s_sd"] * nn / best["s"]),
+                              adp_angstrom2=(best["u"], best["u_sd"]))
+                info.update(method="cnn+debye_refinement", q_params=ref["q"], q_assumed=ref["q_assumed"],
+                            refined=[{k: v for k, v in c.items() if k != "fit"} for c in ref["tried"]],
+                            scale=best["scale"])
+                curves["fit"] = best["fit_full"]
+                if rw_value > RW_POOR:
+                    low_conf = True
+                    info["warnings"].append(f"refined Rw {rw_value:.2f} > {RW_POOR}: the best library cluster does "
+                                            "not explain this G(r) well")
+                if motif != top and motif != "other":
+                    info["motif_changed_by_refinement"] = f"{top} -> {motif}"
+        flags = (["ood"] if ood else []) + (["low_confidence"] if low_conf else [])
+        nn, nn_sd = values["nn_distance_angstrom"]
+        expansion = nn / BULK_NN[el]
+        info["element"] = el
+
+        def d(name, v, sd, unit):
+            return Descriptor(name=f"pdf.{name}", value=float(v), uncertainty=_finite(sd), unit=unit,
+                              flags=list(flags), analyser=self.name)
+
+        descs = [Descriptor(name="pdf.motif", value=motif, flags=list(flags), analyser=self.name,
+                            probabilities={c: float(v) for c, v in zip(classes, p)}),
+                 d("n_atoms", *values["n_atoms"], "atoms"),
+                 d("diameter_nm", *values["diameter_nm"], "nm"),
+                 d("nn_distance_angstrom", nn, nn_sd, "Å"),
+                 d("expansion", expansion, nn_sd / BULK_NN[el], None),
+                 d("adp_angstrom2", *values["adp_angstrom2"], "Å²")]
+        if math.isfinite(rw_value):
+            descs.append(d("rw", rw_value, None, None))
+        descs.append(Descriptor(name="pdf.ood_score", value=float(cnn["ood_score"]), flags=["ood"] if ood else [],
+                                analyser=self.name))
+        return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
+
+
+def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Sequence[str], element: str,
+           n_atoms: float, nn_distance: float, adp: float) -> dict[str, Any]:
+    """Refine each motif's library clusters nearest in size to `n_atoms` (the nearest, one smaller,
+    one larger) against G(r) over 1.5–30 Å; the lowest Rw wins. Returns {"best", "tried", "q", "q_assumed"}."""
+    from simulators.pdf import physics
+
+    q, q_assumed = _q_params(metadata)
+    sel = (r >= 1.5) & (r <= 30.0)
+    if sel.sum() < 40:
+        raise AnalysisError("G(r) has fewer than 40 points between 1.5 and 30 Å to refine against")
+    rr, gg = r[sel], g[sel]
+    tried = []
+    for motif in motifs:
+        for cluster in physics.neighbouring_clusters(motif, element, n_atoms, 3):
+            pos = np.asarray(cluster.positions)
+            nn0 = physics.nn_distance(cluster)
+            s0 = float(np.clip(nn_distance / nn0, 0.9, 1.1)) if nn0 > 0 else 1.0
+            f = fit_cluster(pos, rr, gg, q, s0=s0, u0=float(np.clip(adp, 1e-3, 0.04)))
+            tried.append({"motif": motif, "n_atoms": len(pos), "rw": f["rw"], "s": f["s"], "s_sd": f["s_sd"],
+                          "u": f["u"], "u_sd": f["u_sd"], "scale": f["scale"], "nn_distance_angstrom": f["s"] * nn0,
+                          "diameter_nm": physics.diameter_nm(cluster) * f["s"], "fit": f["fit"], "_pos": pos})
+    if not tried:
+        raise AnalysisError(f"no library cluster for motifs {list(motifs)}")
+    best = dict(min(tried, key=lambda c: c["rw"]))
+    full = DebyeGr(best.pop("_pos") * 1.0, r, q["qmin_inv_angstrom"], q["qmax_inv_angstrom"], q["qdamp_inv_angstrom"])
+    best["fit_full"] = best["scale"] * full(best["s"], best["u"])
+    for c in tried:
+        c.pop("_pos", None)
+    return {"best": best, "tried": tried, "q": q, "q_assumed": q_assumed}
+
+
+def _finite(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None

@@ -1,0 +1,260 @@
+"""Train the PDF analyser pdf_ml (cluster motif, size, nn distance, ADP) on simulated G(r).
+
+The shipped weights (sdl/techniques/pdf/weights/) were made with
+
+    OMP_NUM_THREADS=1 nice -n 10 sdl train pdf --n-per-class 700 --seed 0 --threads 1
+
+G(r) come from the training generator `simulators.pdf.dataset.simulate(recipe="train")` (ase clusters,
+debyecalculator, with the measurement artefacts that generator draws); the held-out recipe is never
+seen here. With `--candidates DIR` the classes are the structures in DIR instead (one class per
+file: xyz, CIF, or anything `ase.io.read` reads, element taken from the file), simulated with the
+same artefacts by `simulators.pdf.dataset.simulate_structures`.
+
+Split: 85 % train / 15 % validation. The validation split sets the temperature (probability
+calibration), the per-target sd scales, the Mahalanobis statistics and the OOD threshold (99th
+percentile of the OOD score on half of the in-library validation G(r), the CDF made from the
+other half). Validation figures are written into pdf_ml.json ("metrics").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from sdl.techniques.pdf.ml import R_GRID, TARGETS, WEIGHTS_DIR, PdfModel, build_net, represent_grid
+
+DESCRIPTION = __doc__.split("\n\n")[0]
+WIDTHS, HIDDEN = (32, 48, 64, 64, 64), 128
+
+
+def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
+    """ECE of the top-class probability (equal-width bins)."""
+    conf = p.max(axis=1)
+    correct = (p.argmax(axis=1) == y).astype(float)
+    edges = np.linspace(0, 1, bins + 1)
+    ece = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            ece += m.mean() * abs(conf[m].mean() - correct[m].mean())
+    return float(ece)
+
+
+def target_matrix(data: dict[str, Any]) -> np.ndarray:
+    """(n, 4) raw targets in TARGETS order from a simulate() dict."""
+    return np.stack([np.log(np.asarray(data["n_atoms"], float)), np.asarray(data["nn_distance_angstrom"], float),
+                     np.asarray(data["adp_angstrom2"], float), np.log(np.asarray(data["diameter_nm"], float))], 1)
+
+
+def _softmax(lo: np.ndarray) -> np.ndarray:
+    e = np.exp(lo - lo.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *, seed: int, epochs: int = 30,
+          batch: int = 128, lr: float = 3e-3, val_frac: float = 0.15, false_alarm: float = 0.01,
+          progress: bool = True, extra_meta: dict[str, Any] | None = None) -> tuple[PdfModel, dict[str, Any]]:
+    """Fit the network, then calibrate it on the validation split (module doc)."""
+    import torch
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    perm = rng.permutation(n)
+    n_val = max(len(classes) * 4, int(round(val_frac * n)))
+    va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    mean, std = T[tr].mean(0), np.maximum(T[tr].std(0), 1e-6)
+    Z = (T - mean) / std
+    Xt, yt, Zt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64)), torch.from_numpy(Z.astype(np.float32))
+    net = build_net(len(classes), WIDTHS, HIDDEN)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * max(1, math.ceil(tr.size / batch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    ce = torch.nn.CrossEntropyLoss(label_smoothing=0.02)
+    g = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=steps, desc="training pdf_ml", unit="batch", disable=not progress, mininterval=1.0)
+    for epoch in range(epochs):
+        net.train()
+        order = torch.from_numpy(rng.permutation(tr))
+        tot = 0.0
+        for i in range(0, order.numel(), batch):
+            idx = order[i:i + batch]
+            xb = Xt[idx].clone()
+            # augmentation: a small random re-normalisation and r-independent noise on the G channel
+            xb[:, 0] *= 1.0 + 0.05 * torch.randn(idx.numel(), 1, generator=g)
+            xb[:, 0] += 0.01 * torch.rand(idx.numel(), 1, generator=g) * torch.randn(xb[:, 0].shape, generator=g)
+            logits, mu, lv, _ = net(xb)
+            nll = 0.5 * (lv + (Zt[idx] - mu) ** 2 * torch.exp(-lv))
+            loss = ce(logits, yt[idx]) + 0.5 * (nll + 0.1 * (Zt[idx] - mu) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * idx.numel()
+            bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{tot / tr.size:.3f}")
+    bar.close()
+    net.eval()
+    model = PdfModel(net, {"classes": list(classes), "temperature": 1.0, "sd_scale": [1.0] * len(TARGETS),
+                           "target_mean": mean.tolist(), "target_std": std.tolist()})
+    raw_va = model.raw(X[va], embeddings=True)
+    # temperature scaling on the validation split
+    lv_t = torch.from_numpy(raw_va["logits"])
+    yv = torch.from_numpy(y[va].astype(np.int64))
+    log_t = torch.zeros(1, requires_grad=True)
+    lbfgs = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+    ce0 = torch.nn.CrossEntropyLoss()
+
+    def closure():
+        lbfgs.zero_grad()
+        loss = ce0(lv_t / torch.exp(log_t), yv)
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
+    temperature = float(torch.exp(log_t.detach()).clamp(0.05, 20.0))
+    zres = (Z[va] - raw_va["mu"]) / np.exp(0.5 * raw_va["logvar"])
+    sd_scale = np.sqrt(np.mean(zres ** 2, axis=0))
+    # Mahalanobis statistics of the embedding over in-library classes, from training G(r)
+    in_lib = np.array([c != "other" for c in classes])
+    lib_idx = list(np.flatnonzero(in_lib))
+    sub = tr[in_lib[y[tr]]]
+    sub = rng.choice(sub, size=min(sub.size, 20000), replace=False)
+    emb = model.raw(X[sub], embeddings=True)["emb"]
+    ys = y[sub]
+    means = np.stack([emb[ys == c].mean(axis=0) for c in lib_idx])
+    cen = emb - means[[lib_idx.index(c) for c in ys]]
+    cov = cen.T @ cen / max(len(cen) - 1, 1)
+    cov += 1e-3 * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
+    model.maha_mean = torch.from_numpy(means).float()
+    model.maha_prec = torch.from_numpy(np.linalg.inv(cov)).float()
+    model._whiten = None
+    model.meta.update(temperature=temperature, sd_scale=sd_scale.tolist())
+    va_in = va[in_lib[y[va]]]
+    d_in = model.raw(X[va_in])["dist"]
+    half = np.zeros(d_in.size, bool)
+    half[rng.permutation(d_in.size)[: d_in.size // 2]] = True
+    model.ood_cdf = np.sort(d_in[half])
+    cal_in = model.calibrated(model.raw(X[va_in[~half]]))
+    threshold = float(np.quantile(cal_in["ood_score"], 1.0 - false_alarm))
+    cal = model.predict(X[va])
+    p = cal["probabilities"]
+    pred = p.argmax(1)
+    n_true = np.exp(T[va, 0])
+    metrics = {
+        "val_accuracy": float((pred == y[va]).mean()),
+        "val_accuracy_per_class": {c: float((pred[y[va] == k] == k).mean()) for k, c in enumerate(classes)
+                                   if np.any(y[va] == k)},
+        "val_ece": expected_calibration_error(p, y[va]),
+        "val_ece_uncalibrated": expected_calibration_error(_softmax(raw_va["logits"]), y[va]),
+        "val_n_atoms_median_rel_error": float(np.median(np.abs(cal["n_atoms"] - n_true) / n_true)),
+        "val_nn_distance_mae_angstrom": float(np.mean(np.abs(cal["nn_distance_angstrom"] - T[va, 1]))),
+        "val_adp_mae_angstrom2": float(np.mean(np.abs(cal["adp_angstrom2"] - T[va, 2]))),
+        "val_confident_error_rate": float(np.mean((pred != y[va]) & (p.max(1) >= 0.9) & (cal["ood_score"] <= threshold))),
+        "val_flagged_ood": float(np.mean(cal["ood_score"] > threshold)),
+        "temperature": temperature,
+        "sd_scale": sd_scale.tolist(),
+        "ood_threshold": threshold,
+        "n_train": int(tr.size),
+        "n_val": int(va.size),
+    }
+    model.meta.update(widths=list(WIDTHS), hidden=HIDDEN, targets=list(TARGETS), ood_threshold=threshold,
+                      ood_false_alarm_target=false_alarm, r_grid=[float(R_GRID[0]), float(R_GRID[-1]), int(R_GRID.size)],
+                      metrics=metrics, **(extra_meta or {}))
+    return model, metrics
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options of `sdl train pdf` (and `python -m sdl.techniques.pdf.train`)."""
+    ap.add_argument("--n-per-class", type=int, default=700, help="simulated G(r) per class (default 700)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the simulation and the training (default 0)")
+    ap.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"folder for pdf_ml.pt and pdf_ml.json (default {WEIGHTS_DIR})")
+    ap.add_argument("--candidates", type=Path, metavar="DIR",
+                    help="a folder of cluster structures (xyz, CIF, ... anything ase.io.read reads), one class per file, "
+                         "instead of the built-in motif library")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m sdl.techniques.pdf.train", description=DESCRIPTION)
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def load_candidates(folder: Path) -> dict[str, Any]:
+    """class name (file stem) -> ase.Atoms for every structure file ase reads in `folder`."""
+    from ase.io import read
+
+    if not folder.is_dir():
+        raise SystemExit(f"--candidates {folder}: not a folder")
+    out: dict[str, Any] = {}
+    bad: list[str] = []
+    for f in sorted(folder.iterdir()):
+        if not f.is_file() or f.name.startswith("."):
+            continue
+        try:
+            atoms = read(f)
+        except Exception as exc:  # ase raises many kinds for files it cannot parse
+            bad.append(f"{f.name} ({type(exc).__name__})")
+            continue
+        if len(atoms) < 2:
+            bad.append(f"{f.name} (fewer than 2 atoms)")
+            continue
+        out[f.stem] = atoms
+    if bad:
+        print(f"--candidates: skipped {len(bad)} file(s) ase cannot read as clusters: {', '.join(bad)}", file=sys.stderr)
+    if len(out) < 2:
+        raise SystemExit(f"--candidates {folder}: need at least 2 readable structure files (xyz, CIF, ...); found {len(out)}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Simulate, train, calibrate and write the weights."""
+    import torch
+
+    from simulators.pdf import dataset
+
+    torch.set_num_threads(max(1, args.threads))
+    if args.n_per_class < 20:
+        print(f"--n-per-class {args.n_per_class} is too small; need at least 20", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    if args.candidates is not None:
+        structures = load_candidates(args.candidates)
+        data = dataset.simulate_structures(structures, args.n_per_class, args.seed, progress=not args.quiet)
+        classes = list(structures)
+        source = f"--candidates {args.candidates} ({len(classes)} structures)"
+    else:
+        data = dataset.simulate(args.n_per_class, args.seed, recipe="train", progress=not args.quiet)
+        classes = list(dataset.MOTIFS)
+        source = "simulators.pdf.dataset.simulate(recipe='train')"
+    t1 = time.time()
+    X = represent_grid(data["G"])
+    y = np.array([classes.index(m) for m in data["motif"]])
+    T = target_matrix(data)
+    command = f"sdl train pdf --n-per-class {args.n_per_class} --seed {args.seed} --epochs {args.epochs} --threads {args.threads}" \
+              + (f" --candidates {args.candidates}" if args.candidates is not None else "")
+    model, metrics = train(X, y, T, classes, seed=args.seed, epochs=args.epochs, progress=not args.quiet,
+                           extra_meta={"n_per_class": args.n_per_class, "seed": args.seed, "epochs": args.epochs,
+                                       "source": source, "command": command,
+                                       "library": args.candidates is None})
+    t2 = time.time()
+    model.meta.update(simulate_s=round(t1 - t0, 1), train_s=round(t2 - t1, 1))
+    path = model.save(args.out)
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); simulate {t1 - t0:.0f} s, train {t2 - t1:.0f} s; "
+          f"validation accuracy {metrics['val_accuracy']:.3f}, ECE {metrics['val_ece']:.3f}, "
+          f"n_atoms median rel. error {metrics['val_n_atoms_median_rel_error']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
