@@ -17,14 +17,14 @@ Pipeline for one G(r):
    flagged `ood`. Calibrated top probability below LOW_CONFIDENCE: flagged `low_confidence`.
 4. Refinement (`refine`): for the top motif (and the second when its probability ≥ 0.1) the cluster
    is built with simulators.pdf.physics at the predicted size and its neighbouring sizes; for each,
-   its pair-distance histogram is computed once and G(r) calculated by the Debye scattering
-   equation with the measurement's Qmin/Qmax/Qdamp (`debye_gr`); scale (linear), expansion and
+   its Debye sum is tabulated once and G(r) calculated by the Debye scattering equation with the
+   measurement's Qmin/Qmax/Qdamp (`DebyeGr`); scale (linear), expansion and
    U_iso are fitted by scipy least_squares. The lowest Rw (pdffit2's definition, unit weights)
    wins; its motif, size, nn distance, expansion and ADP are reported. Rw above RW_POOR flags
    `low_confidence` (the structure does not explain the data).
 
 Element: `metadata["composition"]` (or `element`), else the world's metal whose bulk nn distance is
-nearest to the CNN's estimate (recorded in info["element_assumed"]); expansion = refined nn distance
+(GUESS_ELEMENTS) nearest to the CNN's estimate (recorded in info["element_assumed"]); expansion = refined nn distance
 over that element's bulk nn distance.
 """
 
@@ -51,8 +51,7 @@ LOW_CONFIDENCE = 0.6
 RW_POOR = 0.45
 SECOND_MOTIF = 0.1
 DEFAULT_Q = {"qmin_inv_angstrom": 0.8, "qmax_inv_angstrom": 25.0, "qdamp_inv_angstrom": 0.03}
-# bulk nearest-neighbour distances (Å, room temperature) of the metals the element may be guessed from
-BULK_NN = {"Pt": 2.775, "Pd": 2.751, "Au": 2.884, "Ag": 2.889, "Cu": 2.556, "Ni": 2.492, "Rh": 2.690, "Ir": 2.715}
+GUESS_ELEMENTS = ("Pt", "Pd", "Au", "Ag", "Cu", "Ni", "Rh", "Ir")  # metals an unnamed element is guessed from
 
 
 # ----- representation --------------------------------------------------------------------------------
@@ -204,34 +203,22 @@ class PdfModel:
 
 # ----- forward model for the refinement --------------------------------------------------------------
 
-def pair_histogram(positions: np.ndarray, bin_angstrom: float = 0.005) -> tuple[np.ndarray, np.ndarray]:
-    """(distances at bin centres (Å), pair counts i<j) of a cluster: the input of `debye_gr`."""
-    from scipy.spatial.distance import pdist
-
-    d = pdist(np.asarray(positions, float))
-    if d.size == 0:
-        raise AnalysisError("a cluster needs at least two atoms")
-    idx = np.round(d / bin_angstrom).astype(np.int64)
-    counts = np.bincount(idx)
-    nz = np.flatnonzero(counts)
-    return nz * bin_angstrom, counts[nz].astype(float)
-
-
 class DebyeGr:
     """G(r) of one cluster by the Debye scattering equation for one element (the form factor cancels
     in S(Q)), as a function of expansion factor s and U_iso (Å²):
 
-        S(Q) − 1 = (2/N) Σ_{i<j} sin(Q s d_ij)/(Q s d_ij) · exp(−Q² U)      (pair Debye–Waller, σ² = 2U)
+        S(Q) − 1 = (1/N) Σ_{i≠j} sin(Q s d_ij)/(Q s d_ij) · exp(−Q² U)      (pair Debye–Waller, σ² = 2U)
         G(r) = (2/π) ∫_{Qmin}^{Qmax} Q[S(Q) − 1] sin(Qr) dQ · exp(−(Qdamp r)²/2)
 
-    Qdamp as in PDFgui/pdffit2. The pair distances are histogrammed once (0.005 Å bins), so one
-    evaluation costs ~ms for thousands of atoms."""
+    Qdamp as in PDFgui/pdffit2. The Debye sum is tabulated once on x = Q·d by
+    simulators.pdf.physics.pair_table (binned distances, one FFT), so an evaluation at any s and U
+    is an interpolation and one matrix product (< 1 ms)."""
 
     def __init__(self, positions: np.ndarray, r: np.ndarray, qmin: float, qmax: float, qdamp: float,
-                 q_step: float = 0.02):
-        self.d, self.c = pair_histogram(positions)
-        # few distinct bins dominate the cost: merge to 0.01 Å above 8 Å where peaks are broad
-        self.n = len(positions)
+                 q_step: float = 0.05):
+        from simulators.pdf.physics import pair_table
+
+        self.table = pair_table(np.asarray(positions, float))
         self.q = np.arange(max(qmin, 0.05), qmax + 1e-9, q_step)
         w = np.full(self.q.size, q_step)
         w[0] = w[-1] = q_step / 2
@@ -240,8 +227,7 @@ class DebyeGr:
         self.damp = np.exp(-0.5 * (qdamp * self.r) ** 2)
 
     def __call__(self, s: float, u: float) -> np.ndarray:
-        x = np.outer(self.q, s * self.d)
-        sq = (2.0 / self.n) * (np.sin(x) / x) @ self.c * np.exp(-self.q ** 2 * u)
+        sq = self.table.at(self.q * s)[0] * np.exp(-self.q ** 2 * u)
         return (self.kernel @ (self.q * sq)) * self.damp
 
 
@@ -267,7 +253,7 @@ def fit_cluster(positions: np.ndarray, r: np.ndarray, g: np.ndarray, q: dict[str
         return a * gc - g
 
     # a coarse scan of s first: the least-squares problem in s has a local minimum every peak spacing
-    ss = np.linspace(max(0.9, s0 - 0.04), min(1.1, s0 + 0.04), 17)
+    ss = np.linspace(max(0.9, s0 - 0.04), min(1.1, s0 + 0.04), 11)
     s_start = ss[int(np.argmin([np.sum(resid([s, u0]) ** 2) for s in ss]))]
     res = least_squares(resid, [s_start, u0], bounds=([0.9, 5e-4], [1.1, 0.05]), x_scale=[0.005, 0.003],
                         diff_step=[1e-4, 1e-3], max_nfev=max_nfev)
@@ -344,9 +330,12 @@ class PdfMLAnalyser:
         info: dict[str, Any] = {"method": "cnn", "cnn_probabilities": {c: float(v) for c, v in zip(classes, p)},
                                 "ood_threshold": thr, "distance_cdf": float(cnn["distance_cdf"]),
                                 "warnings": list(md.get("warnings") or [])}
+        from simulators.pdf.physics import ELEMENTS
+
+        bulk_nn = {e: ELEMENTS[e].nn_angstrom for e in GUESS_ELEMENTS}
         el = element_of(md)
-        if el is None or el not in BULK_NN:
-            guess = min(BULK_NN, key=lambda e: abs(BULK_NN[e] - cnn["nn_distance_angstrom"]))
+        if el is None or el not in ELEMENTS:
+            guess = min(bulk_nn, key=lambda e: abs(bulk_nn[e] - cnn["nn_distance_angstrom"]))
             info["element_assumed"] = (f"{guess} (nearest bulk nn distance to the estimate; metadata names "
                                        f"{'no element' if el is None else el + ', whose bulk nn distance sdl lacks'})")
             el = guess
@@ -389,7 +378,7 @@ class PdfMLAnalyser:
                     info["motif_changed_by_refinement"] = f"{top} -> {motif}"
         flags = (["ood"] if ood else []) + (["low_confidence"] if low_conf else [])
         nn, nn_sd = values["nn_distance_angstrom"]
-        expansion = nn / BULK_NN[el]
+        expansion = nn / ELEMENTS[el].nn_angstrom
         info["element"] = el
 
         def d(name, v, sd, unit):
@@ -401,7 +390,7 @@ class PdfMLAnalyser:
                  d("n_atoms", *values["n_atoms"], "atoms"),
                  d("diameter_nm", *values["diameter_nm"], "nm"),
                  d("nn_distance_angstrom", nn, nn_sd, "Å"),
-                 d("expansion", expansion, nn_sd / BULK_NN[el], None),
+                 d("expansion", expansion, nn_sd / ELEMENTS[el].nn_angstrom, None),
                  d("adp_angstrom2", *values["adp_angstrom2"], "Å²")]
         if math.isfinite(rw_value):
             descs.append(d("rw", rw_value, None, None))
@@ -410,10 +399,27 @@ class PdfMLAnalyser:
         return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
 
 
+def neighbouring_clusters(motif: str, element: str, n_atoms: float, k: int = 3) -> list[Any]:
+    """The `k` distinct library clusters of `motif` (simulators.pdf.physics.build_cluster, bulk bond
+    length) nearest in atom count to `n_atoms` in log size: the nearest, and its neighbours."""
+    from simulators.pdf import physics
+
+    found: dict[int, Any] = {}
+    for f in np.exp(np.linspace(np.log(0.45), np.log(2.2), 13)):
+        atoms = physics.build_cluster(motif, element, max(2, int(round(n_atoms * f))))
+        found.setdefault(len(atoms), atoms)
+    sizes = sorted(found)
+    i = int(np.argmin([abs(math.log(n / max(n_atoms, 1.0))) for n in sizes]))
+    lo = max(0, min(i - (k - 1) // 2, len(sizes) - k))
+    return [found[n] for n in sizes[lo:lo + k]]
+
+
 def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Sequence[str], element: str,
            n_atoms: float, nn_distance: float, adp: float) -> dict[str, Any]:
     """Refine each motif's library clusters nearest in size to `n_atoms` (the nearest, one smaller,
     one larger) against G(r) over 1.5–30 Å; the lowest Rw wins. Returns {"best", "tried", "q", "q_assumed"}."""
+    from scipy.spatial.distance import pdist
+
     from simulators.pdf import physics
 
     q, q_assumed = _q_params(metadata)
@@ -421,20 +427,20 @@ def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Seque
     if sel.sum() < 40:
         raise AnalysisError("G(r) has fewer than 40 points between 1.5 and 30 Å to refine against")
     rr, gg = r[sel], g[sel]
+    nn0 = physics.ELEMENTS[element].nn_angstrom
+    s0 = float(np.clip(nn_distance / nn0, 0.9, 1.1))
     tried = []
     for motif in motifs:
-        for cluster in physics.neighbouring_clusters(motif, element, n_atoms, 3):
+        for cluster in neighbouring_clusters(motif, element, n_atoms):
             pos = np.asarray(cluster.positions)
-            nn0 = physics.nn_distance(cluster)
-            s0 = float(np.clip(nn_distance / nn0, 0.9, 1.1)) if nn0 > 0 else 1.0
             f = fit_cluster(pos, rr, gg, q, s0=s0, u0=float(np.clip(adp, 1e-3, 0.04)))
             tried.append({"motif": motif, "n_atoms": len(pos), "rw": f["rw"], "s": f["s"], "s_sd": f["s_sd"],
                           "u": f["u"], "u_sd": f["u_sd"], "scale": f["scale"], "nn_distance_angstrom": f["s"] * nn0,
-                          "diameter_nm": physics.diameter_nm(cluster) * f["s"], "fit": f["fit"], "_pos": pos})
+                          "diameter_nm": float(pdist(pos).max()) * f["s"] / 10.0, "nfev": f["nfev"], "_pos": pos})
     if not tried:
         raise AnalysisError(f"no library cluster for motifs {list(motifs)}")
     best = dict(min(tried, key=lambda c: c["rw"]))
-    full = DebyeGr(best.pop("_pos") * 1.0, r, q["qmin_inv_angstrom"], q["qmax_inv_angstrom"], q["qdamp_inv_angstrom"])
+    full = DebyeGr(best.pop("_pos"), r, q["qmin_inv_angstrom"], q["qmax_inv_angstrom"], q["qdamp_inv_angstrom"])
     best["fit_full"] = best["scale"] * full(best["s"], best["u"])
     for c in tried:
         c.pop("_pos", None)
