@@ -8,7 +8,8 @@ G(r) come from the training generator `simulators.pdf.dataset.simulate(recipe="t
 debyecalculator, with the measurement artefacts that generator draws); the held-out recipe is never
 seen here. With `--candidates DIR` the classes are the structures in DIR instead (one class per
 file: xyz, CIF, or anything `ase.io.read` reads, element taken from the file), simulated with the
-same artefacts by `simulators.pdf.dataset.simulate_structures`.
+measurement artefacts by `simulate_candidates` (simulators.pdf.physics.gr); the network is the
+same, the refinement is skipped (it needs the motif library's cluster builders).
 
 Split: 85 % train / 15 % validation. The validation split sets the temperature (probability
 calibration), the per-target sd scales, the Mahalanobis statistics and the OOD threshold (99th
@@ -217,6 +218,48 @@ def load_candidates(folder: Path) -> dict[str, Any]:
     return out
 
 
+def simulate_candidates(structures: dict[str, Any], n_per_class: int, seed: int, progress: bool = True) -> dict[str, Any]:
+    """G(r) on R_GRID of a user's candidate structures (name -> ase.Atoms, Å), `n_per_class` each, by
+    simulators.pdf.physics.gr with random expansion (0.97–1.03), U_iso (0.002–0.02 Å²) and measurement
+    (Qmin 0.5–1.2, Qmax 16–28, Qdamp 0.01–0.05 Å⁻¹, counts 1e4–1e6, solvent/capillary background 0–0.3
+    subtracted with ±5 % error, normalisation error ±2 %, PDFgetX3's ad-hoc correction rpoly 0.9 Å,
+    Lorch window on 20 %): the artefacts pdf_ml must tolerate. Targets as simulate()'s."""
+    from scipy.spatial.distance import pdist
+    from tqdm import tqdm
+
+    from simulators.pdf import physics
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 12, 1]))
+    out: dict[str, list] = {k: [] for k in ("G", "motif", "n_atoms", "diameter_nm", "nn_distance_angstrom",
+                                            "expansion", "adp_angstrom2")}
+    backgrounds = list(physics.BACKGROUNDS)
+    with tqdm(total=n_per_class * len(structures), desc="simulating candidate G(r)", unit="G(r)",
+              disable=not progress, mininterval=1.0) as bar:
+        for name, atoms in structures.items():
+            d = pdist(atoms.positions)
+            nn = float(d[d < 1.2 * d.min()].mean())
+            dia = float(d.max()) / 10.0
+            for _ in range(n_per_class):
+                e = rng.uniform(0.97, 1.03)
+                u = rng.uniform(0.002, 0.02)
+                acq = physics.Acquisition(qmin=rng.uniform(0.5, 1.2), qmax=rng.uniform(16.0, 28.0),
+                                          qdamp=rng.uniform(0.01, 0.05), counts=10 ** rng.uniform(4, 6),
+                                          background=str(rng.choice(backgrounds)), background_level=rng.uniform(0, 0.3),
+                                          background_error=rng.uniform(-0.05, 0.05),
+                                          normalisation_error=rng.uniform(-0.02, 0.02), rpoly=0.9,
+                                          lorch=bool(rng.random() < 0.2))
+                out["G"].append(physics.gr(atoms, R_GRID, expansion=e, adp=u, acquisition=acq, rng=rng).astype(np.float32))
+                for k, v in (("motif", name), ("n_atoms", len(atoms)), ("diameter_nm", dia * e),
+                             ("nn_distance_angstrom", nn * e), ("expansion", e), ("adp_angstrom2", u)):
+                    out[k].append(v)
+                bar.update(1)
+    res: dict[str, Any] = {k: np.asarray(v) for k, v in out.items()}
+    res["G"] = np.stack(out["G"])
+    res["motif"] = list(out["motif"])
+    res["r"] = R_GRID.copy()
+    return res
+
+
 def run(args: argparse.Namespace) -> int:
     """Simulate, train, calibrate and write the weights."""
     import torch
@@ -230,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     if args.candidates is not None:
         structures = load_candidates(args.candidates)
-        data = dataset.simulate_structures(structures, args.n_per_class, args.seed, progress=not args.quiet)
+        data = simulate_candidates(structures, args.n_per_class, args.seed, progress=not args.quiet)
         classes = list(structures)
         source = f"--candidates {args.candidates} ({len(classes)} structures)"
     else:
