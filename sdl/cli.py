@@ -468,6 +468,10 @@ def analyse_parser(technique) -> argparse.ArgumentParser:
                    "analyser's fit, the residuals and the descriptors (untrusted ones in red)")
     for o in technique.options:
         p.add_argument(o.flag, dest=o.name, type=o.type, choices=o.choices, metavar=o.metavar, help=o.help)
+    for a, opts in technique.analyser_options.items():
+        for o in opts:
+            p.add_argument(o.flag, dest=f"analyser_{o.name}", type=o.type, choices=o.choices, metavar=o.metavar,
+                           help=f"{o.help} ({a})")
     p.epilog = "readers: " + "; ".join(r.description for r in technique.readers)
     return p
 
@@ -490,7 +494,9 @@ def cmd_analyse(args: argparse.Namespace) -> int:
         files = [path]
     else:
         raise AnalysisError(f"no such file or folder: {path}")
-    analyser = analysis.get(technique.name, opts.analyser)
+    name = opts.analyser or next(iter(technique.analysers), None)
+    analyser = analysis.get(technique.name, name, **{o.name: getattr(opts, f"analyser_{o.name}")
+                                                     for o in technique.analyser_options.get(name, ())})
     options = {o.name: getattr(opts, o.name) for o in technique.options}
     failures = 0
     plotted: set[str] = set()

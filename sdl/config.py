@@ -252,7 +252,9 @@ class Campaign(_Strict):
     parameters: list[Parameter] = Field(min_length=1)
     parameter_constraints: list[str] = Field(default_factory=list)  # linear, e.g. "a + b <= 1"
     workflow: list[Step] = Field(min_length=1)
-    analysis: dict[str, list[str]] = Field(default_factory=dict)  # technique -> analyser fallback chain
+    # technique -> analyser fallback chain: names, or {name: NAME, <option>: value} for an analyser's
+    # declared options (e.g. {name: pd_ml, model: DIR})
+    analysis: dict[str, list[str | dict[str, str | int | float | bool]]] = Field(default_factory=dict)
     objectives: list[Objective] = Field(min_length=1)
     constraints: list[Constraint] = Field(default_factory=list)
     strategy: Strategy = Field(default_factory=Strategy)
@@ -337,7 +339,11 @@ class Campaign(_Strict):
         if not any(s.technique for s in self.workflow):
             raise ValueError("workflow has no measuring step (a step with `technique`); nothing to analyse")
         techniques = {s.technique for s in self.workflow if s.technique}
-        for t in self.analysis:
+        for t, chain in self.analysis.items():
+            for j, e in enumerate(chain):
+                if isinstance(e, dict) and not isinstance(e.get("name"), str):
+                    raise ValueError(f"analysis.{t}[{j}]: an analyser with options is written {{name: ANALYSER, "
+                                     f"option: value}}; this one has no name ({sorted(e)})")
             if t not in techniques:
                 raise ValueError(f"analysis names technique {t!r}, but no workflow step measures it ({sorted(techniques)})")
         prefixes = {t + "." for t in techniques}

@@ -92,10 +92,17 @@ def analysis_problems(campaign: Campaign) -> list[str]:
         if t not in known:
             continue  # said at its workflow step
         offered = list(known[t].analysers)
-        for j, name in enumerate(chain):
+        for j, entry in enumerate(chain):
+            name = entry if isinstance(entry, str) else entry["name"]
             if name not in offered:
                 out.append(f"analysis.{t}[{j}]: unknown analyser {name!r} of technique {t}{_suggest(name, offered)} "
                            f"(known: {', '.join(offered)})")
+                continue
+            opts = known[t].analyser_option_names(name)
+            for k in (sorted(set(entry) - {"name"}) if isinstance(entry, dict) else []):
+                if k not in opts:
+                    out.append(f"analysis.{t}[{j}].{k}: analyser {name} has no option {k!r}{_suggest(k, sorted(opts))} "
+                               f"(its options: {', '.join(sorted(opts)) or 'none'})")
     measured = sorted({s.technique for s in campaign.measuring_steps()}, key=len, reverse=True)
     items = [("objectives", i, o) for i, o in enumerate(campaign.objectives)]
     items += [("constraints", i, c) for i, c in enumerate(campaign.constraints)]
@@ -108,7 +115,7 @@ def analysis_problems(campaign: Campaign) -> list[str]:
         spec = decl.descriptor(name)
         path = f"{where}[{i}].descriptor"
         if spec is None:
-            chain = list(campaign.analysis.get(t) or decl.analysers)
+            chain = [e if isinstance(e, str) else e["name"] for e in (campaign.analysis.get(t) or decl.analysers)]
             out.append(f"{path}: {name!r} is not produced by analysers {', '.join(chain)} of technique {t}"
                        f"{_suggest(name, _descriptor_candidates(name, decl.descriptors))} "
                        f"(known: {', '.join(d.name for d in decl.descriptors)})")

@@ -47,16 +47,26 @@ def available() -> dict[str, list[str]]:
     return {name: list(t.analysers) for name, t in techniques().items()}
 
 
+def get(technique_name: str, name: str | None = None, **options) -> Analyser:
+    """An instance of the named analyser, or of the technique's first, built with the constructor
+    options the technique declares for it (cached per options: models load once)."""
+    return _get(technique_name, name, tuple(sorted((k, v) for k, v in options.items() if v is not None)))
+
+
 @lru_cache(maxsize=None)
-def get(technique_name: str, name: str | None = None) -> Analyser:
-    """An instance of the named analyser, or of the technique's first (cached: models load once)."""
+def _get(technique_name: str, name: str | None, options: tuple) -> Analyser:
     t = technique(technique_name)
     if not t.analysers:
         raise AnalysisError(f"technique {technique_name!r} declares no analyser")
     name = name or next(iter(t.analysers))
     if name not in t.analysers:
         raise AnalysisError(f"unknown analyser {name!r} for technique {technique_name!r}; available: {list(t.analysers)}")
-    return load(t.analysers[name])()
+    known = t.analyser_option_names(name)
+    unknown = [k for k, _ in options if k not in known]
+    if unknown:
+        raise AnalysisError(f"analyser {name} of technique {technique_name} has no option {', '.join(map(repr, unknown))} "
+                            f"(its options: {', '.join(sorted(known)) or 'none'})")
+    return load(t.analysers[name])(**dict(options))
 
 
 def curve_axes_for(curves: Iterable[str], technique: Technique | None = None) -> CurveAxes | None:

@@ -99,6 +99,9 @@ class Technique:
     descriptors: tuple[DescriptorSpec, ...]
     curves: tuple[CurveAxes, ...] = ()
     trainers: dict[str, Trainer] = field(default_factory=dict)  # the first is `sdl train <t>`'s default
+    # keyword options of an analyser's constructor (e.g. a model folder): `sdl analyse <t> --<name>`,
+    # and `{name: <analyser>, <option>: value}` in a campaign's `analysis:` chain
+    analyser_options: dict[str, tuple[Option, ...]] = field(default_factory=dict)
 
     def reader_for(self, path: Path) -> Reader:
         """The first reader that takes the file's suffix, else the first (plain columns)."""
@@ -120,6 +123,9 @@ class Technique:
             for o in r.options:
                 seen.setdefault(o.name, o)
         return tuple(seen.values())
+
+    def analyser_option_names(self, analyser: str) -> set[str]:
+        return {o.name for o in self.analyser_options.get(analyser, ())}
 
     @property
     def suffixes(self) -> tuple[str, ...]:
