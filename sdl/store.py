@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -35,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlmodel import Field, Session, SQLModel, col, create_engine, select
 
+from sdl.broker import MASK, redact_url
 from sdl.errors import CampaignBusy, StoreError
 
 try:
@@ -232,6 +234,29 @@ def unpack_arrays(blob: bytes) -> dict[str, np.ndarray]:
 DEFAULT_STORE = "sqlite:///sdl.db"  # what `sdl` commands open without --store
 
 
+_passwords: dict[tuple[str | None, int | None, str | None, str | None], str] = {}  # written in URLs: this process only
+
+
+def database_url(url: str) -> sa.URL:
+    """The URL a database (not SQLite) is opened with: psycopg's driver for postgresql://; a password
+    written in the URL is used, kept in this process's memory for the same URL as shown (``***``:
+    Store.url, a stored campaign's store) and warned about once; a ``***`` password not known here is
+    left out, for libpq to take from PGPASSWORD or ~/.pgpass."""
+    u = sa.engine.make_url(url)
+    if u.drivername == "postgresql":
+        u = u.set(drivername="postgresql+psycopg")
+    key = (u.host, u.port, u.username, u.database)
+    if u.password == MASK:
+        known = _passwords.get(key)
+        return u.set(password=known) if known else u._replace(password=None)  # URL is a NamedTuple
+    if u.password is not None and key not in _passwords:
+        _passwords[key] = u.password
+        logging.getLogger("sdl.store").warning(
+            "the store URL %s carries a password: it is stored and shown as %s (a command line also shows it to "
+            "every user of this machine); instead set PGPASSWORD or use ~/.pgpass", redact_url(url), MASK)
+    return u
+
+
 def store_option(url: str) -> str:
     """The ` --store URL` a printed `sdl ...` command needs to reach the store at `url` (quoted
     for a POSIX shell); "" for the default store."""
@@ -250,7 +275,7 @@ class Store:
     open or in a transaction, is a one-line StoreError naming the store and what to do."""
 
     def __init__(self, url: str = DEFAULT_STORE, *, read_only: bool | None = None):
-        self.url = url
+        self.url = redact_url(url)  # what is shown: a password written in the URL as *** (database_url)
         self.read_only = bool(read_only)
         self.path: str | None = None  # the SQLite file, absolute (None: PostgreSQL or in memory)
         self._ident: tuple[int, int] | None = None  # (st_dev, st_ino) of the file when opened
@@ -274,9 +299,7 @@ class Store:
                     self.engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
                     event.listen(self.engine, "connect", _sqlite_pragmas)
             else:
-                if url.startswith("postgresql://"):
-                    url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-                self.engine = create_engine(url, pool_pre_ping=True)
+                self.engine = create_engine(database_url(url), pool_pre_ping=True)
                 if self.read_only:
                     event.listen(self.engine, "connect", _postgres_read_only)
             if not self.read_only:
@@ -607,7 +630,8 @@ class Store:
 
     # campaigns
     def create_campaign(self, campaign_id: str, name: str, config_json: str) -> CampaignRow:
-        row = CampaignRow(id=campaign_id, name=name, config_json=config_json)
+        """A new campaign row; a password in any URL of `config_json` (a store's) is stored as ***."""
+        row = CampaignRow(id=campaign_id, name=name, config_json=redact_url(config_json))
         with self.session() as s:
             s.add(row)
             s.add(EventRow(campaign_id=campaign_id, kind="campaign_created", message=f"campaign {campaign_id} created"))
@@ -655,7 +679,7 @@ class Store:
         with self.session() as s:
             row = s.get(CampaignRow, campaign_id)
             for k, v in fields.items():
-                setattr(row, k, v)
+                setattr(row, k, redact_url(v) if k in ("config_json", "stop_reason") else v)
             row.updated_at = _now()
 
     # trials
@@ -820,7 +844,8 @@ class Store:
     # events
     def log(self, campaign_id: str, kind: str, message: str, *, level: str = "info", trial_index: int | None = None) -> None:
         with self.session() as s:
-            s.add(EventRow(campaign_id=campaign_id, trial_index=trial_index, level=level, kind=kind, message=message))
+            s.add(EventRow(campaign_id=campaign_id, trial_index=trial_index, level=level, kind=kind,
+                           message=redact_url(message)))
 
     def events(self, campaign_id: str) -> list[EventRow]:
         with self.session() as s:

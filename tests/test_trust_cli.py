@@ -90,3 +90,47 @@ def test_acl_refuses_what_it_cannot_write_in_one_line(argv, words, capsys):
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and words in err and "Traceback" not in err
+
+
+# ----- a database password in a store URL ------------------------------------------------------------
+
+
+def test_a_password_in_a_store_url_is_kept_in_this_process_only():
+    from sdl.store import database_url
+
+    url = "postgresql://sdl:pw-in-url-1@db.example:5433/runs?options=-csearch_path%3Dx"
+    assert database_url(url).password == "pw-in-url-1" and database_url(url).drivername == "postgresql+psycopg"
+    shown = url.replace("pw-in-url-1", "***")
+    assert database_url(shown).password == "pw-in-url-1"  # the URL as sdl shows it reaches the same database
+    other = "postgresql://sdl:***@db.example:5433/other"  # not known here: no password, for PGPASSWORD/.pgpass
+    assert database_url(other).password is None and ":***@" not in database_url(other).render_as_string(False)
+
+
+@pytest.mark.integration
+def test_a_postgres_password_is_never_stored_or_shown(postgres_url, tmp_path, capsys):
+    secret = "pw-in-url-2"
+    url = postgres_url.replace("postgres@", f"postgres:{secret}@", 1)
+    assert secret in url
+    store = _stored(url)  # the campaign's config holds the store URL, with the password
+    assert store.url == url.replace(secret, "***")
+    row = store.find_campaign("np-1")
+    assert json.loads(row.config_json)["store"] == store.url
+    store.update_campaign("np-1", status="stopped", stop_reason=f"could not reach {url}",
+                          config_json=load_campaign(DEMO, store=url).model_dump_json())
+    store.log("np-1", "note", f"store {url}")
+    assert main(["status", "np-1", "--store", url]) == 0
+    assert main(["status", "np-1", "--json", "--store", url]) == 0
+    assert main(["export", "np-1", "--store", url, "--out", str(tmp_path / "out")]) == 0
+    assert main(["resume", "np-1", "--store", url, "--budget", "0"]) == 1  # an error naming the store
+    out, err = capsys.readouterr()
+    assert secret not in out + err and "***@" in out
+    for f in (tmp_path / "out").rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+    with store.engine.connect() as conn:  # nowhere in the database either
+        import sqlalchemy as sa
+
+        for table in ("campaign", "event", "trial"):
+            for r in conn.execute(sa.text(f"SELECT * FROM {table}")):
+                assert secret not in repr(tuple(r)), (table, r)
+    store.close()

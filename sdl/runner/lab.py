@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import shlex
 import signal
 import threading
 from contextlib import contextmanager
@@ -130,7 +131,7 @@ def start_drivers_hint(campaign: Campaign, world_hint: str | None, online: list[
         what = "start the lab's drivers on that broker; for a simulated lab"
     else:
         what = "start them"
-    return f"{what}: `sdl drivers start --lab {world} --id {campaign.lab.id} --broker {broker_url}`"
+    return f"{what}: `sdl drivers start --lab {world} --id {campaign.lab.id} --broker {shlex.quote(broker_url)}`"
 
 
 def mosquitto_acl(lab_id: str, instruments: Iterable[str], *, orchestrator_user: str | None = None,

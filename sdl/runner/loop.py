@@ -198,7 +198,8 @@ class Orchestrator:
                 self._event(ev.Message, level="warning", text=(
                     f"lab {self.lab!r}: commands and replies are not authenticated (neither {SECRET_ENV} nor "
                     f"{SECRET_FILE_ENV} is set): any client of {self.broker_url} can command its instruments or "
-                    "forge their replies; see docs/security.md"))
+                    "forge their replies; set a lab secret, and keep foreign clients off the lab's topics with broker "
+                    "ACLs (`sdl acl`); see docs/security.md"))
             self._recover()
             started = time.monotonic()
             try:
@@ -383,7 +384,8 @@ class Orchestrator:
         except AuthError as exc:  # unsigned under a lab secret, forged, stale, replayed
             if is_status:
                 self._auth_failed[instrument] = str(exc)
-            self._drop(f"ignored message on {topic_name!r} that failed authentication: {exc}", str(exc))
+            self._drop(f"ignored message on {topic_name!r} that failed authentication: {exc} (broker ACLs, "
+                       "`sdl acl`, keep foreign clients off the lab's topics)", str(exc))
             return
         except ProtocolError as exc:  # too large, not JSON (NaN included), not an envelope
             self._drop(f"ignored malformed message: {exc}", str(exc))
