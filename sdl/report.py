@@ -506,6 +506,21 @@ def plot_analysis(result: Any, out: Path, *, technique: Any = None, measurement:
             ax.plot(x[ok], fit[ok], color="tab:red", lw=1.0, alpha=0.85, label=f"fit ({result.analyser})", zorder=2)
             if "background" in curves and np.shape(curves["background"]) == y.shape:
                 ax.plot(x, curves["background"], color="tab:blue", lw=0.8, ls="--", label="background", zorder=2)
+            # an analyser's parts of the fit ("component:<name>", e.g. one crystalline phase each)
+            parts = [(k.partition(":")[2], v) for k, v in curves.items()
+                     if k.startswith("component:") and np.shape(v) == y.shape]
+            colours = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+            for j, (label, v) in enumerate(parts):
+                ax.plot(x, v, color=colours[j % len(colours)], lw=0.8, alpha=0.8, label=label, zorder=2)
+        # positions an analyser points out ("marker:<what>", x values), e.g. peaks no phase explains
+        for k, v in curves.items():
+            if k.startswith("marker:") and np.size(v):
+                xs = np.atleast_1d(np.asarray(v, float))
+                top = float(np.nanmax(y[show])) if np.any(show) else 1.0
+                ax.plot(xs, np.full(xs.shape, 1.04 * top), "v", color="crimson", ms=7, label=k.partition(":")[2],
+                        zorder=3)
+                for xv in xs:
+                    axr.axvline(xv, color="crimson", lw=0.7, alpha=0.6)
             if sigma is not None and np.any(sigma > 0):
                 r = np.where(sigma > 0, (y - fit) / np.where(sigma > 0, sigma, 1.0), np.nan)
                 rlabel = "(data − fit)/σ"
