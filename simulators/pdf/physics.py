@@ -218,12 +218,12 @@ def _trim(pos: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndar
     return pos[keep]
 
 
-def _random_close_packed(n_atoms: int, rng: np.random.Generator, iterations: int = 200) -> np.ndarray:
-    """A liquid-like (amorphous) cluster: random points in a sphere at packing fraction 0.64, pushed
-    apart until no two are closer than 0.95 bond lengths (soft-sphere relaxation)."""
+def _random_close_packed(n_atoms: int, rng: np.random.Generator, iterations: int = 600) -> np.ndarray:
+    """A liquid-like (amorphous) cluster: random points in a sphere at packing fraction 0.55,
+    pushed apart (soft-sphere relaxation) until no two are closer than 0.92 bond lengths."""
     from scipy.spatial import cKDTree
 
-    radius = (n_atoms / 0.64) ** (1 / 3) / 2.0 * 1.0
+    radius = (n_atoms / (8 * 0.55)) ** (1 / 3)
     u = rng.normal(size=(n_atoms, 3))
     u /= np.linalg.norm(u, axis=1, keepdims=True)
     pos = u * radius * rng.random((n_atoms, 1)) ** (1 / 3)
@@ -233,17 +233,14 @@ def _random_close_packed(n_atoms: int, rng: np.random.Generator, iterations: int
             break
         d = pos[pairs[:, 1]] - pos[pairs[:, 0]]
         dist = np.linalg.norm(d, axis=1)
-        if dist.min() >= 0.95:
+        if dist.min() >= 0.92:
             break
         push = (1.0 - dist)[:, None] * d / np.maximum(dist, 1e-6)[:, None] * 0.5
         move = np.zeros_like(pos)
         np.add.at(move, pairs[:, 0], -push)
         np.add.at(move, pairs[:, 1], push)
         pos += move
-        pos -= pos.mean(axis=0)
-        # a weak pull towards the centre keeps the cluster compact
-        pos *= 1.0 - 0.002
-    return pos
+    return pos - pos.mean(axis=0)
 
 
 def base_positions(motif: str, **shape: Any) -> np.ndarray:
@@ -421,7 +418,7 @@ def _cic(d: np.ndarray, weights: float | np.ndarray, size: int) -> np.ndarray:
 
 
 def pair_table(positions: np.ndarray, symbols: Sequence[str] | None = None, *, motif: str = "",
-               shape: dict | None = None) -> PairTable:
+               shape: dict | None = None, shell_cutoff: float | None = None) -> PairTable:
     """The PairTable of a finite structure (positions in any length unit; x = Q·that unit)."""
     from scipy.spatial.distance import pdist
 
@@ -451,10 +448,11 @@ def pair_table(positions: np.ndarray, symbols: Sequence[str] | None = None, *, m
             h = _cic(d, 2.0 / n, size)
             pairs.append((a, b))
             tables.append(_histogram_to_table(h))
-    # geometry of the whole structure
-    d_min = float(d_all.min())
-    nn_mean = float(d_all[d_all < _NN_TOL * d_min].mean())
-    cn = _neighbour_counts(pos, _NN_TOL * d_min)
+    # geometry of the whole structure; first shell: up to 1.1 × the shortest bond (ordered
+    # clusters) or, when given, `shell_cutoff` (amorphous: 1.35, the first minimum of a liquid's g(r))
+    cut = shell_cutoff if shell_cutoff is not None else _NN_TOL * float(d_all.min())
+    nn_mean = float(d_all[d_all < cut].mean())
+    cn = _neighbour_counts(pos, cut)
     return PairTable(table=np.asarray(tables, dtype=np.float32), pairs=pairs,
                      counts={e: int(idx[e].size) for e in els}, n_atoms=n, d_max=d_max, nn_mean=nn_mean,
                      cn_mean=float(cn.mean()), n_surface=int((cn < 12).sum()), motif=motif, shape=dict(shape or {}))
@@ -475,7 +473,8 @@ def base_table(motif: str, **shape: Any) -> PairTable:
         hit = _TABLE_CACHE.get(key)
     if hit is not None:
         return hit
-    t = pair_table(base_positions(motif, **shape), motif=motif, shape=shape)
+    t = pair_table(base_positions(motif, **shape), motif=motif, shape=shape,
+                   shell_cutoff=1.35 if motif == "amorphous" else None)
     with _TABLE_LOCK:
         _TABLE_CACHE[key] = t
     return t
@@ -539,7 +538,8 @@ def _form_factor_coefficients() -> dict[str, list[float]]:
         raise ImportError("debyecalculator is not installed (pip install debyecalculator)")
     path = Path(list(spec.submodule_search_locations)[0]) / "utility" / "elements_info.yaml"
     with open(path) as fh:
-        return {str(k): list(v) for k, v in yaml.safe_load(fh).items()}
+        data = yaml.load(fh, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    return {str(k): list(v) for k, v in data.items()}
 
 
 def form_factor(element: str, q: np.ndarray) -> np.ndarray:
@@ -550,6 +550,23 @@ def form_factor(element: str, q: np.ndarray) -> np.ndarray:
     c = co[element]
     s2 = (np.asarray(q, dtype=float) / (4 * math.pi)) ** 2
     return c[5] + sum(c[i] * np.exp(-c[6 + i] * s2) for i in range(5))
+
+
+@lru_cache(maxsize=None)
+def _grid_cached(kind: str, name: str) -> np.ndarray:
+    fn = {"f": form_factor, "compton": _compton, "background": background_shape}[kind]
+    out = fn(name, Q_GRID)
+    out.setflags(write=False)
+    return out
+
+
+def _on_grid(kind: str, name: str, q: np.ndarray) -> np.ndarray:
+    """form_factor / _compton / background_shape at q, from a per-process cache when q is a prefix
+    of Q_GRID (the dataset's case: thousands of curves share the grid)."""
+    n = q.size
+    if n <= Q_GRID.size and q[0] == 0.0 and (n < 2 or abs(q[1] - Q_STEP) < 1e-12) and abs(q[-1] - Q_GRID[n - 1]) < 1e-9:
+        return _grid_cached(kind, name)[:n]
+    return {"f": form_factor, "compton": _compton, "background": background_shape}[kind](name, q)
 
 
 def _atomic_number(element: str) -> int:
@@ -689,7 +706,7 @@ def _shell_terms(shell: Shell, metal: str, q: np.ndarray, n_metal: float, n_surf
                  adp: float):
     """(pair sum / N_total in electrons², N_ligand / N_metal) of a ligand shell's M–L and L–L terms."""
     n_l = shell.coverage * n_surface
-    fm, fl = form_factor(metal, q), form_factor(shell.element, q)
+    fm, fl = _on_grid("f", metal, q), _on_grid("f", shell.element, q)
     ml = 2.0 * n_l * shell.bonds * fm * fl * np.sinc(q * shell.bond_angstrom / math.pi) * np.exp(
         -q ** 2 * (adp + shell.sigma_angstrom ** 2 / 2))
     ll = n_l * shell.ll_neighbours * fl * fl * np.sinc(q * length / math.pi) * np.exp(
@@ -715,7 +732,7 @@ def sq_minus_1(components: Sequence[ClusterComponent], q: np.ndarray = Q_GRID, s
     n_surface_frac = 0.0
     for c, w in zip(components, fr):
         t = c.table()
-        f = form_factor(c.element, q)
+        f = _on_grid("f", c.element, q)
         # the mixture's clusters are separate particles: no cross terms between components
         pair += w * f * f * reduced_structure_function(t, q, c.length_angstrom, c.adp_angstrom2, c.element)
         f_mean += w * f
@@ -724,7 +741,7 @@ def sq_minus_1(components: Sequence[ClusterComponent], q: np.ndarray = Q_GRID, s
     if shell is not None and shell.coverage > 0:
         c0 = max(zip(components, fr), key=lambda t: t[1])[0]
         terms, ratio = _shell_terms(shell, c0.element, q, 1.0, n_surface_frac, c0.length_angstrom, c0.adp_angstrom2)
-        fl = form_factor(shell.element, q)
+        fl = _on_grid("f", shell.element, q)
         # per atom of the whole sample (metal + ligand)
         x_l = ratio / (1 + ratio)
         pair = (1 - x_l) * (pair + terms)
@@ -757,10 +774,10 @@ def measured_fq(q: np.ndarray, s_minus_1: np.ndarray, f2: np.ndarray, fbar2: np.
     acq.check()
     q = np.asarray(q, dtype=float)
     coh = f2 + fbar2 * s_minus_1
-    inc = _compton(element, q)
+    inc = _on_grid("compton", element, q)
     bkg = np.zeros_like(q)
     if acq.background is not None and acq.background_level > 0:
-        bkg = acq.background_level * float(f2[0]) * background_shape(acq.background, q)
+        bkg = acq.background_level * float(f2[0]) * _on_grid("background", acq.background, q)
     total = coh + inc + bkg
     if acq.counts is not None:
         if rng is None:
