@@ -135,3 +135,70 @@ def test_bad_input_is_named():
         P.build_cluster("fcc", "Xx", 50)
     with pytest.raises(ValueError, match="qmin"):
         P.gr(P.build_cluster("icosahedral", "Pt", 13), qmin=5.0, qmax=3.0)
+
+
+# ----- dataset ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_pool():
+    """A few small structures per class instead of the ~370-structure pools (built in ~40 s)."""
+    from simulators.pdf import dataset as D
+
+    shapes = [("sc", "sc", {"radius": 2.2}), ("sc", "sc", {"radius": 2.8, "centre": [0.5, 0.5, 0.5]}),
+              ("bcc", "bcc", {"radius": 2.2}), ("bcc", "bcc", {"radius": 2.6, "centre": [0.5, 0.0, 0.0]}),
+              ("fcc", "fcc", {"radius": 2.4}), ("fcc", "fcc_twin", {"radius": 2.6, "stacking": "twin"}),
+              ("hcp", "hcp", {"radius": 2.4}), ("hcp", "hcp_hcp_fault", {"radius": 2.6, "stacking": "hcp_fault"}),
+              ("icosahedral", "icosahedral", {"shells": 2}), ("icosahedral", "icosahedral", {"shells": 3}),
+              ("decahedral", "decahedral", {"p": 2, "q": 2, "r": 1}), ("decahedral", "decahedral", {"p": 3, "q": 2, "r": 1}),
+              ("octahedral", "octahedral", {"length": 4, "cutoff": 1}), ("octahedral", "octahedral", {"length": 5, "cutoff": 1}),
+              ("other", "amorphous", {"n_atoms": 30, "seed": 1})]
+    entries = [D.Entry(label, kind, P.base_table(kind.split("_")[0] if label == "other" else label, **shape))
+               for label, kind, shape in shapes]
+    entries.append(D.Entry("other", "bulk_fcc", P.bulk_table("fcc")))
+    return tuple(entries)
+
+
+def test_dataset_classes_labels_and_reproducibility(small_pool, monkeypatch):
+    from simulators.pdf import dataset as D
+
+    monkeypatch.setattr(D, "_pool", lambda recipe, progress=False: small_pool)
+    d = D.simulate(6, seed=3)
+    n = 6 * len(D.CLASSES)
+    assert d["G"].shape == (n, P.R_GRID.size) and d["G"].dtype == np.float32
+    assert np.all(np.isfinite(d["G"]))
+    assert sorted(set(d["motif"])) == sorted(D.CLASSES) and d["motif"].count("fcc") == 6
+    assert set(d["element"]) <= set(D.TRAIN["elements"])
+    assert np.all((d["expansion"] >= 0.97) & (d["expansion"] <= 1.03))
+    assert np.all((d["qmax"] >= 1.0) & (d["qmax"] <= 28.0)) and np.all(d["in_range"])
+    sized = d["n_atoms"] > 0
+    assert np.all(np.isfinite(d["diameter_nm"][sized])) and np.all(d["diameter_nm"][sized] > 0.4)
+    assert np.all(np.isnan(d["diameter_nm"][~sized]))
+    # the first G(r) peak sits at the labelled nearest-neighbour distance (motif clusters)
+    r = d["r"]
+    for i, m in enumerate(d["motif"]):
+        if m in ("fcc", "icosahedral", "octahedral"):
+            win = (r > 0.8 * d["nn_distance_angstrom"][i]) & (r < 1.2 * d["nn_distance_angstrom"][i])
+            assert abs(r[win][np.argmax(d["G"][i][win])] - d["nn_distance_angstrom"][i]) < 0.12
+    again = D.simulate(6, seed=3)
+    np.testing.assert_array_equal(again["G"], d["G"])
+    assert again["motif"] == d["motif"]
+    other = D.simulate(6, seed=4)
+    assert not np.array_equal(other["G"], d["G"])
+
+
+def test_heldout_recipe_is_its_own_and_flags_out_of_range(small_pool, monkeypatch):
+    from simulators.pdf import dataset as D
+
+    monkeypatch.setattr(D, "_pool", lambda recipe, progress=False: small_pool)
+    d = D.simulate(10, seed=0, recipe="heldout")
+    assert np.all(np.isfinite(d["G"]))
+    assert set(d["element"]) <= set(D.HELDOUT_ELEMENTS)
+    assert not set(d["element"]) & set(D.TRAIN["elements"])
+    assert d["in_range"].dtype == bool and not np.all(d["in_range"])
+    out = ~d["in_range"]
+    wide = ((d["qmax"] > 28) | (d["qmax"] < 18) | (d["qdamp"] < 0.02) | (d["qdamp"] > 0.05) | (d["qmin"] < 0.5)
+            | (d["qmin"] > 1.0) | (d["expansion"] < 0.97) | (d["expansion"] > 1.03) | (d["adp_angstrom2"] < 0.002)
+            | (d["adp_angstrom2"] > 0.015))
+    assert np.all(wide[~out] == False)  # noqa: E712  (in range means inside every training range)
+    with pytest.raises(ValueError, match="recipe"):
+        D.simulate(1, 0, recipe="test")
