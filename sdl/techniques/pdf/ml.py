@@ -86,19 +86,25 @@ def represent_grid(G: np.ndarray) -> np.ndarray:
 
 # ----- the network -----------------------------------------------------------------------------------
 
-def build_net(n_classes: int, widths: Sequence[int] = (32, 48, 64, 64, 64), hidden: int = 128):
-    """The 1-D CNN (torch imported here: it is slow to import)."""
+# (channels, kernel, stride) per layer; the first strides 4 (0.2 Å) with a kernel of 8 that sees every
+# point: 4.5× the throughput of stride 2 (benchmarked on one thread), peaks are ≥ 0.1 Å wide
+ARCH = ((16, 8, 4), (32, 5, 2), (48, 5, 2), (64, 3, 2))
+
+
+def build_net(n_classes: int, arch: Sequence[Sequence[int]] = ARCH, hidden: int = 128):
+    """The 1-D CNN (torch imported here: it is slow to import): strided convolutions 581 -> 19
+    positions (~0.18 M weights), one hidden layer (its activations are the OOD features), class and regression heads."""
     import torch
     from torch import nn
 
     class PdfNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            layers: list[nn.Module] = [nn.Conv1d(2, widths[0], 7, padding=3), nn.BatchNorm1d(widths[0]), nn.GELU()]
-            prev, n = widths[0], R_GRID.size
-            for w in widths:
-                layers += [nn.Conv1d(prev, w, 5, stride=2, padding=2), nn.BatchNorm1d(w), nn.GELU()]
-                prev, n = w, (n + 1) // 2
+            layers: list[nn.Module] = []
+            prev, n = 2, R_GRID.size
+            for w, k, st in arch:
+                layers += [nn.Conv1d(prev, w, k, stride=st, padding=k // 2), nn.BatchNorm1d(w), nn.GELU()]
+                prev, n = w, (n + 2 * (k // 2) - k) // st + 1
             self.features = nn.Sequential(*layers)
             self.embed = nn.Sequential(nn.Flatten(), nn.Linear(prev * n, hidden), nn.GELU())
             self.drop = nn.Dropout(0.1)
@@ -137,7 +143,7 @@ class PdfModel:
             state = torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True)
         except Exception as exc:  # a corrupt or foreign file
             raise AnalysisError(f"cannot load pdf_ml weights {d / MODEL_FILE}: {exc}") from None
-        net = build_net(len(meta["classes"]), tuple(meta["widths"]), int(meta["hidden"]))
+        net = build_net(len(meta["classes"]), [tuple(a) for a in meta["arch"]], int(meta["hidden"]))
         net.load_state_dict(state["net"])
         m = cls(net, meta)
         m.maha_mean, m.maha_prec, m.ood_cdf = state["maha_mean"], state["maha_prec"], state["ood_cdf"].numpy()
@@ -258,7 +264,9 @@ def fit_cluster(positions: np.ndarray, r: np.ndarray, g: np.ndarray, q: dict[str
     res = least_squares(resid, [s_start, u0], bounds=([0.9, 5e-4], [1.1, 0.05]), x_scale=[0.005, 0.003],
                         diff_step=[1e-4, 1e-3], max_nfev=max_nfev)
     r_final = resid(res.x)
-    dof = max(r.size - 3, 1)
+    # G(r) points are correlated over ~π/Qmax: the independent points (Nyquist) set the variance
+    n_ind = max((r[-1] - r[0]) * q["qmax_inv_angstrom"] / np.pi, 4.0)
+    dof = max(n_ind - 3, 1)
     try:
         cov = np.linalg.pinv(res.jac.T @ res.jac) * float(np.sum(r_final ** 2) / dof)
         sd = np.sqrt(np.maximum(np.diag(cov), 0))
@@ -359,6 +367,11 @@ class PdfMLAnalyser:
                 low_conf = True
             if ref is not None:
                 best = ref["best"]
+                if "element_assumed" in info:  # re-guess from the refined nn distance
+                    guess = min(bulk_nn, key=lambda e: abs(bulk_nn[e] - best["nn_distance_angstrom"]))
+                    info["element_assumed"] = info["element_assumed"].replace(el + " (nearest bulk nn distance to the estimate",
+                                                                              guess + " (nearest bulk nn distance to the refined one")
+                    el = guess
                 motif = best["motif"]
                 rw_value = best["rw"]
                 nn = best["nn_distance_angstrom"]
@@ -374,8 +387,9 @@ class PdfMLAnalyser:
                     low_conf = True
                     info["warnings"].append(f"refined Rw {rw_value:.2f} > {RW_POOR}: the best library cluster does "
                                             "not explain this G(r) well")
-                if motif != top and motif != "other":
+                if motif != top:
                     info["motif_changed_by_refinement"] = f"{top} -> {motif}"
+                    low_conf = True  # the CNN and the refinement disagree
         flags = (["ood"] if ood else []) + (["low_confidence"] if low_conf else [])
         nn, nn_sd = values["nn_distance_angstrom"]
         expansion = nn / ELEMENTS[el].nn_angstrom

@@ -2,7 +2,7 @@
 
 The shipped weights (sdl/techniques/pdf/weights/) were made with
 
-    OMP_NUM_THREADS=1 nice -n 10 sdl train pdf --n-per-class 700 --seed 0 --threads 1
+    OMP_NUM_THREADS=1 nice -n 10 sdl train pdf --n-per-class 3000 --seed 0 --epochs 20 --threads 1
 
 G(r) come from the training generator `simulators.pdf.dataset.simulate(recipe="train")` (ase clusters,
 debyecalculator, with the measurement artefacts that generator draws); the held-out recipe is never
@@ -28,10 +28,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdl.techniques.pdf.ml import R_GRID, TARGETS, WEIGHTS_DIR, PdfModel, build_net, represent_grid
+from sdl.techniques.pdf.ml import ARCH, R_GRID, TARGETS, WEIGHTS_DIR, PdfModel, build_net, represent_grid
 
 DESCRIPTION = __doc__.split("\n\n")[0]
-WIDTHS, HIDDEN = (32, 48, 64, 64, 64), 128
+HIDDEN = 128
 
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
@@ -58,7 +58,7 @@ def _softmax(lo: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *, seed: int, epochs: int = 30,
+def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *, seed: int, epochs: int = 20,
           batch: int = 128, lr: float = 3e-3, val_frac: float = 0.15, false_alarm: float = 0.01,
           progress: bool = True, extra_meta: dict[str, Any] | None = None) -> tuple[PdfModel, dict[str, Any]]:
     """Fit the network, then calibrate it on the validation split (module doc)."""
@@ -71,10 +71,13 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
     perm = rng.permutation(n)
     n_val = max(len(classes) * 4, int(round(val_frac * n)))
     va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-    mean, std = T[tr].mean(0), np.maximum(T[tr].std(0), 1e-6)
-    Z = (T - mean) / std
+    known = np.isfinite(T)  # bulk crystals have no n_atoms or diameter: those heads are not trained on them
+    mean = np.array([T[tr][known[tr][:, j], j].mean() for j in range(T.shape[1])])
+    std = np.maximum(np.array([T[tr][known[tr][:, j], j].std() for j in range(T.shape[1])]), 1e-6)
+    Z = np.where(known, (T - mean) / std, 0.0)
     Xt, yt, Zt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64)), torch.from_numpy(Z.astype(np.float32))
-    net = build_net(len(classes), WIDTHS, HIDDEN)
+    Kt = torch.from_numpy(known.astype(np.float32))
+    net = build_net(len(classes), ARCH, HIDDEN)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * max(1, math.ceil(tr.size / batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -93,7 +96,8 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
             xb[:, 0] += 0.01 * torch.rand(idx.numel(), 1, generator=g) * torch.randn(xb[:, 0].shape, generator=g)
             logits, mu, lv, _ = net(xb)
             nll = 0.5 * (lv + (Zt[idx] - mu) ** 2 * torch.exp(-lv))
-            loss = ce(logits, yt[idx]) + 0.5 * (nll + 0.1 * (Zt[idx] - mu) ** 2).mean()
+            k = Kt[idx]
+            loss = ce(logits, yt[idx]) + 0.5 * ((nll + 0.1 * (Zt[idx] - mu) ** 2) * k).sum() / k.sum().clamp_min(1.0)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -122,7 +126,7 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
     lbfgs.step(closure)
     temperature = float(torch.exp(log_t.detach()).clamp(0.05, 20.0))
     zres = (Z[va] - raw_va["mu"]) / np.exp(0.5 * raw_va["logvar"])
-    sd_scale = np.sqrt(np.mean(zres ** 2, axis=0))
+    sd_scale = np.array([np.sqrt(np.mean(zres[known[va][:, j], j] ** 2)) for j in range(T.shape[1])])
     # Mahalanobis statistics of the embedding over in-library classes, from training G(r)
     in_lib = np.array([c != "other" for c in classes])
     lib_idx = list(np.flatnonzero(in_lib))
@@ -149,13 +153,14 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
     p = cal["probabilities"]
     pred = p.argmax(1)
     n_true = np.exp(T[va, 0])
+    fin = known[va, 0]
     metrics = {
         "val_accuracy": float((pred == y[va]).mean()),
         "val_accuracy_per_class": {c: float((pred[y[va] == k] == k).mean()) for k, c in enumerate(classes)
                                    if np.any(y[va] == k)},
         "val_ece": expected_calibration_error(p, y[va]),
         "val_ece_uncalibrated": expected_calibration_error(_softmax(raw_va["logits"]), y[va]),
-        "val_n_atoms_median_rel_error": float(np.median(np.abs(cal["n_atoms"] - n_true) / n_true)),
+        "val_n_atoms_median_rel_error": float(np.median(np.abs(cal["n_atoms"][fin] - n_true[fin]) / n_true[fin])),
         "val_nn_distance_mae_angstrom": float(np.mean(np.abs(cal["nn_distance_angstrom"] - T[va, 1]))),
         "val_adp_mae_angstrom2": float(np.mean(np.abs(cal["adp_angstrom2"] - T[va, 2]))),
         "val_confident_error_rate": float(np.mean((pred != y[va]) & (p.max(1) >= 0.9) & (cal["ood_score"] <= threshold))),
@@ -166,7 +171,7 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
         "n_train": int(tr.size),
         "n_val": int(va.size),
     }
-    model.meta.update(widths=list(WIDTHS), hidden=HIDDEN, targets=list(TARGETS), ood_threshold=threshold,
+    model.meta.update(arch=[list(a) for a in ARCH], hidden=HIDDEN, targets=list(TARGETS), ood_threshold=threshold,
                       ood_false_alarm_target=false_alarm, r_grid=[float(R_GRID[0]), float(R_GRID[-1]), int(R_GRID.size)],
                       metrics=metrics, **(extra_meta or {}))
     return model, metrics
@@ -174,9 +179,9 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The options of `sdl train pdf` (and `python -m sdl.techniques.pdf.train`)."""
-    ap.add_argument("--n-per-class", type=int, default=700, help="simulated G(r) per class (default 700)")
+    ap.add_argument("--n-per-class", type=int, default=3000, help="simulated G(r) per class (default 3000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the simulation and the training (default 0)")
-    ap.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    ap.add_argument("--epochs", type=int, default=20, help="training epochs (default 20)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", type=Path, default=WEIGHTS_DIR, help=f"folder for pdf_ml.pt and pdf_ml.json (default {WEIGHTS_DIR})")
     ap.add_argument("--candidates", type=Path, metavar="DIR",
@@ -278,12 +283,13 @@ def run(args: argparse.Namespace) -> int:
         source = f"--candidates {args.candidates} ({len(classes)} structures)"
     else:
         data = dataset.simulate(args.n_per_class, args.seed, recipe="train", progress=not args.quiet)
-        classes = list(dataset.MOTIFS)
+        classes = list(dataset.CLASSES)
         source = "simulators.pdf.dataset.simulate(recipe='train')"
     t1 = time.time()
     X = represent_grid(data["G"])
     y = np.array([classes.index(m) for m in data["motif"]])
-    T = target_matrix(data)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        T = target_matrix(data)
     command = f"sdl train pdf --n-per-class {args.n_per_class} --seed {args.seed} --epochs {args.epochs} --threads {args.threads}" \
               + (f" --candidates {args.candidates}" if args.candidates is not None else "")
     model, metrics = train(X, y, T, classes, seed=args.seed, epochs=args.epochs, progress=not args.quiet,
