@@ -14,6 +14,8 @@ HOTPLATE_ROBOT_LIMITS = {"temperature_C": (20.0, 200.0, "degC"), "time_min": (1.
                          "precursor_mM": (0.5, 50.0, "mM"), "surfactant_ratio": (0.1, 10.0, "mol/mol")}
 FURNACE_ROBOT_LIMITS = {"calcination_temperature_C": (300.0, 1100.0, "degC"), "calcination_time_h": (0.5, 24.0, "h"),
                         "zr_fraction": (0.0, 1.0, "mol/mol")}
+COLLOID_ROBOT_LIMITS = {"temperature_C": (20.0, 260.0, "degC"), "time_min": (1.0, 720.0, "min"),
+                        "reducer_strength": (0.0, 1.0, "a.u."), "ligand_ratio": (0.02, 50.0, "mol/mol")}
 
 
 def nanoparticles(lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0) -> list[Driver]:
@@ -52,3 +54,15 @@ def nanoparticles_two_saxs(lab: str, broker_url: str, *, seed: int = 0, time_sca
             SimulatedInstrument("saxs", SaxsInstrument, world, lab, broker_url, seed=seed, time_scale=time_scale),
             SimulatedInstrument("saxs_lab", SaxsInstrument, world, lab, broker_url, seed=seed + 1,
                                 time_scale=time_scale, time_factor=2.5)]
+
+
+def nanoclusters(lab: str, broker_url: str, *, seed: int = 0, time_scale: float = 0.0) -> list[Driver]:
+    """A colloid synthesis robot (`robot`: metal salt, reducer and ligand in a heated flask) and a
+    total-scattering beamline (`pdf`) sharing one simulated metal-nanocluster world."""
+    from drivers.simulated import SimulatedInstrument, SynthesisRobot
+    from simulators.pdf.instrument import PdfInstrument
+    from simulators.worlds.nanoclusters import NanoclusterWorld
+
+    world = NanoclusterWorld(seed=seed)
+    return [SynthesisRobot(world, lab, broker_url, time_scale=time_scale, limits=COLLOID_ROBOT_LIMITS),
+            SimulatedInstrument("pdf", PdfInstrument, world, lab, broker_url, seed=seed, time_scale=time_scale)]

@@ -395,18 +395,16 @@ def _heldout_recipe(rng: np.random.Generator, by: dict[str, list[Entry]], label:
 def _labels(spec: CurveSpec) -> dict[str, Any]:
     w = np.array([c.fraction for c in spec.components], dtype=float)
     w = w / w.sum()
-    t0 = spec.entries[0].table
-    nn_el = P.ELEMENTS[spec.element].nn_angstrom
-    if t0.bulk:
+    geo = [c.geometry() for c in spec.components]
+    if spec.entries[0].table.bulk:
         n_atoms, diam = -1, float("nan")
     else:
-        n_atoms = int(round(float(np.sum(w * [e.n_atoms for e in spec.entries]))))
-        diam = float(np.sum(w * [(e.table.d_max + 1.0) * nn_el * c.expansion / 10.0
-                                 for e, c in zip(spec.entries, spec.components)]))
-    nn = float(np.sum(w * [e.table.nn_mean * nn_el * c.expansion for e, c in zip(spec.entries, spec.components)]))
-    return {"n_atoms": n_atoms, "diameter_nm": diam, "nn_distance_angstrom": nn,
+        n_atoms = int(round(float(np.sum(w * [g["n_atoms"] for g in geo]))))
+        diam = float(np.sum(w * [g["diameter_nm"] for g in geo]))
+    return {"n_atoms": n_atoms, "diameter_nm": diam,
+            "nn_distance_angstrom": float(np.sum(w * [g["nn_distance_angstrom"] for g in geo])),
             "expansion": spec.components[0].expansion, "adp_angstrom2": spec.components[0].adp_angstrom2,
-            "dominant_fraction": float(w.max()) if spec.label != "other" else float(w.max())}
+            "dominant_fraction": float(w.max())}
 
 
 def _in_range(spec: CurveSpec, lab: dict[str, Any]) -> bool:

@@ -619,6 +619,16 @@ class ClusterComponent:
     def length_angstrom(self) -> float:
         return _element(self.element).nn_angstrom * self.expansion
 
+    def geometry(self) -> dict[str, float]:
+        """What the analysers are asked for: `n_atoms` (-1 for bulk), `diameter_nm` = (largest
+        interatomic distance + one bond length)/10, the outer size a microscope sees (NaN for bulk),
+        `nn_distance_angstrom` = the mean first-shell distance as built × expansion."""
+        t = self.table()
+        L = self.length_angstrom
+        if t.bulk:
+            return {"n_atoms": -1, "diameter_nm": float("nan"), "nn_distance_angstrom": t.nn_mean * L}
+        return {"n_atoms": t.n_atoms, "diameter_nm": (t.d_max + 1.0) * L / 10.0, "nn_distance_angstrom": t.nn_mean * L}
+
 
 @dataclass
 class Shell:
@@ -802,6 +812,13 @@ def _sine_matrix(nq: int, q_step: float, r_key: bytes) -> np.ndarray:
     return (2.0 / math.pi) * q_step * np.sin(np.outer(q, r))
 
 
+def _sine_rows(nq: int, q_step: float, r: np.ndarray) -> np.ndarray:
+    """The first nq rows of the sine-transform matrix; one matrix per r grid serves every Qmax."""
+    if abs(q_step - Q_STEP) < 1e-12 and nq <= Q_GRID.size:
+        return _sine_matrix(Q_GRID.size, Q_STEP, r.tobytes())[:nq]
+    return _sine_matrix(nq, q_step, r.tobytes())
+
+
 def fq_to_gr(q: np.ndarray, F: np.ndarray, r: np.ndarray = R_GRID, qdamp: float | np.ndarray = 0.0) -> np.ndarray:
     """G(r) = (2/π) ∫ F(Q) sin(Qr) dQ × exp(−(qdamp·r)²/2), for F (nQ,) or (B, nQ) on an evenly
     spaced grid starting at Q = 0 (zeros outside the measured range); qdamp scalar or (B,)."""
@@ -810,7 +827,7 @@ def fq_to_gr(q: np.ndarray, F: np.ndarray, r: np.ndarray = R_GRID, qdamp: float 
     step = float(q[1] - q[0])
     if abs(q[0]) > 1e-12 or not np.allclose(np.diff(q), step):
         raise ValueError("fq_to_gr needs an evenly spaced Q grid starting at 0")
-    S = _sine_matrix(q.size, step, r.tobytes())
+    S = _sine_rows(q.size, step, r)
     G = np.asarray(F, dtype=float) @ S
     qd = np.asarray(qdamp, dtype=float)
     env = np.exp(-0.5 * (qd[..., None] * r) ** 2) if qd.ndim else np.exp(-0.5 * (float(qd) * r) ** 2)
