@@ -157,7 +157,7 @@ def _pool(recipe: str, progress: bool = False) -> tuple[Entry, ...]:
     make, n_range = {"train": (_train_structures, TRAIN["n_atoms"]), "heldout": (_heldout_structures, (13, 2200))}[recipe]
     # the key is the code that makes the structures (building the specs alone takes seconds)
     code = [inspect.getsource(f) for f in (make, _crystal_shapes, _radius, _ladder, _build, P.base_positions,
-                                            P._size_ladder, P._close_packed, P._stacking, P._lattice_points, P._cut,
+                                            P._size_ladder, P._close_packed, P._stacking, P._lattice_points, P._crystal_cloud,
                                             P._trim, P._random_close_packed, P.pair_table, P._histogram_to_table,
                                             P._cic, P.bulk_table)]
     text = json.dumps([_CACHE_VERSION, recipe, n_range, code, P._X_STEP, P._NX, P._R_BIN, P._NN_TOL])

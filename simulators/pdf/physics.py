@@ -185,14 +185,6 @@ def _lattice_points(lattice: str, radius: float, centre: np.ndarray, c_over_a: f
     return pos - np.asarray(centre) @ cell
 
 
-def _cut(pos: np.ndarray, radius: float, elongation: float, axis: np.ndarray) -> np.ndarray:
-    """Atoms inside an ellipsoid of revolution: semi-axes radius·elongation along `axis`, radius across."""
-    along = pos @ axis
-    perp2 = np.sum(pos * pos, axis=1) - along ** 2
-    keep = (along / (radius * elongation)) ** 2 + perp2 / radius ** 2 <= 1.0 + 1e-9
-    return pos[keep]
-
-
 def _neighbour_counts(pos: np.ndarray, cutoff: float = _NN_TOL) -> np.ndarray:
     from scipy.spatial import cKDTree
 
@@ -266,21 +258,8 @@ def base_positions(motif: str, **shape: Any) -> np.ndarray:
         pos = Octahedron("Cu", int(sh.pop("length")), int(sh.pop("cutoff", 0)), latticeconstant=a_fcc).positions
     elif motif in ("fcc", "bcc", "sc", "hcp"):
         radius = float(sh.pop("radius"))
-        centre = np.asarray(sh.pop("centre", (0.0, 0.0, 0.0)), dtype=float)
-        elong = float(sh.pop("elongation", 1.0))
-        axis = np.asarray(sh.pop("axis", (0.0, 0.0, 1.0)), dtype=float)
-        axis = axis / np.linalg.norm(axis)
-        c_over_a = float(sh.pop("c_over_a", math.sqrt(8.0 / 3.0)))
-        stacking = sh.pop("stacking", None)
-        where = float(sh.pop("where", 0.5))
-        reach = radius * max(elong, 1.0)
-        if stacking is not None:
-            if (motif == "fcc") != (stacking in ("twin", "fault")) or stacking not in ("twin", "fault", "hcp_fault"):
-                raise ValueError(f"stacking={stacking!r} does not fit motif {motif!r}; fcc: twin/fault, hcp: hcp_fault")
-            pos = _close_packed(reach, stacking, c_over_a, centre, where)
-        else:
-            pos = _lattice_points(motif, reach, centre, c_over_a)
-        pos = _cut(pos, radius, elong, axis)
+        pos, rho = _crystal_cloud(motif, radius, sh)
+        pos = pos[rho <= radius + 1e-9]
     elif motif == "amorphous":
         pos = _random_close_packed(int(sh.pop("n_atoms")), rng)
     else:
@@ -315,19 +294,42 @@ def _size_ladder(motif: str) -> tuple[tuple[int, str], ...]:
     return tuple((n, json.dumps(s, sort_keys=True)) for n, s in sorted(out, key=lambda t: t[0]))
 
 
+def _crystal_cloud(motif: str, radius: float, sh: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Crystal points (bond length 1) around the cut centre, enough for `radius`, and each point's
+    ellipsoidal radius ρ (semi-axes radius·elongation along `axis`, radius across): the cut keeps
+    ρ <= radius. Pops the crystal shape keywords from `sh`."""
+    centre = np.asarray(sh.pop("centre", (0.0, 0.0, 0.0)), dtype=float)
+    elong = float(sh.pop("elongation", 1.0))
+    axis = np.asarray(sh.pop("axis", (0.0, 0.0, 1.0)), dtype=float)
+    axis = axis / np.linalg.norm(axis)
+    c_over_a = float(sh.pop("c_over_a", math.sqrt(8.0 / 3.0)))
+    stacking = sh.pop("stacking", None)
+    where = float(sh.pop("where", 0.5))
+    reach = radius * max(elong, 1.0)
+    if stacking is not None:
+        if (motif == "fcc") != (stacking in ("twin", "fault")) or stacking not in ("twin", "fault", "hcp_fault"):
+            raise ValueError(f"stacking={stacking!r} does not fit motif {motif!r}; fcc: twin/fault, hcp: hcp_fault")
+        pos = _close_packed(reach, stacking, c_over_a, centre, where)
+    else:
+        pos = _lattice_points(motif, reach, centre, c_over_a)
+    along = pos @ axis
+    perp2 = np.maximum(np.sum(pos * pos, axis=1) - along ** 2, 0.0)
+    return pos, np.sqrt((along / elong) ** 2 + perp2)
+
+
 def _radius_for(motif: str, n_atoms: int, **shape: Any) -> float:
-    """Sphere radius (bond lengths) that cuts about `n_atoms` atoms of a crystal motif."""
+    """The cut radius (bond lengths) of a crystal motif that keeps the nearest count to `n_atoms`
+    atoms: halfway between the last shell kept and the next (one lattice, no search)."""
     density = {"fcc": math.sqrt(2.0), "hcp": math.sqrt(2.0), "bcc": 3 * math.sqrt(3) / 4, "sc": 1.0}[motif]
     elong = float(shape.get("elongation", 1.0))
     r = (3 * n_atoms / (4 * math.pi * density * elong)) ** (1 / 3)
-    lo, hi = 0.5 * r, 1.6 * r + 1.0
-    for _ in range(20):
-        mid = 0.5 * (lo + hi)
-        if len(base_positions(motif, radius=mid, **shape)) < n_atoms:
-            lo = mid
-        else:
-            hi = mid
-    return hi
+    _, rho = _crystal_cloud(motif, 1.5 * r + 2.0, dict(shape))
+    rho = np.sort(rho)
+    shells = np.unique(np.round(rho, 9))
+    counts = np.searchsorted(rho, shells + 1e-9)  # atoms kept with each shell as the last
+    i = int(np.argmin(np.abs(counts - n_atoms)))
+    nxt = shells[i + 1] if i + 1 < shells.size else shells[i] + 0.1
+    return float(0.5 * (shells[i] + nxt))
 
 
 def build_cluster(motif: str, element: str, n_atoms: int | None = None, *, expansion: float = 1.0, **shape: Any):
