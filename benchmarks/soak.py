@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import re
@@ -482,6 +483,7 @@ def main() -> None:
     first = yaml.safe_load(DEMO.read_text())["strategy"]["initial_trials"]
     if args.trials <= first + 1:
         ap.error(f"--trials {args.trials}: use more than the {first} trials of the start design + 1")
+    logging.getLogger("sdl.transport").setLevel(logging.ERROR)  # the soak's own client: lost/reconnected lines
     say = Printout()
     rng = random.Random(args.seed)
     faults = schedule(rng, counts, args.trials, first)

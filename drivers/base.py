@@ -85,6 +85,7 @@ class Driver(ABC):
     # after the broker acknowledged the subscriptions (retained statuses come before the second
     # SUBACK), how much longer start() waits for a retained status of another driver session
     LIVE_CHECK_S = 0.05
+    RESTORE_EVERY_S = 1.0  # at most this often the status is published again over one that failed authentication
 
     def __init__(self, instrument: str, lab: str, broker_url: str, *, time_scale: float = 0.0,
                  secret: bytes | str | None = None):
@@ -98,6 +99,8 @@ class Driver(ABC):
         self._yielded = False  # another session serves this instrument: this one stays silent
         self._early: list[tuple[str, bytes]] | None = None  # commands received during the start-up check
         self._rivals: set[str] = set()  # other sessions seen on the status topic since start
+        self._restored_at = 0.0  # when this driver last published its status again over another's
+        self._restore_due = False  # a later publication of it is scheduled
         self.busy_s = 0.0  # simulated instrument time spent, seconds
         self.current: Envelope | None = None  # the command being executed (worker thread), for its ids
         self._cmd_topic = topic(lab, instrument, "cmd")
@@ -264,6 +267,13 @@ class Driver(ABC):
         other = env.session or "?"
         first = other not in self._rivals
         self._rivals.add(other)
+        if why_not and not first:  # a forged status must never stay retained: published over again, at most
+            wait = self._restored_at + self.RESTORE_EVERY_S - time.monotonic()  # every RESTORE_EVERY_S (two labs
+            if wait <= 0:  # with different secrets under one lab id would answer each other for ever)
+                first = True
+            elif not self._restore_due:
+                self._restore_due = True
+                threading.Timer(wait, self._restore).start()
         if st.state != "offline" and not why_not and self._started_before_me(st, env.session):
             self._yielded = True
             self._serving = False
@@ -278,6 +288,13 @@ class Driver(ABC):
             elif st.state != "offline":
                 log.warning("%s: driver session %s of the same instrument started after this one (%s); it leaves the "
                             "instrument to this session", self.instrument, other, self.session)
+            self._restored_at = time.monotonic()
+            self._publish_status(self._state)
+
+    def _restore(self) -> None:
+        self._restore_due = False
+        if self._serving and not self._yielded:
+            self._restored_at = time.monotonic()
             self._publish_status(self._state)
 
     def _started_before_me(self, st: StatusBody, session: str | None) -> bool:

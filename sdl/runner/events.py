@@ -112,9 +112,12 @@ class CommandSent(Event):
 @dataclass(frozen=True, kw_only=True)
 class CommandResent(CommandSent):
     """The same command again, with the same id (drivers are idempotent): after no result came
-    within `retry_after_s`, or (`retry_after_s` None) because a resumed run takes the trial up."""
+    within `retry_after_s`; or (`retry_after_s` None) because a resumed run takes the trial up, or
+    because the command or its reply may have been lost (`reason`: a broker reconnect, a new driver
+    session), which does not count as an attempt."""
 
     retry_after_s: float | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -66,6 +66,7 @@ from sdl.timeline import timeline
 from sdl.transport import MqttClient
 
 STATUS_WAIT_S = 15.0  # how long to wait for each instrument's retained status at start
+RECONNECTED = ("", b"")  # put on the inbox by the MQTT client's thread once it has reconnected and re-subscribed
 
 log = logging.getLogger("sdl.runner")
 # the loop's messages reach a terminal as events (the console prints them): without logging
@@ -107,6 +108,7 @@ class Orchestrator:
         self._active: dict[int, Active] = {}
         self._busy: dict[str, int] = {}  # instrument -> trial index using it
         self._by_command: dict[str, int] = {}
+        self._resent: set[str] = set()  # ids of commands re-sent because they or their replies may have been lost
         self._stop_reason: str | None = None
         self._halt: str | None = None  # set when the campaign must stop now (instrument offline)
         self.book = Book()
@@ -191,6 +193,7 @@ class Orchestrator:
         try:
             client.subscribe(topic(self.lab, "+", "reply"), self._on_message)
             client.subscribe(topic(self.lab, "+", "status"), self._on_message)
+            client.on_reconnect(lambda: self._inbox.put(RECONNECTED))
             self._wait_for_instruments()
             self.book = Book(self.store.trials(self.campaign_id))
             self._event(ev.CampaignStarted, campaign=self.campaign, done=self.book.n_done())
@@ -323,19 +326,25 @@ class Orchestrator:
             act.instrument = free[0]
             self._send(act, step)
 
-    def _send(self, act: Active, step: Step, retry_after_s: float | None = None) -> None:
+    def _send(self, act: Active, step: Step, retry_after_s: float | None = None, reason: str | None = None) -> None:
+        """Send the step's command, or again with the same id (`retry_after_s`: after a timeout;
+        `reason`: it may have been lost on the way, not counted as an attempt)."""
         t = act.trial
         params = dict(step.settings) if step.technique else {**t.parameters, **step.settings}
         first = act.command_id is None
         if first:  # readable, and unpredictable: no one can answer a command before seeing it
             act.command_id = new_correlation_id(f"{self.campaign_id}:{t.index}:{step.name}")
-        act.attempts += 1
+        if reason is None:
+            act.attempts += 1
+        else:
+            self._resent.add(act.command_id)
         sent = dict(trial_index=t.index, command_id=act.command_id, step=step.name, instrument=act.instrument,
                     action=step.action, params=params, attempt=act.attempts)
         if first:
             self._event(ev.CommandSent, **sent)
         else:
-            self._event(ev.CommandResent, **sent, retry_after_s=retry_after_s)
+            self._event(ev.CommandResent, **sent, retry_after_s=retry_after_s, reason=reason)
+        act.session = self._sessions.get(act.instrument)
         sample = next((r["sample"] for r in act.results.values() if isinstance(r.get("sample"), dict)), None)
         env = command(step.action, correlation_id=act.command_id, campaign_id=self.campaign_id,
                       sample_id=t.sample_id, params=params, timeout_s=step.timeout_s, sample=sample)
@@ -372,6 +381,9 @@ class Orchestrator:
         self._inbox.put((topic_name, payload))  # network thread: hand over only
 
     def _handle(self, topic_name: str, payload: bytes) -> None:
+        if (topic_name, payload) == RECONNECTED:
+            self._reconnected()
+            return
         instrument = topic_name.split("/")[-2]
         is_status = topic_name.endswith("/status")
         if is_status and not payload:
@@ -396,8 +408,11 @@ class Orchestrator:
         if why:
             ours = env.campaign_id in (None, self.campaign_id) or (env.correlation_id or "").startswith(
                 self.campaign_id + ":")
+            # the second answer to a command re-sent because it may have been lost: expected, at info level
+            ours = ours and env.correlation_id not in self._resent
             self._drop(f"ignored {env.kind} on {topic_name!r}: {why}", why, event=ours)
             return
+        act.resend = False  # the driver has the command
         step = self.campaign.workflow[act.step]
         reply = dict(trial_index=act.trial.index, command_id=act.command_id, step=step.name, instrument=act.instrument)
         if env.kind == "ack":
@@ -456,6 +471,34 @@ class Orchestrator:
         self._status[instrument] = st
         if st.state == "offline":
             self._offline(instrument)
+        else:
+            self._resend_lost(instrument, env.session)
+
+    def _reconnected(self) -> None:
+        """The connection to the broker was lost and is back (a broker restart, a network fault): a
+        command in flight, or its reply, may have been lost with it (a broker keeps no message for a
+        client that is away). Each command in flight is sent again now (same id: a driver that has it
+        acknowledges it again or repeats its stored reply), and at each status of its instrument until
+        the driver answers (a driver that reconnects after this one announces itself again)."""
+        self._event(ev.Message, level="warning", text=f"reconnected to {self.broker_url}; re-sending the commands in "
+                    "flight (same ids: nothing runs twice)")
+        for act in self._active.values():
+            if act.deadline and act.command_id:
+                act.resend = True
+                self._send(act, self.campaign.workflow[act.step], reason="reconnected to the broker")
+
+    def _resend_lost(self, instrument: str, session: str | None) -> None:
+        """A status of `instrument` that is not offline: re-send its command in flight when the command
+        may not have reached this driver session (sent to another session, e.g. one that died, or
+        before it came online; or the connection was lost since: `_reconnected`)."""
+        for act in self._active.values():
+            if not (act.deadline and act.command_id and act.instrument == instrument):
+                continue
+            if act.resend:
+                self._send(act, self.campaign.workflow[act.step], reason="re-sent after a reconnect")
+            elif session is not None and session != act.session:
+                self._send(act, self.campaign.workflow[act.step],
+                           reason=f"driver session {session} serves {instrument!r} now, not the one it was sent to")
 
     def _other_session(self, env: Envelope, instrument: str) -> str | None:
         """Why a reply is not from the driver session serving `instrument`, or None."""
@@ -498,7 +541,7 @@ class Orchestrator:
         act.results[step.name] = body
         self._release(act)
         act.step += 1
-        act.command_id, act.deadline, act.attempts, act.instrument = None, 0.0, 0, None
+        act.command_id, act.deadline, act.attempts, act.instrument, act.session = None, 0.0, 0, None, None
         if act.step == len(self.campaign.workflow):
             self._complete(act)
 

@@ -103,6 +103,9 @@ class StoreRecorder:
             self.store.log(e.campaign_id, "command_retry",
                            f"no result from {e.instrument} for {e.command_id} within {e.retry_after_s:g} s; "
                            f"re-sending (attempt {e.attempt})", level="warning", trial_index=e.trial_index)
+        elif e.reason:
+            self.store.log(e.campaign_id, "command_resent", f"re-sent {e.command_id} to {e.instrument}: {e.reason}",
+                           trial_index=e.trial_index)
         self.store.update_command(e.command_id, attempts=e.attempt, status="sent")
 
     def _acked(self, e: ev.Acked) -> None:

@@ -27,6 +27,8 @@ class Active:
     measurements: dict[str, Measurement] = field(default_factory=dict)
     approved: bool = True  # False while the trial waits for `sdl approve`
     instrument: str | None = None  # the instrument running the current step (chosen from its pool)
+    session: str | None = None  # the driver session serving that instrument when the command was sent
+    resend: bool = False  # after a reconnect: re-send the command at each status of its instrument until it answers
 
 
 class Book:
