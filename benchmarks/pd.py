@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from printout import Printout  # noqa: E402
 
 from sdl.techniques.pd import demix as pd_demix, train as pd_train  # noqa: E402
-from sdl.techniques.pd.ml import LIBRARY, PdMLAnalyser, _axes, preprocess, preprocess_batch  # noqa: E402
+from sdl.techniques.pd.ml import PdMLAnalyser, _axes, preprocess, preprocess_batch  # noqa: E402
 from simulators.worlds import oxides  # noqa: E402
 from simulators.pd import physics as spd  # noqa: E402
 
@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     out = Printout()
 
     an = PdMLAnalyser()
+    LIBRARY = an.library  # the shipped model: the oxide CIFs, labelled by file name (= simulators.pd.physics.PHASES)
     out("# Powder diffraction benchmark (pd_ml, pd_demix)")
     out(f"weights: {an.meta.get('command')} (train {an.meta.get('train_s')} s, simulate {an.meta.get('simulate_s')} s)")
     out("held-out regime: " + ", ".join(f"{k}={v}" for k, v in pd_train.REGIMES["test"].items()))

@@ -11,7 +11,7 @@ torch.set_num_threads(1)
 
 from sdl.analysis import get  # noqa: E402
 from sdl.techniques.pd import demix as pd_demix, train as pd_train  # noqa: E402
-from sdl.techniques.pd.ml import LIBRARY, WEIGHTS_DIR, PdMLAnalyser, _axes, preprocess  # noqa: E402
+from sdl.techniques.pd.ml import WEIGHTS_DIR, PdMLAnalyser, _axes, preprocess  # noqa: E402
 from sdl.techniques.pd.reader import read_pd  # noqa: E402
 from sdl.errors import AnalysisError  # noqa: E402
 from sdl.measurement import Measurement  # noqa: E402
@@ -29,6 +29,16 @@ MIN_MIXTURE_ACCURACY = 0.75  # measured 0.782 (124 mixtures); single 0.966 (116)
 @pytest.fixture(scope="module")
 def analyser():
     return PdMLAnalyser()
+
+
+LIBRARY = tuple(spd.PHASES)  # the shipped model's labels: the oxide CIFs' file names
+
+
+def test_shipped_model_is_the_oxide_cif_folder(analyser):
+    assert set(analyser.library) == set(LIBRARY)
+    assert {p.phase.source for p in analyser.phases} == {f"{n}.cif" for n in LIBRARY}
+    assert (WEIGHTS_DIR / "phases.json").exists() and len(list((WEIGHTS_DIR / "cif").glob("*.cif"))) == len(LIBRARY)
+    assert "--phases simulators/pd/phases/oxides" in analyser.meta["command"]
 
 
 def test_shipped_weights_small_and_safe_to_load():
@@ -50,7 +60,7 @@ def test_shipped_weights_reproduce_stated_accuracy(analyser):
     ms = [pd_train.measurement_from_spec(s, rng) for s in specs]
     X = np.stack([preprocess(*_axes(m)[:2]) for m in ms])
     pred = analyser.predict_batch(X)
-    got = [frozenset(LIBRARY[j] for j in np.flatnonzero(c)) for c in pred["called"]]
+    got = [frozenset(analyser.library[j] for j in np.flatnonzero(c)) for c in pred["called"]]
     ok = np.array([g == frozenset(s.phases) for g, s in zip(got, specs)])
     k = np.array([len(s.phases) for s in specs])
     assert ok[k == 1].mean() >= MIN_SINGLE_ACCURACY
@@ -107,13 +117,18 @@ def test_nan_and_bad_input_raise_analysis_error(analyser):
     tt = np.arange(10, 80, 0.02)
     y = np.ones_like(tt)
     y[100] = np.nan
+    cu = {"wavelength_angstrom": 1.5406}
     with pytest.raises(AnalysisError, match="non-finite"):
-        analyser.analyse(Measurement(technique="pd", arrays={"two_theta_deg": tt, "intensity": y}))
+        analyser.analyse(Measurement(technique="pd", arrays={"two_theta_deg": tt, "intensity": y}, metadata=cu))
     with pytest.raises(AnalysisError, match="two_theta_deg"):
         analyser.analyse(Measurement(technique="pd", arrays={"x": tt, "intensity": np.ones_like(tt)}))
     with pytest.raises(AnalysisError, match="covers"):
         narrow = np.arange(10, 20, 0.02)
-        analyser.analyse(Measurement(technique="pd", arrays={"two_theta_deg": narrow, "intensity": np.ones_like(narrow)}))
+        analyser.analyse(Measurement(technique="pd", arrays={"two_theta_deg": narrow, "intensity": np.ones_like(narrow)},
+                                     metadata=cu))
+    # 2θ without a wavelength: no silent Cu Kα guess
+    with pytest.raises(AnalysisError, match="--wavelength-angstrom"):
+        analyser.analyse(Measurement(technique="pd", arrays={"two_theta_deg": tt, "intensity": np.ones_like(tt)}))
     with pytest.raises(AnalysisError):
         analyser.predict_batch(np.full((1, 3, 2048), np.nan, np.float32))
 
@@ -157,9 +172,10 @@ def test_nmf_recovers_three_phase_series():
 
 
 def test_tiny_training_run_produces_loadable_weights(tmp_path):
-    rc = pd_train.main(["--n", "48", "--epochs", "1", "--seed", "3", "--out", str(tmp_path), "--quiet"])
+    rc = pd_train.main(["--phases", "simulators/pd/phases/oxides", "--label", "file", "--n", "48", "--epochs", "1",
+                        "--seed", "3", "--n-val", "64", "--workers", "1", "--out", str(tmp_path), "--quiet"])
     assert rc == 0
-    a = PdMLAnalyser(weights_dir=tmp_path, refine=False)
+    a = PdMLAnalyser(model=tmp_path, refine=False)
     rng = np.random.default_rng(0)
     m = pd_train.measurement_from_spec(pd_train.random_spec(rng, "train"), rng)
     r = a.analyse(m)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -53,6 +54,7 @@ __all__ = [
     "ReflectionList",
     "reflections",
     "build_crystal",
+    "symmetry_operations",
     "two_theta_to_q",
     "q_to_two_theta",
     "PhaseComponent",
@@ -87,6 +89,13 @@ class PhaseDef:
     uiso: float = 0.006  # Å²
     texture_axis: tuple[int, int, int] = (0, 0, 1)
     family: str = ""
+    # from a CIF (simulators.pd.cif): the symmetry operations as written (x,y,z triplets; empty =
+    # the IT number's Bilbao default setting), per-atom U_iso (Å²; empty = `uiso` for all), the
+    # space-group symbol and the source file name
+    symops: tuple[str, ...] = ()
+    uisos: tuple[float, ...] = ()
+    spacegroup_symbol: str = ""
+    source: str = ""
 
     @property
     def a(self) -> float:
@@ -160,7 +169,10 @@ EXTRA_PHASES: dict[str, PhaseDef] = {
 LIBRARY: tuple[str, ...] = tuple(PHASES)  # the analyser's class order
 
 
-def _phase(name: str) -> PhaseDef:
+def _phase(name: "str | PhaseDef") -> PhaseDef:
+    """A PhaseDef itself, or the built-in one of that name."""
+    if isinstance(name, PhaseDef):
+        return name
     if name in PHASES:
         return PHASES[name]
     if name in EXTRA_PHASES:
@@ -168,19 +180,39 @@ def _phase(name: str) -> PhaseDef:
     raise KeyError(f"unknown phase {name!r}; known: {sorted(PHASES) + sorted(EXTRA_PHASES)}")
 
 
-def build_crystal(name: str):
-    """A Dans_Diffraction Crystal of the named phase, set up for X-ray scattering."""
+def symmetry_operations(phase: "str | PhaseDef") -> list[str]:
+    """The phase's symmetry operations as x,y,z triplets: as read from its CIF, else those of its
+    IT number in Dans_Diffraction's tables (Bilbao default setting)."""
+    p = _phase(phase)
+    if p.symops:
+        return list(p.symops)
+    import Dans_Diffraction.functions_crystallography as fc
+
+    return list(fc.spacegroup(p.spacegroup)["general positions"])
+
+
+def build_crystal(name: "str | PhaseDef"):
+    """A Dans_Diffraction Crystal of the phase (a PhaseDef or a built-in name), set up for X-ray
+    scattering."""
     import Dans_Diffraction as dd
+    import Dans_Diffraction.functions_crystallography as fc
 
     p = _phase(name)
     xtl = dd.Crystal()
     xtl.name = p.name
     xtl.Cell.latt(list(p.cell))
-    xtl.Symmetry.load_spacegroup(p.spacegroup)
+    if p.symops:
+        ops = list(p.symops)
+        xtl.Symmetry.symmetry_operations = ops
+        xtl.Symmetry.symmetry_operations_magnetic = fc.symmetry_ops2magnetic(ops)
+        xtl.Symmetry.symmetry_operations_time = [1] * len(ops)
+        xtl.Symmetry.generate_matrices()
+    else:
+        xtl.Symmetry.load_spacegroup(p.spacegroup)
     el, x, y, z, occ = zip(*p.atoms)
     labels = [f"{e}{i + 1}" for i, e in enumerate(el)]
     xtl.new_atoms(u=list(x), v=list(y), w=list(z), type=list(el), label=labels, occupancy=list(occ),
-                  uiso=[p.uiso] * len(el))
+                  uiso=list(p.uisos) if p.uisos else [p.uiso] * len(el))
     xtl.Scatter.setup_scatter(scattering_type="xray", energy_kev=12.39842 / WAVELENGTH_CU_KA1, output=False)
     return xtl
 
@@ -217,14 +249,15 @@ class ReflectionList:
 def _structure_key(p: PhaseDef, q_max: float) -> str:
     import Dans_Diffraction as dd
 
+    extra = [list(p.symops), list(p.uisos)] if (p.symops or p.uisos) else []
     text = json.dumps([p.name, p.spacegroup, p.cell, p.atoms, p.uiso, p.texture_axis, q_max,
-                       getattr(dd, "__version__", "?"), 2])
+                       getattr(dd, "__version__", "?"), 2, p.z_formula_units, p.molar_mass_g] + extra)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _compute_reflections(name: str, q_max: float) -> dict[str, np.ndarray]:
+def _compute_reflections(name: "str | PhaseDef", q_max: float) -> dict[str, np.ndarray]:
     p = _phase(name)
-    xtl = build_crystal(name)
+    xtl = build_crystal(p)
     hkl = xtl.Cell.all_hkl(maxq=q_max).astype(float)
     hkl = hkl[np.any(hkl != 0, axis=1)]
     fsq = np.asarray(xtl.Scatter.intensity(hkl), dtype=float)
@@ -268,12 +301,18 @@ def _compute_reflections(name: str, q_max: float) -> dict[str, np.ndarray]:
     }
 
 
+def reflections(name: "str | PhaseDef", q_max: float = Q_MAX_REFLECTIONS) -> ReflectionList:
+    """The cached reflection list of a phase, a built-in name or a PhaseDef (computed with
+    Dans_Diffraction on first use)."""
+    return _reflections(_phase(name), q_max)
+
+
 @lru_cache(maxsize=None)
-def reflections(name: str, q_max: float = Q_MAX_REFLECTIONS) -> ReflectionList:
-    """The cached reflection list of a phase (computed with Dans_Diffraction on first use)."""
-    p = _phase(name)
+def _reflections(p: PhaseDef, q_max: float) -> ReflectionList:
+    name = p.name
     with _LOCK:
-        path = _CACHE_DIR / f"{name}-{_structure_key(p, q_max)}.npz"
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60]
+        path = _CACHE_DIR / f"{safe}-{_structure_key(p, q_max)}.npz"
         data = None
         if path.exists():
             try:
@@ -282,7 +321,7 @@ def reflections(name: str, q_max: float = Q_MAX_REFLECTIONS) -> ReflectionList:
             except (OSError, ValueError):
                 data = None
         if data is None:
-            data = _compute_reflections(name, q_max)
+            data = _compute_reflections(p, q_max)
             try:
                 _CACHE_DIR.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{threading.get_ident()}.tmp.npz")
@@ -324,7 +363,7 @@ class PhaseComponent:
     """One phase in a sample: weight fraction, isotropic lattice scale, crystallite size (nm),
     microstrain ε (dimensionless, e.g. 1e-3) and March–Dollase ratio r."""
 
-    phase: str
+    phase: "str | PhaseDef"  # a built-in name or a PhaseDef (e.g. read from a CIF)
     weight_fraction: float = 1.0
     lattice_scale: float = 1.0
     size_nm: float = 50.0

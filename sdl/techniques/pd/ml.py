@@ -54,8 +54,6 @@ __all__ = [
     "PdMLAnalyser",
     "PdNet",
     "Q_GRID",
-    "LIBRARY",
-    "LATTICE_RANGES",
     "normalise_pattern",
     "preprocess",
     "preprocess_batch",
@@ -66,17 +64,10 @@ __all__ = [
     "OOD_THRESHOLD",
 ]
 
-from simulators.pd.physics import LIBRARY as _SIM_LIBRARY  # noqa: E402  (pure physics, no sdl imports)
-
-LIBRARY: tuple[str, ...] = tuple(_SIM_LIBRARY)
-Q_GRID = np.linspace(0.75, 5.15, 2048)
-LATTICE_RANGES: dict[str, tuple[float, float]] = {
-    "CeO2": (0.96, 1.01),  # Ce1-xZrxO2 (Vegard) and reduced ceria
-    "ZrO2_tetragonal": (0.99, 1.04),  # Ce-doped t-ZrO2
-    "ZrO2_monoclinic": (0.99, 1.02),
-}
+N_GRID = 2048
+Q_GRID = np.linspace(0.75, 5.15, N_GRID)  # the default model's grid (Å⁻¹); a model states its own in its metadata
 DEFAULT_LATTICE_RANGE = (0.99, 1.01)
-WEIGHTS_DIR = Path(__file__).with_name("weights")
+WEIGHTS_DIR = Path(__file__).with_name("weights")  # the default model: the 12 oxides of simulators/pd/phases/oxides
 MODEL_FILE = "pd_ml.pt"
 META_FILE = "pd_ml.json"
 PRESENCE_THRESHOLD = 0.5
@@ -85,6 +76,9 @@ DROP_FRACTION = 0.02
 DETECTION_LIMIT = DROP_FRACTION  # wt fraction: refinement drops phases below it, so "absent" means below this
 CANDIDATE_MIN_PROB = 0.03  # library phases the CNN did not call but gives at least this probability
 MAX_CANDIDATES = 2
+MAX_MATCH_CANDIDATES = 2  # library phases whose pattern best matches the residual (search-match stage)
+UNEXPLAINED_SIGMA = 5.0  # an unexplained peak: smoothed residual maximum above this many σ ...
+UNEXPLAINED_REL_HEIGHT = 0.03  # ... and above this fraction of the strongest fitted peak
 ADD_MIN_FRACTION = 0.04
 ADD_MIN_CHI2_GAIN = 0.10
 MAX_PHASES = 4
@@ -140,8 +134,8 @@ def _axes(measurement: Measurement) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     if "two_theta_deg" in arrays:
         x, y = measurement.require("two_theta_deg", "intensity")
         if lam is None:
-            lam = 1.5406
-            notes["assumed"] = "wavelength 1.5406 Å (Cu Kα1): metadata names none"
+            raise AnalysisError("the wavelength is not known, so 2θ cannot be put on the Q axis: give "
+                                "--wavelength-angstrom (sdl analyse) or metadata wavelength_angstrom, or a Q column")
         q = 4 * np.pi * np.sin(np.radians(x) / 2) / lam
     elif "q_inv_angstrom" in arrays:
         q, y = measurement.require("q_inv_angstrom", "intensity")
@@ -162,8 +156,9 @@ def _axes(measurement: Measurement) -> tuple[np.ndarray, np.ndarray, np.ndarray 
     return q, y, sigma, lam, notes
 
 
-def preprocess(q: np.ndarray, intensity: np.ndarray) -> np.ndarray:
-    """Network input (3, len(Q_GRID)) from I(Q) (any order, any spacing)."""
+def preprocess(q: np.ndarray, intensity: np.ndarray, q_grid: np.ndarray = Q_GRID) -> np.ndarray:
+    """Network input (3, len(q_grid)) from I(Q) (any order, any spacing)."""
+    Q_GRID = q_grid  # noqa: N806
     q = np.asarray(q, dtype=float)
     y = np.asarray(intensity, dtype=float)
     order = np.argsort(q)
@@ -172,16 +167,18 @@ def preprocess(q: np.ndarray, intensity: np.ndarray) -> np.ndarray:
     if mask.sum() < 0.4 * Q_GRID.size:
         raise AnalysisError(
             f"pd scan covers Q {q[0]:.2f}–{q[-1]:.2f} Å⁻¹, less than 40 % of the analyser's range "
-            f"{Q_GRID[0]:.2f}–{Q_GRID[-1]:.2f} Å⁻¹ (Cu Kα: about 10–80° 2θ)"
+            f"{Q_GRID[0]:.2f}–{Q_GRID[-1]:.2f} Å⁻¹ (Cu Kα: "
+            f"{_tt_range(Q_GRID, 1.5406)}) the model was trained on"
         )
     yi = np.zeros(Q_GRID.size)
     yi[mask] = np.interp(Q_GRID[mask], q, y)
     return normalise_pattern(yi, mask)
 
 
-def preprocess_batch(q: np.ndarray, intensities: np.ndarray) -> np.ndarray:
-    """Network inputs (B, 3, len(Q_GRID)) for B patterns on one common Q axis (a series from one
+def preprocess_batch(q: np.ndarray, intensities: np.ndarray, q_grid: np.ndarray = Q_GRID) -> np.ndarray:
+    """Network inputs (B, 3, len(q_grid)) for B patterns on one common Q axis (a series from one
     instrument): the interpolation weights are computed once, everything else is vectorised."""
+    Q_GRID = q_grid  # noqa: N806
     q = np.asarray(q, dtype=float)
     Y = np.atleast_2d(np.asarray(intensities, dtype=float))
     if Y.shape[1] != q.size:
@@ -216,7 +213,8 @@ def _build_net_class():
     class _PdNet(nn.Module):
         """1-D CNN over the Q grid -> per-phase presence, fraction, lattice-scale and size heads."""
 
-        def __init__(self, n_phases: int, n_points: int = Q_GRID.size, arch: Sequence[Sequence[int]] | None = None):
+        def __init__(self, n_phases: int, n_points: int = N_GRID, arch: Sequence[Sequence[int]] | None = None,
+                     hidden: int = 256):
             super().__init__()
             # (in, out, kernel, stride): 2048 -> 512 -> 256 -> 128 -> 64 -> 32 positions
             chans = [tuple(c) for c in (arch or DEFAULT_ARCH)]
@@ -229,8 +227,10 @@ def _build_net_class():
                 n_out = (n_out + 2 * pad - k) // s + 1
             self.features = nn.Sequential(*layers)
             self.n_phases = n_phases
-            self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(chans[-1][1] * n_out, 256), nn.ReLU(), nn.Dropout(0.1))
-            self.head = nn.Linear(256, 6 * n_phases)
+            self.n_hidden = int(hidden)
+            self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(chans[-1][1] * n_out, self.n_hidden), nn.ReLU(),
+                                        nn.Dropout(0.1))
+            self.head = nn.Linear(self.n_hidden, 6 * n_phases)
 
         def forward(self, x):
             h = self.head(self.hidden(self.features(x)))
@@ -252,11 +252,29 @@ _NET_CLASS = None
 DEFAULT_ARCH = ((N_CHANNELS, 16, 16, 4), (16, 32, 7, 2), (32, 64, 5, 2), (64, 96, 5, 2), (96, 96, 3, 2))
 
 
-def PdNet(n_phases: int, n_points: int = Q_GRID.size, arch=None):  # noqa: N802 (a factory that reads like a class)
+def hidden_size(n_phases: int) -> int:
+    """Width of the dense layer, sized by the library: 256 up to 32 phases, then 8 per phase (max 1024)."""
+    return int(min(1024, max(256, 8 * n_phases)))
+
+
+def PdNet(n_phases: int, n_points: int = N_GRID, arch=None, hidden: int | None = None):  # noqa: N802 (a factory that reads like a class)
     global _NET_CLASS
     if _NET_CLASS is None:
         _NET_CLASS = _build_net_class()
-    return _NET_CLASS(n_phases, n_points, arch)
+    return _NET_CLASS(n_phases, n_points, arch, hidden or hidden_size(n_phases))
+
+
+def _tt_range(q_grid: np.ndarray, lam: float) -> str:
+    from simulators.pd.physics import q_to_two_theta
+
+    t = q_to_two_theta(np.array([q_grid[0], q_grid[-1]]), lam)
+    return f"{t[0]:.1f}–{t[1]:.1f}° 2θ" if np.all(np.isfinite(t)) else "beyond 180° 2θ"
+
+
+def q_grid_of(meta: dict[str, Any]) -> np.ndarray:
+    """A model's Q grid (Å⁻¹) from its metadata [first, last, points]."""
+    lo, hi, n = meta["q_grid"]
+    return np.linspace(float(lo), float(hi), int(n))
 
 
 def save_model(model, meta: dict[str, Any], out_dir: Path | str) -> Path:
@@ -275,13 +293,11 @@ def load_model(weights_dir: Path | str | None = None):
     d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     path, meta_path = d / MODEL_FILE, d / META_FILE
     if not path.exists() or not meta_path.exists():
-        raise AnalysisError(
-            f"pd_ml weights not found in {d} (need {MODEL_FILE} and {META_FILE}); "
-            "train them with `python -m sdl.techniques.pd.train --out DIR`"
-        )
+        raise AnalysisError(f"{d} is not a pd_ml model folder: no {MODEL_FILE} and {META_FILE} (make one with "
+                            "`sdl train pd --phases CIF_DIR --out MODEL_DIR`)")
     meta = json.loads(meta_path.read_text())
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = PdNet(len(meta["library"]), int(meta["q_grid"][2]), meta.get("arch"))
+    model = PdNet(len(meta["library"]), int(meta["q_grid"][2]), meta.get("arch"), meta.get("hidden", 256))
     model.load_state_dict(state)
     model.eval()
     return model, meta
@@ -306,10 +322,11 @@ def refine(
     y: np.ndarray,
     sigma: np.ndarray | None,
     wavelength: float,
-    phases: Sequence[str],
+    phases: Sequence[Any],
     init_scale: Sequence[float],
     init_size_nm: Sequence[float],
     *,
+    lattice_ranges: Sequence[tuple[float, float]] | None = None,
     caglioti_uvw_deg2: Sequence[float] | None = None,
     polarisation: str = "unpolarised",
     fit_displacement: bool | None = None,
@@ -317,7 +334,9 @@ def refine(
     max_nfev: int = 50,
 ) -> dict[str, Any]:
     """Whole-pattern least-squares fit of phases' lattice scales, sizes, one microstrain, zero
-    shift (and displacement), with per-phase scales and a Chebyshev background solved linearly."""
+    shift (and displacement), with per-phase scales and a Chebyshev background solved linearly.
+    `phases`: PhaseDefs (or built-in names); `lattice_ranges`: each phase's lattice-scale range
+    (the fit may go 0.01 beyond it; default ±1 %). Returns the phases' names in "phases"."""
     from scipy.optimize import least_squares
 
     from simulators.pd import physics as spd
@@ -336,7 +355,7 @@ def refine(
     if caglioti_uvw_deg2 is None:
         caglioti_uvw_deg2 = DEFAULT_CAGLIOTI["synchrotron" if sync else "lab"]
     B = _chebyshev_design(x, n_background)
-    rngs = [LATTICE_RANGES.get(p, DEFAULT_LATTICE_RANGE) for p in phases]
+    rngs = list(lattice_ranges) if lattice_ranges is not None else [DEFAULT_LATTICE_RANGE] * P
     lo = [r[0] - 0.01 for r in rngs] + [math.log(1.5)] * P + [0.0, -0.2] + ([-1.0] if fit_displacement else [])
     hi = [r[1] + 0.01 for r in rngs] + [math.log(500.0)] * P + [8e-3, 0.2] + ([1.0] if fit_displacement else [])
     p0 = np.concatenate([
@@ -399,8 +418,10 @@ def refine(
     fr_sd = np.where(phase_scales > 0, fr * sd_c / np.maximum(np.abs(phase_scales), 1e-300), np.nan)
     fit = A @ c
     bkg = B @ c[P:]
+    per_phase = A[:, :P] * c[:P]
     return {
-        "phases": list(phases),
+        "phase_curves": per_phase,
+        "phases": [getattr(p, "name", p) for p in phases],
         "lattice_scale": scales,
         "lattice_scale_sd": sd[:P],
         "size_nm": np.exp(res.x[P:2 * P]),
@@ -433,32 +454,65 @@ def unexplained_fraction(y: np.ndarray, fit: np.ndarray, background: np.ndarray,
     return float(excess.sum() / max(peaks.sum(), 1e-300))
 
 
-# ----- reader ----------------------------------------------------------------------------------------
+def unexplained_peaks(two_theta: np.ndarray, y: np.ndarray, fit: np.ndarray, background: np.ndarray,
+                      sigma: np.ndarray, window: int = 7) -> list[dict[str, float]]:
+    """Peaks the fit leaves in the data: maxima of the smoothed residual above UNEXPLAINED_SIGMA
+    (smoothed σ) and above UNEXPLAINED_REL_HEIGHT of the strongest fitted peak. Each: 2θ (deg),
+    height relative to the strongest fitted peak, significance (σ)."""
+    from scipy.signal import find_peaks
+
+    k = np.ones(window) / window
+    rs = np.convolve(y - fit, k, mode="same")
+    ss = np.sqrt(np.convolve(sigma ** 2, k, mode="same") / window)
+    top = max(float(np.max(fit - background)), 1e-300)
+    z = rs / np.maximum(ss, 1e-300)
+    ok = (z > UNEXPLAINED_SIGMA) & (rs > UNEXPLAINED_REL_HEIGHT * top)
+    idx, _ = find_peaks(np.where(ok, rs, 0.0), distance=max(3, window))
+    out = [{"two_theta_deg": float(two_theta[i]), "relative_height": float(rs[i] / top), "sigma": float(z[i])}
+           for i in idx if ok[i]]
+    return sorted(out, key=lambda d: -d["relative_height"])
+
 
 # ----- the analyser ----------------------------------------------------------------------------------
 
 class PdMLAnalyser:
-    """CNN phase identification + parameter regression, polished by least-squares refinement."""
+    """CNN phase identification + parameter regression over a model's phase library, polished by
+    least-squares refinement with a search-match stage, and an unexplained-peaks check.
+
+    `model`: a model folder made by `sdl train pd --phases CIF_DIR --out MODEL_DIR` (default: the
+    shipped oxide model in sdl/techniques/pd/weights)."""
 
     name: ClassVar[str] = "pd_ml"
     technique: ClassVar[str] = "pd"
 
-    def __init__(self, weights_dir: Path | str | None = None, refine: bool = True,
-                 ood_threshold: float = OOD_THRESHOLD):
-        self.model, self.meta = load_model(weights_dir)
-        self.library: tuple[str, ...] = tuple(self.meta["library"])
+    def __init__(self, model: Path | str | None = None, refine: bool = True,
+                 ood_threshold: float = OOD_THRESHOLD, weights_dir: Path | str | None = None):
+        from sdl.techniques.pd.library import load_phases
+
+        d = Path(model or weights_dir or WEIGHTS_DIR)
+        if not d.is_dir():
+            raise AnalysisError(f"pd_ml model {d}: no such folder (make one with `sdl train pd --phases CIF_DIR "
+                                f"--out {d}`)")
+        self.model_dir = d
+        self.model, self.meta = load_model(d)
+        self.phases = load_phases(d)
+        self.library: tuple[str, ...] = tuple(p.label for p in self.phases)
+        if list(self.library) != list(self.meta["library"]):
+            raise AnalysisError(f"pd_ml model {d}: phases.json and {META_FILE} list different phases")
+        self.by_label = {p.label: p for p in self.phases}
+        self.q_grid = q_grid_of(self.meta)
         self.do_refine = bool(refine)
         self.ood_threshold = float(ood_threshold)
         self._lock = threading.Lock()
 
     # -- batched CNN --------------------------------------------------------------------------------
     def predict_batch(self, X: np.ndarray, batch_size: int = 512) -> dict[str, np.ndarray]:
-        """CNN outputs for preprocessed inputs X (B, 2, len(Q_GRID)): probabilities, fractions
+        """CNN outputs for preprocessed inputs X (B, 3, len(q_grid)): probabilities, fractions
         (softmax over called phases), lattice scale ± sd, size (nm) ± relative sd, energy score."""
         torch = _torch()
         X = np.asarray(X, dtype=np.float32)
-        if X.ndim != 3 or X.shape[1:] != (N_CHANNELS, Q_GRID.size):
-            raise AnalysisError(f"pd_ml input must have shape (B, {N_CHANNELS}, {Q_GRID.size}); got {X.shape}")
+        if X.ndim != 3 or X.shape[1:] != (N_CHANNELS, self.q_grid.size):
+            raise AnalysisError(f"pd_ml input must have shape (B, {N_CHANNELS}, {self.q_grid.size}); got {X.shape}")
         if not np.all(np.isfinite(X)):
             raise AnalysisError("pd_ml input holds non-finite values (NaN/inf)")
         outs: dict[str, list] = {}
@@ -487,6 +541,9 @@ class PdMLAnalyser:
             "energy": energy_score(o["logits"]),
         }
 
+    def preprocess(self, q: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return preprocess(q, y, self.q_grid)
+
     def predict_measurements(self, measurements: Sequence[Measurement]) -> dict[str, np.ndarray]:
         """CNN outputs for several measurements (vectorised preprocessing when they share an axis)."""
         axes = [_axes(m)[:2] for m in measurements]
@@ -494,9 +551,9 @@ class PdMLAnalyser:
             raise AnalysisError("predict_measurements needs at least one measurement")
         q0 = axes[0][0]
         if all(a[0].shape == q0.shape and np.array_equal(a[0], q0) for a in axes):
-            X = preprocess_batch(q0, np.stack([a[1] for a in axes]))
+            X = preprocess_batch(q0, np.stack([a[1] for a in axes]), self.q_grid)
         else:
-            X = np.stack([preprocess(q, y) for q, y in axes])
+            X = np.stack([preprocess(q, y, self.q_grid) for q, y in axes])
         return self.predict_batch(X)
 
     # -- one measurement ----------------------------------------------------------------------------
@@ -504,13 +561,13 @@ class PdMLAnalyser:
         if measurement.technique not in ("pd", "xrd"):
             raise AnalysisError(f"pd_ml analyses technique 'pd'; got {measurement.technique!r}")
         q, y, sigma, lam, notes = _axes(measurement)
-        X = preprocess(q, y)[None]
+        X = preprocess(q, y, self.q_grid)[None]
         cnn = {k: v[0] for k, v in self.predict_batch(X).items()}
         lib = self.library
         prob = cnn["probabilities"]
         called = [lib[i] for i in np.flatnonzero(cnn["called"])]
         low_conf = float(prob.max()) < PRESENCE_THRESHOLD or bool(np.any(np.abs(prob - 0.5) < 0.2))
-        info: dict[str, Any] = {"cnn_probabilities": {p: float(v) for p, v in zip(lib, prob)},
+        info: dict[str, Any] = {"model": str(self.model_dir), "cnn_probabilities": {p: float(v) for p, v in zip(lib, prob)},
                                 "cnn_energy": float(cnn["energy"]), **notes}
         est_all = {p: {"fraction": float(cnn["fractions"][lib.index(p)]),
                    "scale": float(cnn["lattice_scale"][lib.index(p)]),
@@ -521,6 +578,7 @@ class PdMLAnalyser:
         est = {p: est_all[p] for p in called}
         method = "cnn"
         ood_score = float("nan")
+        extra: list[dict[str, float]] = []
         curves: dict[str, np.ndarray] = {"q_inv_angstrom": q, "intensity": y}
         if self.do_refine:
             try:
@@ -536,12 +594,18 @@ class PdMLAnalyser:
                            "size": float(ref["size_nm"][i]), "size_rel_sd": float(ref["size_rel_sd"][i])}
                        for i, p in enumerate(called)}
                 ood_score = unexplained_fraction(ref["y"], ref["fit"], ref["background"], ref["sigma"])
+                extra = unexplained_peaks(ref["two_theta"], ref["y"], ref["fit"], ref["background"], ref["sigma"])
                 info.update(chi2_reduced=ref["chi2_reduced"], rwp=ref["rwp"], strain=ref["strain"],
                             zero_shift_deg=ref["zero_shift_deg"], displacement_mm=ref["displacement_mm"],
                             nfev=ref["nfev"], dropped_phases=ref.get("dropped", []),
-                            added_phases=ref.get("added", []), candidates_tested=ref.get("tested", []))
+                            added_phases=ref.get("added", []), candidates_tested=ref.get("tested", []),
+                            unexplained_peaks=extra)
                 curves = {"two_theta_deg": ref["two_theta"], "intensity": ref["y"], "fit": ref["fit"],
                           "background": ref["background"]}
+                for i, p in enumerate(called):
+                    curves[f"component:{p}"] = ref["phase_curves"][:, i] + ref["background"]
+                if extra:
+                    curves["marker:unexplained peaks"] = np.array([e["two_theta_deg"] for e in extra])
             else:
                 low_conf = True
         info["method"] = method
@@ -552,13 +616,12 @@ class PdMLAnalyser:
             flags.append("ood")
         if low_conf:
             flags.append("low_confidence")
-        from simulators.pd.physics import PHASES
-
-        descs = [Descriptor(name="pd.phases", value="+".join(sorted(called)), flags=list(flags),
+        phase_flags = flags + (["unexplained_peaks"] if extra else [])
+        descs = [Descriptor(name="pd.phases", value="+".join(sorted(called)), flags=list(phase_flags),
                             probabilities={p: float(v) for p, v in zip(lib, prob)}, analyser=self.name)]
         for p in sorted(called):
             e = est[p]
-            a_ref = PHASES[p].a
+            a_ref = self.by_label[p].phase.a
             descs += [
                 Descriptor(name=f"pd.fraction.{p}", value=e["fraction"],
                            uncertainty=_finite(e["fraction_sd"]), unit="wt fraction", flags=list(flags), analyser=self.name),
@@ -577,15 +640,46 @@ class PdMLAnalyser:
         descs.append(Descriptor(name="pd.ood_score", value=float(ood_score) if np.isfinite(ood_score) else float(cnn["energy"]),
                                 unit=None if np.isfinite(ood_score) else "energy", flags=["ood"] if ood else [],
                                 analyser=self.name))
+        if method != "cnn":
+            descs.append(Descriptor(name="pd.unexplained_peaks", value=float(len(extra)), unit="peaks",
+                                    flags=["unexplained_peaks"] if extra else [], analyser=self.name))
         return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
 
+    def _residual_matches(self, tt, lam, pol, cag, ref, exclude) -> list[str]:
+        """Search-match: the library phases (not in `exclude`) whose pattern, at the refined
+        profile, correlates best with the positive residual of the current fit."""
+        from simulators.pd import physics as spd
+
+        r = np.maximum(ref["y"] - ref["fit"], 0.0)
+        if not np.any(r > 0):
+            return []
+        size = float(np.median(ref["size_nm"]))
+        prof = spd.Profile(wavelength_angstrom=lam, caglioti_uvw_deg2=cag or DEFAULT_CAGLIOTI[
+            "synchrotron" if pol == "synchrotron" else "lab"], zero_shift_deg=ref["zero_shift_deg"],
+            displacement_mm=ref["displacement_mm"], polarisation=pol)
+        x = ref["two_theta"]
+        scores = []
+        for lp in self.phases:
+            if lp.label in exclude:
+                continue
+            best = 0.0
+            for s in (lp.lattice_range[0], 0.5 * sum(lp.lattice_range), lp.lattice_range[1]):
+                v = spd.phase_patterns(x, [spd.PhaseComponent(lp.phase, 1.0, s, size, ref["strain"])], prof)[0]
+                n = float(np.linalg.norm(v))
+                if n > 0:
+                    best = max(best, float(r @ v) / (n * max(float(np.linalg.norm(r)), 1e-300)))
+            scores.append((best, lp.label))
+        scores.sort(reverse=True)
+        return [lab for sc, lab in scores[:MAX_MATCH_CANDIDATES] if sc > 0.2]
+
     def _refine(self, measurement, q, y, sigma, lam, called, est, prob):
-        """Refine the called phases; then test the next most probable library phases (search-
-        match): a candidate is kept when its refined fraction reaches ADD_MIN_FRACTION and it lowers
-        χ² by ADD_MIN_CHI2_GAIN (relative); phases refined below DROP_FRACTION are dropped."""
+        """Refine the called phases; then test the next most probable library phases and those that
+        best match the residual (search-match): a candidate is kept when its refined fraction
+        reaches ADD_MIN_FRACTION and it lowers χ² by ADD_MIN_CHI2_GAIN (relative); phases refined
+        below DROP_FRACTION are dropped."""
         md = measurement.metadata
         if lam is None:
-            lam = 1.5406
+            raise ValueError("no wavelength: the refinement needs 2θ")
         s = q * lam / (4 * np.pi)
         if np.any(s >= 1):
             return None
@@ -597,7 +691,9 @@ class PdMLAnalyser:
         def fit(phases, prev=None):
             init_s = [prev["scale"][p] if prev and p in prev["scale"] else est[p]["scale"] for p in phases]
             init_L = [prev["size"][p] if prev and p in prev["size"] else est[p]["size"] for p in phases]
-            return refine(tt, y, sigma, lam, phases, init_s, init_L, caglioti_uvw_deg2=cag, polarisation=pol)
+            return refine(tt, y, sigma, lam, [self.by_label[p].phase for p in phases], init_s, init_L,
+                          lattice_ranges=[self.by_label[p].lattice_range for p in phases],
+                          caglioti_uvw_deg2=cag, polarisation=pol)
 
         def as_prev(ref):
             return {"scale": dict(zip(ref["phases"], ref["lattice_scale"])), "size": dict(zip(ref["phases"], ref["size_nm"]))}
@@ -623,9 +719,14 @@ class PdMLAnalyser:
         cands = [self.library[j] for j in order
                  if self.library[j] not in ref["phases"] and self.library[j] not in dropped
                  and prob[j] >= CANDIDATE_MIN_PROB][:MAX_CANDIDATES]
+        if len(ref["phases"]) < MAX_PHASES:
+            matches = self._residual_matches(tt, lam, pol, cag, ref, set(ref["phases"]) | set(dropped) | set(cands))
+            cands += matches
         for c in cands:
             if len(ref["phases"]) >= MAX_PHASES:
                 break
+            if c in ref["phases"]:
+                continue
             trial = fit(ref["phases"] + [c], as_prev(ref))
             f_c = float(trial["fractions"][-1])
             gain = 1.0 - trial["chi2_reduced"] / max(ref["chi2_reduced"], 1e-300)
