@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     n_files = len(list(cif_dir.glob("*.cif")))
     out(f"CIF folder: {n_files} files (Dans_Diffraction's Structures, simulators/pd/phases, benchmarks/pd_cif.py STRUCTURES)")
     if not args.reuse_model:
+        spd._CACHE_DIR = tmp / "reflections"  # cold: no reflection list cached from an earlier run
         cmd = ["--phases", str(cif_dir), "--out", str(model_dir), "--seed", str(args.seed), "--threads", str(args.threads),
                "--epochs", str(args.epochs)] + (["--n", str(args.n)] if args.n else [])
         t0 = time.time()
