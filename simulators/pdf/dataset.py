@@ -73,7 +73,7 @@ _TRAIN_NN = tuple(P.ELEMENTS[e].nn_angstrom for e in TRAIN["elements"])
 NN_RANGE = (min(_TRAIN_NN) * TRAIN["expansion"][0], max(_TRAIN_NN) * TRAIN["expansion"][1])  # Å, trained
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Entry:
     """One pool structure: its class, the kind of structure, its pair table (bond length 1)."""
 
@@ -275,18 +275,20 @@ class CurveSpec:
     entries: list[Entry]
 
 
-def _by_label(pool: tuple[Entry, ...]) -> dict[str, list[Entry]]:
-    out: dict[str, list[Entry]] = {c: [] for c in CLASSES}
-    for e in pool:
-        out[e.label].append(e)
-    return out
+def _by_label(pool: tuple[Entry, ...]) -> dict[str, tuple[Entry, ...]]:
+    return {c: tuple(e for e in pool if e.label == c) for c in CLASSES}
 
 
-def _similar(entries: list[Entry], ref: Entry, rng: np.random.Generator, max_log_ratio: float) -> Entry:
+@lru_cache(maxsize=64)
+def _log_sizes(entries: tuple[Entry, ...]) -> np.ndarray:
+    return np.array([math.log(e.n_atoms) if e.n_atoms > 0 else np.inf for e in entries])
+
+
+def _similar(entries: tuple[Entry, ...], ref: Entry, rng: np.random.Generator, max_log_ratio: float) -> Entry:
     """A random entry whose size is within a factor exp(max_log_ratio) of ref's (ref itself if none)."""
-    ok = [e for e in entries if e is not ref and e.n_atoms > 0
-          and abs(math.log(e.n_atoms / max(ref.n_atoms, 1))) <= max_log_ratio]
-    return ok[int(rng.integers(len(ok)))] if ok else ref
+    ok = np.flatnonzero(np.abs(_log_sizes(entries) - math.log(max(ref.n_atoms, 1))) <= max_log_ratio)
+    ok = [i for i in ok if entries[i] is not ref]
+    return entries[ok[int(rng.integers(len(ok)))]] if ok else ref
 
 
 def _motif_entries(rng, by, label, n_extra_sizes, mix_p, mix_max, size_log_ratio):
@@ -331,7 +333,7 @@ def _loguniform(rng, lo, hi):
     return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
-def _train_recipe(rng: np.random.Generator, by: dict[str, list[Entry]], label: str) -> CurveSpec:
+def _train_recipe(rng: np.random.Generator, by: dict[str, tuple[Entry, ...]], label: str) -> CurveSpec:
     el = str(rng.choice(TRAIN["elements"]))
     if label == "other":
         entries, w, kind = _other_entries(rng, by, 0.4, 0.3)
@@ -359,7 +361,7 @@ def _train_recipe(rng: np.random.Generator, by: dict[str, list[Entry]], label: s
     return CurveSpec(comps, shell, acq, label, kind, el, entries)
 
 
-def _heldout_recipe(rng: np.random.Generator, by: dict[str, list[Entry]], label: str) -> CurveSpec:
+def _heldout_recipe(rng: np.random.Generator, by: dict[str, tuple[Entry, ...]], label: str) -> CurveSpec:
     """The held-out measurement recipe: other elements, wider ranges, other artefact models."""
     el = str(rng.choice(HELDOUT_ELEMENTS))
     if label == "other":
