@@ -273,7 +273,8 @@ def fit_cluster(positions: np.ndarray, r: np.ndarray, g: np.ndarray, q: dict[str
     except np.linalg.LinAlgError:
         sd = np.full(2, np.nan)
     return {"s": float(res.x[0]), "u": float(res.x[1]), "s_sd": float(sd[0]), "u_sd": float(sd[1]),
-            "scale": state["scale"], "rw": rw(g, state["fit"]), "fit": state["fit"], "nfev": int(res.nfev)}
+            "scale": state["scale"], "rw": rw(g, state["fit"]), "fit": state["fit"], "nfev": int(res.nfev),
+            "nn_mean": model.table.nn_mean, "d_max": model.table.d_max}
 
 
 # ----- the analyser ----------------------------------------------------------------------------------
@@ -354,6 +355,7 @@ class PdfMLAnalyser:
         low_conf = float(p[order[0]]) < LOW_CONFIDENCE
         curves: dict[str, np.ndarray] = {"r_angstrom": r, "G_per_angstrom2": g}
         rw_value = float("nan")
+        refined_expansion = None
         motif = top
         if self.do_refine and not ood and top != "other" and "library" in self.model.meta:
             cands = [classes[i] for i in order[:2] if classes[i] != "other"
@@ -367,14 +369,18 @@ class PdfMLAnalyser:
                 low_conf = True
             if ref is not None:
                 best = ref["best"]
-                if "element_assumed" in info:  # re-guess from the refined nn distance
-                    guess = min(bulk_nn, key=lambda e: abs(bulk_nn[e] - best["nn_distance_angstrom"]))
-                    info["element_assumed"] = info["element_assumed"].replace(el + " (nearest bulk nn distance to the estimate",
-                                                                              guess + " (nearest bulk nn distance to the refined one")
+                el_built = el
+                if "element_assumed" in info:  # re-guess from the refined bond length
+                    bond = best["expansion"] * ELEMENTS[el_built].nn_angstrom
+                    guess = min(bulk_nn, key=lambda e: abs(bulk_nn[e] - bond))
+                    info["element_assumed"] = info["element_assumed"].replace(
+                        el + " (nearest bulk nn distance to the estimate", guess + " (bulk nn distance nearest to the refined bond length")
                     el = guess
                 motif = best["motif"]
                 rw_value = best["rw"]
                 nn = best["nn_distance_angstrom"]
+                # bond length of the refined cluster over the element's bulk nn distance
+                refined_expansion = best["expansion"] * ELEMENTS[el_built].nn_angstrom / ELEMENTS[el].nn_angstrom
                 values.update(n_atoms=(float(best["n_atoms"]), values["n_atoms"][1]),
                               diameter_nm=(best["diameter_nm"], values["diameter_nm"][1]),
                               nn_distance_angstrom=(nn, best["s_sd"] * nn / best["s"]),
@@ -392,7 +398,9 @@ class PdfMLAnalyser:
                     low_conf = True  # the CNN and the refinement disagree
         flags = (["ood"] if ood else []) + (["low_confidence"] if low_conf else [])
         nn, nn_sd = values["nn_distance_angstrom"]
-        expansion = nn / ELEMENTS[el].nn_angstrom
+        # without refinement: the CNN's mean first-shell distance over the bulk one (biased up by the
+        # 1-5 % strain of icosahedra)
+        expansion = refined_expansion if refined_expansion is not None else nn / ELEMENTS[el].nn_angstrom
         info["element"] = el
 
         def d(name, v, sd, unit):
@@ -404,7 +412,7 @@ class PdfMLAnalyser:
                  d("n_atoms", *values["n_atoms"], "atoms"),
                  d("diameter_nm", *values["diameter_nm"], "nm"),
                  d("nn_distance_angstrom", nn, nn_sd, "Å"),
-                 d("expansion", expansion, nn_sd / ELEMENTS[el].nn_angstrom, None),
+                 d("expansion", expansion, nn_sd / nn * expansion, None),
                  d("adp_angstrom2", *values["adp_angstrom2"], "Å²")]
         if math.isfinite(rw_value):
             descs.append(d("rw", rw_value, None, None))
@@ -432,8 +440,6 @@ def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Seque
            n_atoms: float, nn_distance: float, adp: float) -> dict[str, Any]:
     """Refine each motif's library clusters nearest in size to `n_atoms` (the nearest, one smaller,
     one larger) against G(r) over 1.5–30 Å; the lowest Rw wins. Returns {"best", "tried", "q", "q_assumed"}."""
-    from scipy.spatial.distance import pdist
-
     from simulators.pdf import physics
 
     q, q_assumed = _q_params(metadata)
@@ -448,9 +454,12 @@ def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Seque
         for cluster in neighbouring_clusters(motif, element, n_atoms):
             pos = np.asarray(cluster.positions)
             f = fit_cluster(pos, rr, gg, q, s0=s0, u0=float(np.clip(adp, 1e-3, 0.04)))
+            # as simulators.pdf.dataset labels them: nn distance = mean first-shell distance (icosahedra are
+            # strained), diameter = (largest distance + one bond) / 10
             tried.append({"motif": motif, "n_atoms": len(pos), "rw": f["rw"], "s": f["s"], "s_sd": f["s_sd"],
-                          "u": f["u"], "u_sd": f["u_sd"], "scale": f["scale"], "nn_distance_angstrom": f["s"] * nn0,
-                          "diameter_nm": float(pdist(pos).max()) * f["s"] / 10.0, "nfev": f["nfev"], "_pos": pos})
+                          "u": f["u"], "u_sd": f["u_sd"], "scale": f["scale"],
+                          "nn_distance_angstrom": f["s"] * f["nn_mean"], "expansion": f["s"],
+                          "diameter_nm": (f["d_max"] + nn0) * f["s"] / 10.0, "nfev": f["nfev"], "_pos": pos})
     if not tried:
         raise AnalysisError(f"no library cluster for motifs {list(motifs)}")
     best = dict(min(tried, key=lambda c: c["rw"]))
