@@ -119,7 +119,7 @@ def main() -> None:
         say(f"## Full analyser with refinement, {sub.size} in-range G(r) of DeepStruc's types")
         right, rel, exp_err, rws, secs, changed = [], [], [], [], [], 0
         for i in sub:
-            md = {k: data[k][i] for k in ("qmin_inv_angstrom", "qmax_inv_angstrom", "qdamp_inv_angstrom") if k in data}
+            md = {f"{k}_inv_angstrom": float(data[k][i]) for k in ("qmin", "qmax", "qdamp")}  # as a .gr header gives them
             md["element"] = str(data["element"][i])
             m = Measurement(technique="pdf", arrays={"r_angstrom": np.asarray(data["r"], float),
                                                      "G_per_angstrom2": G[i].astype(float)}, metadata=md)
