@@ -128,6 +128,18 @@ def test_ligand_shell_adds_metal_ligand_peak_and_artefacts_stay_finite():
     assert np.corrcoef(noisy, clean)[0, 1] > 0.8
 
 
+def test_structure_function_tends_to_one_and_intensity_to_self_scattering():
+    """S(Q) → 1 and I(Q) per atom → f(Q)² once the Debye–Waller factor has damped the pair terms."""
+    atoms = P.build_cluster("icosahedral", "Au", shells=3)
+    q = P.Q_GRID
+    s = P.sq(atoms, q, adp=0.02)
+    i = P.iq(atoms, q, adp=0.02)
+    hi = q > 25
+    np.testing.assert_allclose(s[hi], 1.0, atol=1e-3)
+    np.testing.assert_allclose(i[hi], P.form_factor("Au", q[hi]) ** 2, rtol=1e-3)
+    assert s[0] == pytest.approx(len(atoms), rel=1e-3)  # forward scattering: all N atoms in phase
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="unknown motif"):
         P.base_positions("cubeoctahedral", radius=3)

@@ -39,7 +39,6 @@ continuum subtracted, so G(r) keeps its -4πρ0 r baseline out to r_max) are the
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -55,7 +54,7 @@ __all__ = [
     "R_GRID", "Q_STEP", "Q_LIMIT", "Q_GRID", "MOTIFS", "ELEMENTS", "Element",
     "base_positions", "build_cluster", "PairTable", "pair_table", "base_table", "bulk_table",
     "form_factor", "ClusterComponent", "Shell", "Acquisition", "reduced_structure_function",
-    "sq_minus_1", "measured_fq", "adhoc_correction", "fq_to_gr", "gr", "fq", "iq", "debye_gr",
+    "sq_minus_1", "measured_fq", "adhoc_correction", "fq_to_gr", "gr", "fq", "sq", "iq", "debye_gr",
     "BACKGROUNDS", "background_shape", "coordination_numbers",
 ]
 
@@ -907,6 +906,14 @@ def fq(structure, **kw) -> tuple[np.ndarray, np.ndarray]:
     if kw:
         raise TypeError(f"unknown keyword(s) {sorted(kw)}")
     return q, measured_fq(q, sm1, f2, fb2, acq, rng, metal)
+
+
+def sq(structure, q: np.ndarray = Q_GRID, *, element: str | None = None, expansion: float = 1.0, adp: float = 0.005,
+       shell: Shell | None = None) -> np.ndarray:
+    """Total-scattering structure function S(Q) (Faber–Ziman, normalised by <f>²), noiseless."""
+    sm1, _, _, _ = _sample_sq(structure, np.asarray(q, dtype=float), element=element, expansion=expansion, adp=adp,
+                              shell=shell)
+    return 1.0 + sm1
 
 
 def iq(structure, q: np.ndarray = Q_GRID, *, element: str | None = None, expansion: float = 1.0, adp: float = 0.005,
