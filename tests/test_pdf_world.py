@@ -120,3 +120,44 @@ def test_lab_factory_and_entry_point():
     lo, hi, _ = COLLOID_ROBOT_LIMITS["temperature_C"]
     assert lo <= nc.PARAMETER_SPACE["temperature_C"]["bounds"][0] and hi >= nc.PARAMETER_SPACE["temperature_C"]["bounds"][1]
     assert math.isclose(robot.safety_limits()["temperature_C"].max, hi)
+
+
+def test_lab_synthesizes_and_measures_over_mqtt(embedded_broker, lab_id):
+    """The nanoclusters lab on a broker: the robot makes a batch, the beamline returns its G(r) as a
+    pdf Measurement; the robot refuses a recipe outside its hard limits."""
+    import queue
+
+    from drivers.labs import nanoclusters
+    from sdl.measurement import Measurement
+    from sdl.protocol import Envelope, command, topic
+    from sdl.transport import MqttClient
+
+    drivers = [d.start() for d in nanoclusters(lab_id, embedded_broker.url, seed=0)]
+    replies: queue.Queue = queue.Queue()
+    client = MqttClient(embedded_broker.url).connect()
+    try:
+        client.subscribe(topic(lab_id, "+", "reply"), lambda t, p: replies.put(Envelope.from_bytes(p)))
+
+        def ask(instrument, env):
+            client.publish(topic(lab_id, instrument, "cmd"), env.to_bytes(), wait=True)
+            while True:
+                r = replies.get(timeout=30)
+                if r.correlation_id == env.correlation_id and r.kind in ("result", "error"):
+                    return r
+
+        r = ask("robot", command("synthesize", correlation_id="s1", sample_id="pt-1", params=P0))
+        assert r.kind == "result", r.body
+        r = ask("pdf", command("measure", correlation_id="m1", sample_id="pt-1",
+                               params={"qmax_inv_angstrom": 20.0, "exposure_s": 30}))
+        assert r.kind == "result", r.body
+        m = Measurement.from_wire(r.body["measurement"])
+        rr, g = m.require("r_angstrom", "G_per_angstrom2")
+        assert m.technique == "pdf" and rr.size == P.R_GRID.size and np.all(np.isfinite(g))
+        assert m.metadata["qmax_inv_angstrom"] == 20.0 and m.metadata["sample_id"] == "pt-1"
+        hot = ask("robot", command("synthesize", correlation_id="s2", sample_id="pt-2",
+                                   params={**P0, "temperature_C": 300.0}))
+        assert hot.kind == "error" and "temperature_C" in hot.body["message"]
+    finally:
+        client.close()
+        for d in drivers:
+            d.stop()
