@@ -111,6 +111,27 @@ def test_tiny_model_identifies_refines_and_flags_unexplained_peaks(tiny_model):
     assert np.any(np.abs(r2.curves["marker:unexplained peaks"] - 36.8) < 0.1)
 
 
+def test_kalpha2_doublet_is_fitted_when_the_scan_has_one(tiny_model, tmp_path):
+    an = PdMLAnalyser(model=tiny_model)
+    nacl = an.by_label["NaCl_Fm-3m"].phase
+    tt = np.arange(20.0, 85.0, 0.02)
+    prof = spd.Profile(kalpha2_angstrom=spd.KALPHA2[1.5406], kalpha2_ratio=0.5)
+    y = spd.simulate(tt, [spd.PhaseComponent(nacl, 1.0, 1.0, 80.0)], prof, background_coeffs=(1.0,))
+    y = np.random.default_rng(2).poisson(y / y.max() * 3e4 + 100).astype(float)
+    p = tmp_path / "doublet.xy"
+    np.savetxt(p, np.column_stack([tt, y]), header="wavelength = 1.5406\n2theta I")
+    read = analysis.technique("pd").read
+    with_k2 = an.analyse(read(p, kalpha2_ratio=0.5))
+    without = an.analyse(read(p))
+    assert with_k2.info["rwp"] < 0.6 * without.info["rwp"]
+    d = {x.name: x for x in with_k2.descriptors}
+    assert d["pd.phases"].value == "NaCl_Fm-3m" and d["pd.unexplained_peaks"].value == 0
+    bad = tmp_path / "synchrotron.xy"
+    np.savetxt(bad, np.column_stack([np.arange(1, 9, 0.01), np.ones(800)]), header="wavelength = 0.1665\n2theta I")
+    with pytest.raises(AnalysisError, match="usual anode"):
+        read(bad, kalpha2_ratio=0.5)
+
+
 def test_cli_analyse_with_model_and_plot(tiny_model, tmp_path, capsys):
     from sdl.cli import main
 
@@ -146,7 +167,8 @@ def test_readers_of_the_field_formats():
     pd = analysis.technique("pd")
     x = pd.read(DATA / "pd_nacl_cu.xrdml")
     assert x.metadata["wavelength_angstrom"] == pytest.approx(1.540598)
-    assert x.metadata["kalpha2_ratio"] == 0.5 and x.arrays["two_theta_deg"][[0, -1]] == pytest.approx([25.0, 80.0])
+    assert x.arrays["two_theta_deg"][[0, -1]] == pytest.approx([25.0, 80.0])
+    assert "kalpha2_ratio" not in x.metadata  # intended="K-Alpha 1": a Kα1 monochromator
     g = pd.read(DATA / "pd_nacl_cu.gsa")  # STD; the wavelength from the title line
     assert g.metadata["wavelength_angstrom"] == pytest.approx(1.5406)
     assert np.allclose(g.arrays["two_theta_deg"], x.arrays["two_theta_deg"]) and np.allclose(g.arrays["intensity"], x.arrays["intensity"])

@@ -382,6 +382,9 @@ class Profile:
     radius_mm: float = 240.0
     polarisation: str = "unpolarised"  # or "synchrotron"
     scherrer_k: float = SCHERRER_K
+    # a tube without a monochromator: the Kα2 line (Å) at this intensity ratio to Kα1 (0 = one line)
+    kalpha2_angstrom: float = 0.0
+    kalpha2_ratio: float = 0.0
 
 
 def pseudo_voigt_fwhm(h_g, h_l):
@@ -467,14 +470,32 @@ def weight_fractions_from_scales(phases: Sequence[str], phase_scales: np.ndarray
     return w / w.sum() if w.sum() > 0 else w
 
 
+KALPHA2 = {1.5406: 1.54443, 1.7890: 1.79285, 0.7093: 0.71359, 1.9360: 1.93998, 2.2897: 2.29361, 0.5594: 0.56380}
+"""Kα1 -> Kα2 wavelengths (Å) of the usual anodes: Cu, Co, Mo, Fe, Cr, Ag."""
+
+
+def phase_profile(x: np.ndarray, component: PhaseComponent, profile: Profile,
+                  two_theta_range: tuple[float, float] | None = None) -> np.ndarray:
+    """One phase's noiseless pattern on an ascending 2θ grid x (unit volume fraction), with the
+    Kα2 line added when the profile has one."""
+    pos, area, h, eta = peak_list(component, profile, two_theta_range)
+    y = _pv_sum(x, pos, area, h, eta)
+    if profile.kalpha2_ratio > 0 and profile.kalpha2_angstrom > 0:
+        from dataclasses import replace
+
+        p2 = replace(profile, wavelength_angstrom=profile.kalpha2_angstrom, kalpha2_ratio=0.0)
+        pos, area, h, eta = peak_list(component, p2, two_theta_range)
+        y = y + profile.kalpha2_ratio * _pv_sum(x, pos, area, h, eta)
+    return y
+
+
 def phase_patterns(two_theta_deg: np.ndarray, components: Sequence[PhaseComponent], profile: Profile) -> np.ndarray:
     """(P, N) noiseless pattern of each phase at unit volume fraction (no background, no scale)."""
     x = np.asarray(two_theta_deg, dtype=float)
     rng_ = (float(x.min()), float(x.max()))
     out = np.empty((len(components), x.size))
     for i, c in enumerate(components):
-        pos, area, h, eta = peak_list(c, profile, rng_)
-        out[i] = _pv_sum(x, pos, area, h, eta)
+        out[i] = phase_profile(x, c, profile, rng_)
     return out
 
 

@@ -13,6 +13,9 @@ TECHNIQUE = Technique(
                suffixes=PLAIN_SUFFIXES + (".xrdml", ".gsa", ".gss", ".fxye", ".raw", ".brml"),
                options=(Option("wavelength_angstrom", "X-ray wavelength in Å when the file does not say "
                                "(e.g. 1.5406 for Cu Kα1, 0.7093 Mo Kα1)", type=float, metavar="Å"),
+                        Option("kalpha2_ratio", "the scan holds a Kα1/Kα2 doublet (tube without monochromator): "
+                               "Kα2/Kα1 intensity ratio, usually 0.5; the refinement then fits both lines (.xrdml "
+                               "files say so themselves)", type=float, metavar="RATIO"),
                         Option("x_unit", "what the first column is when the header does not say: 2θ in degrees, "
                                "Q in Å⁻¹ or Q in nm⁻¹", choices=("2theta", "q", "q_nm")))),
     ),

@@ -332,11 +332,13 @@ def refine(
     fit_displacement: bool | None = None,
     n_background: int = N_BACKGROUND,
     max_nfev: int = 50,
+    kalpha2: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Whole-pattern least-squares fit of phases' lattice scales, sizes, one microstrain, zero
     shift (and displacement), with per-phase scales and a Chebyshev background solved linearly.
     `phases`: PhaseDefs (or built-in names); `lattice_ranges`: each phase's lattice-scale range
-    (the fit may go 0.01 beyond it; default ±1 %). Returns the phases' names in "phases"."""
+    (the fit may go 0.01 beyond it; default ±1 %); `kalpha2`: (Kα2 wavelength in Å, ratio to Kα1)
+    for a tube without a monochromator. Returns the phases' names in "phases"."""
     from scipy.optimize import least_squares
 
     from simulators.pd import physics as spd
@@ -370,12 +372,12 @@ def refine(
         eps, zero = p[2 * P], p[2 * P + 1]
         disp = p[2 * P + 2] if fit_displacement else 0.0
         prof = spd.Profile(wavelength_angstrom=wavelength, caglioti_uvw_deg2=tuple(caglioti_uvw_deg2),
-                           zero_shift_deg=zero, displacement_mm=disp, polarisation=polarisation)
+                           zero_shift_deg=zero, displacement_mm=disp, polarisation=polarisation,
+                           kalpha2_angstrom=kalpha2[0] if kalpha2 else 0.0, kalpha2_ratio=kalpha2[1] if kalpha2 else 0.0)
         cols = np.empty((x.size, P))
         for i, ph in enumerate(phases):
             comp = spd.PhaseComponent(ph, 1.0, p[i], math.exp(p[P + i]), eps)
-            pos, area, h, eta = spd.peak_list(comp, prof, xr)
-            cols[:, i] = spd._pv_sum(x, pos, area, h, eta)
+            cols[:, i] = spd.phase_profile(x, comp, prof, xr)
         return np.hstack([cols, B])
 
     state: dict[str, Any] = {}
@@ -645,7 +647,7 @@ class PdMLAnalyser:
                                     flags=["unexplained_peaks"] if extra else [], analyser=self.name))
         return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
 
-    def _residual_matches(self, tt, lam, pol, cag, ref, exclude) -> list[str]:
+    def _residual_matches(self, tt, lam, pol, cag, ref, exclude, kalpha2=None) -> list[str]:
         """Search-match: the library phases (not in `exclude`) whose pattern, at the refined
         profile, correlates best with the positive residual of the current fit."""
         from simulators.pd import physics as spd
@@ -656,7 +658,8 @@ class PdMLAnalyser:
         size = float(np.median(ref["size_nm"]))
         prof = spd.Profile(wavelength_angstrom=lam, caglioti_uvw_deg2=cag or DEFAULT_CAGLIOTI[
             "synchrotron" if pol == "synchrotron" else "lab"], zero_shift_deg=ref["zero_shift_deg"],
-            displacement_mm=ref["displacement_mm"], polarisation=pol)
+            displacement_mm=ref["displacement_mm"], polarisation=pol,
+            kalpha2_angstrom=kalpha2[0] if kalpha2 else 0.0, kalpha2_ratio=kalpha2[1] if kalpha2 else 0.0)
         x = ref["two_theta"]
         scores = []
         for lp in self.phases:
@@ -687,13 +690,14 @@ class PdMLAnalyser:
         pol = str(md.get("polarisation") or ("synchrotron" if lam < 0.5 else "unpolarised"))
         cag = md.get("caglioti_uvw_deg2")
         cag = tuple(float(v) for v in cag) if cag is not None and len(cag) == 3 else None
+        k2 = (float(md["kalpha2_angstrom"]), float(md["kalpha2_ratio"])) if md.get("kalpha2_ratio") else None
 
         def fit(phases, prev=None):
             init_s = [prev["scale"][p] if prev and p in prev["scale"] else est[p]["scale"] for p in phases]
             init_L = [prev["size"][p] if prev and p in prev["size"] else est[p]["size"] for p in phases]
             return refine(tt, y, sigma, lam, [self.by_label[p].phase for p in phases], init_s, init_L,
                           lattice_ranges=[self.by_label[p].lattice_range for p in phases],
-                          caglioti_uvw_deg2=cag, polarisation=pol)
+                          caglioti_uvw_deg2=cag, polarisation=pol, kalpha2=k2)
 
         def as_prev(ref):
             return {"scale": dict(zip(ref["phases"], ref["lattice_scale"])), "size": dict(zip(ref["phases"], ref["size_nm"]))}
@@ -720,7 +724,7 @@ class PdMLAnalyser:
                  if self.library[j] not in ref["phases"] and self.library[j] not in dropped
                  and prob[j] >= CANDIDATE_MIN_PROB][:MAX_CANDIDATES]
         if len(ref["phases"]) < MAX_PHASES:
-            matches = self._residual_matches(tt, lam, pol, cag, ref, set(ref["phases"]) | set(dropped) | set(cands))
+            matches = self._residual_matches(tt, lam, pol, cag, ref, set(ref["phases"]) | set(dropped) | set(cands), k2)
             cands += matches
         for c in cands:
             if len(ref["phases"]) >= MAX_PHASES:

@@ -47,8 +47,19 @@ def _wavelength_from(text: str) -> float | None:
 
 
 def _measurement(x: np.ndarray, y: np.ndarray, sigma: np.ndarray | None, unit: str, lam: float | None,
-                 meta: dict[str, Any]) -> Measurement:
-    """A pd Measurement with 2θ and/or Q arrays (both when the wavelength is known)."""
+                 meta: dict[str, Any], kalpha2_ratio: float | None = None) -> Measurement:
+    """A pd Measurement with 2θ and/or Q arrays (both when the wavelength is known); with
+    `kalpha2_ratio` the scan has a Kα1/Kα2 doublet (the Kα2 wavelength from the anode's table)."""
+    if kalpha2_ratio:
+        from simulators.pd.physics import KALPHA2
+
+        if not (0 < kalpha2_ratio <= 1):
+            raise AnalysisError(f"--kalpha2-ratio {kalpha2_ratio}: expected a ratio in (0, 1], usually 0.5")
+        k1 = next((k for k in KALPHA2 if lam is not None and abs(k - lam) < 2e-3), None)
+        if k1 is None:
+            raise AnalysisError(f"--kalpha2-ratio needs the Kα1 wavelength of a usual anode (Cu 1.5406, Co 1.7890, "
+                                f"Mo 0.7093, Fe 1.9360, Cr 2.2897, Ag 0.5594 Å); the wavelength is {lam}")
+        meta["kalpha2_angstrom"], meta["kalpha2_ratio"] = KALPHA2[k1], float(kalpha2_ratio)
     arrays: dict[str, np.ndarray] = {"intensity": np.asarray(y, float)}
     if sigma is not None:
         arrays["sigma"] = np.asarray(sigma, float)
@@ -89,25 +100,33 @@ def _unit_from_label(text: str) -> str | None:
 
 
 def read_pd(path: str | Path, wavelength_angstrom: float | None = None, x_unit: str | None = None,
-            q_unit: str | None = None) -> Measurement:
+            q_unit: str | None = None, kalpha2_ratio: float | None = None) -> Measurement:
     """A powder pattern in any format this module reads (chosen by suffix; plain columns otherwise).
     Columns: x, I[, sigma]. x is 2θ (degrees) or Q (Å⁻¹, or nm⁻¹ if the header says so), from
     `x_unit` ('2theta', 'q', 'q_nm'), else the header, else 2θ is assumed. The wavelength comes
     from a header line such as 'wavelength = 1.5406' (Å; nm is converted), else the argument.
-    `q_unit` ('angstrom' or 'nm', as `sdl analyse --q-unit` passes it) means the x column is Q."""
+    `q_unit` ('angstrom' or 'nm', as `sdl analyse --q-unit` passes it) means the x column is Q.
+    `kalpha2_ratio`: the scan holds a Kα1/Kα2 doublet of this intensity ratio (.xrdml says so itself)."""
     suffix = Path(path).suffix.lower()
     special = {".chi": read_chi, ".xrdml": read_xrdml, ".gsa": read_gsas, ".gss": read_gsas, ".fxye": read_gsas,
                ".brml": read_bruker}
     if suffix == ".raw":
         head = Path(path).read_bytes()[:4]
-        return read_bruker(path) if head[:3] == b"RAW" or b"\x00" in head else read_gsas(path, wavelength_angstrom)
-    if suffix in special:
+        if head[:3] == b"RAW" or b"\x00" in head:
+            return read_bruker(path)
+        m = read_gsas(path, wavelength_angstrom)
+    elif suffix in special:
         fn = special[suffix]
         if fn is read_bruker:
             return fn(path)
-        if fn is read_chi:
-            return fn(path, wavelength_angstrom, x_unit, q_unit)
-        return fn(path, wavelength_angstrom)
+        m = fn(path, wavelength_angstrom, x_unit, q_unit) if fn is read_chi else fn(path, wavelength_angstrom)
+    else:
+        m = None
+    if m is not None:
+        if kalpha2_ratio and "kalpha2_ratio" not in m.metadata:
+            _measurement(np.zeros(1), np.zeros(1), None, "2theta", m.metadata.get("wavelength_angstrom"), m.metadata,
+                         kalpha2_ratio)
+        return m
     unit = _unit_option(x_unit, q_unit)
     data, header = read_columns(path)
     text = " ".join(header)
@@ -120,7 +139,8 @@ def read_pd(path: str | Path, wavelength_angstrom: float | None = None, x_unit: 
             meta["assumed"] = ("x column is 2θ in degrees (the header names no unit; if it is Q, pass "
                               "`--q-unit angstrom` or `--q-unit nm` (sdl analyse) or add a header line such as "
                               "`# q (1/A) I` or `# q (1/nm) I`)")
-    return _measurement(data[:, 0], data[:, 1], data[:, 2] if data.shape[1] >= 3 else None, unit, lam, meta)
+    return _measurement(data[:, 0], data[:, 1], data[:, 2] if data.shape[1] >= 3 else None, unit, lam, meta,
+                        kalpha2_ratio)
 
 
 def read_chi(path: str | Path, wavelength_angstrom: float | None = None, x_unit: str | None = None,
@@ -179,9 +199,10 @@ def read_xrdml(path: str | Path, wavelength_angstrom: float | None = None) -> Me
             lam = float(k1.text) * (10.0 if (k1.get("unit") or "").lower().startswith("nm") else 1.0)
             meta["radiation"] = wl.get("intended") or "K-Alpha 1"
         k2, ratio = find(wl, "kAlpha2"), find(wl, "ratioKAlpha2KAlpha1")
-        if k2 is not None and k2.text:
+        # "K-Alpha 1": a Kα1 monochromator took Kα2 out; "K-Alpha": the doublet is in the scan
+        if (wl.get("intended") or "").strip().lower() == "k-alpha" and k2 is not None and k2.text \
+                and ratio is not None and ratio.text:
             meta["kalpha2_angstrom"] = float(k2.text)
-        if ratio is not None and ratio.text:
             meta["kalpha2_ratio"] = float(ratio.text)
     if lam is None:
         lam = wavelength_angstrom
