@@ -213,7 +213,10 @@ def build_crystal(name: "str | PhaseDef"):
     labels = [f"{e}{i + 1}" for i, e in enumerate(el)]
     xtl.new_atoms(u=list(x), v=list(y), w=list(z), type=list(el), label=labels, occupancy=list(occ),
                   uiso=list(p.uisos) if p.uisos else [p.uiso] * len(el))
-    xtl.Scatter.setup_scatter(scattering_type="xray", energy_kev=12.39842 / WAVELENGTH_CU_KA1, output=False)
+    # magnetic_formfactor=False: the X-ray charge scattering does not use it, and Dans_Diffraction
+    # would re-read its orbital tables for every atom on every call (95 % of the time otherwise)
+    xtl.Scatter.setup_scatter(scattering_type="xray", energy_kev=12.39842 / WAVELENGTH_CU_KA1, output=False,
+                              magnetic_formfactor=False)
     return xtl
 
 
