@@ -715,7 +715,9 @@ def reduced_structure_function(table: PairTable, q: np.ndarray, length_angstrom:
 
 def _shell_terms(shell: Shell, metal: str, q: np.ndarray, n_metal: float, n_surface: float, length: float,
                  adp: float):
-    """(pair sum / N_total in electrons², N_ligand / N_metal) of a ligand shell's M–L and L–L terms."""
+    """(pair sum per metal atom in electrons², N_ligand / N_metal) of a ligand shell's M–L and L–L
+    terms; `n_surface` is the surface-atom share of the metal (ligands per metal = coverage × it).
+    Pair widths: σ² = 2U + σ_static² in r, i.e. exp(−Q²(U + σ_static²/2))."""
     n_l = shell.coverage * n_surface
     fm, fl = _on_grid("f", metal, q), _on_grid("f", shell.element, q)
     ml = 2.0 * n_l * shell.bonds * fm * fl * np.sinc(q * shell.bond_angstrom / math.pi) * np.exp(
