@@ -33,7 +33,9 @@ then over the whole campaign (goal 0 / 0 / 0):
         [--time-scale 1e-4] [--faults driver_kill=3,broker_restart=3,orchestrator_kill=3,junk=5]
 
 --time-scale 1e-4 (not 0) gives each synthesis 0.05-1.5 s of real time, so that faults land while
-a command is in flight, where they matter. Children run with one torch thread.
+a command is in flight, where they matter. Children run with one torch thread. The two runs go side
+by side, so both see the same machine load; most of a run's time is the strategy's proposals (a GP
+fit and acquisition optimisation per trial, growing with the observations), printed at the end.
 """
 
 from __future__ import annotations
@@ -47,10 +49,12 @@ import re
 import signal
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -461,6 +465,27 @@ def compare(ref: Run, got: Run, budget: int) -> dict[int, str]:
     return bad
 
 
+def where_the_time_goes(r: Run) -> list[str]:
+    """Per trial of a run: the time from the previous trial's end to this one's proposal (the
+    strategy: model fit and acquisition, plus the orchestrator's bookkeeping), and from proposal
+    to told (commands, measurement, analysis); medians over the first and last ten model-based trials."""
+    store = Store(r.store, read_only=True)
+    try:
+        trials = sorted(store.trials(r.cid), key=lambda t: t.index)
+        first = yaml.safe_load(DEMO.read_text())["strategy"]["initial_trials"]
+        gen = [(t.created_at - p.completed_at).total_seconds() for p, t in zip(trials, trials[1:])
+               if t.index >= first and p.completed_at]
+        work = [(t.completed_at - t.created_at).total_seconds() for t in trials if t.index >= first and t.completed_at]
+    finally:
+        store.close()
+    if len(gen) < 2:
+        return []
+    n = min(10, len(gen) // 2)
+    return [f"where the time goes (fault-free run, median s per model-based trial): proposal (GP fit + "
+            f"acquisition) {statistics.median(gen[:n]):.1f} over the first {n}, {statistics.median(gen[-n:]):.1f} over "
+            f"the last {n}; make + measure + analyse {statistics.median(work):.1f}"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, help="experiments per run (default 100; --quick: 12)")
@@ -489,15 +514,17 @@ def main() -> None:
     faults = schedule(rng, counts, args.trials, first)
     say(f"campaign {DEMO.relative_to(ROOT)}: {args.trials} trials, strategy {args.kind}, seed {args.seed}, "
         f"drivers time scale {args.time_scale:g}, lab secret on, {os.cpu_count()} CPUs, children 1 torch thread")
-    with tempfile.TemporaryDirectory(prefix="sdl-soak-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sdl-soak-") as tmp, ThreadPoolExecutor(2) as pool:
         folder = Path(args.keep or tmp)
-        say("fault-free run ...")
-        ref = run(folder / "reference", args, [], rng, say)
-        say(f"  {ref.wall_s:.0f} s, {ref.wall_s / args.trials:.2f} s per trial, resumes: {len(ref.resumes)}")
-        say(f"faulted run ({len(faults)} faults) ...")
-        got = run(folder / "faulted", args, faults, rng, say)
-        say(f"  {got.wall_s:.0f} s, {got.wall_s / args.trials:.2f} s per trial, resumes: {len(got.resumes)}, "
+        say(f"fault-free run and faulted run ({len(faults)} faults) side by side (the same machine load) ...")
+        ref_f = pool.submit(run, folder / "reference", args, [], random.Random(), say)
+        got_f = pool.submit(run, folder / "faulted", args, faults, rng, say)
+        ref, got = ref_f.result(), got_f.result()
+        say(f"fault-free: {ref.wall_s:.0f} s, {ref.wall_s / args.trials:.1f} s per trial, resumes: {len(ref.resumes)}")
+        say(f"faulted:    {got.wall_s:.0f} s, {got.wall_s / args.trials:.1f} s per trial, resumes: {len(got.resumes)}, "
             f"junk messages published: {got.junk_messages}")
+        for line in where_the_time_goes(ref):
+            say(line)
         bad = compare(ref, got, args.trials)
 
     say()
