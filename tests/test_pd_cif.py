@@ -26,6 +26,7 @@ from simulators.pd.cif import read_cif  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 CIFS = DATA / "pd_cif"
+FORMATS = DATA / "pd_formats"
 
 
 def test_cif_folder_reports_each_problem_and_trains_on_the_rest():
@@ -135,16 +136,16 @@ def test_kalpha2_doublet_is_fitted_when_the_scan_has_one(tiny_model, tmp_path):
 def test_cli_analyse_with_model_and_plot(tiny_model, tmp_path, capsys):
     from sdl.cli import main
 
-    rc = main(["analyse", "pd", str(DATA / "pd_nacl_cu.xrdml"), "--model", str(tiny_model), "--plot", str(tmp_path),
+    rc = main(["analyse", "pd", str(FORMATS / "nacl_cu.xrdml"), "--model", str(tiny_model), "--plot", str(tmp_path),
                "--json"])
     assert rc == 0
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[0])
     assert rec["descriptors"]["pd.phases"]["value"] == "NaCl_Fm-3m"
     assert rec["info"]["model"] == str(tiny_model)
-    png = tmp_path / "pd_nacl_cu.png"
+    png = tmp_path / "nacl_cu.png"
     assert png.exists() and png.stat().st_size > 20_000
     # a model folder that is not one: one line naming the option's value
-    assert main(["analyse", "pd", str(DATA / "pd_nacl_cu.xrdml"), "--model", str(tmp_path)]) == 1
+    assert main(["analyse", "pd", str(FORMATS / "nacl_cu.xrdml"), "--model", str(tmp_path)]) == 1
     assert "not a pd_ml model folder" in capsys.readouterr().err
 
 
@@ -165,25 +166,25 @@ def test_campaign_analysis_entry_with_model_option(tiny_model):
 
 def test_readers_of_the_field_formats():
     pd = analysis.technique("pd")
-    x = pd.read(DATA / "pd_nacl_cu.xrdml")
+    x = pd.read(FORMATS / "nacl_cu.xrdml")
     assert x.metadata["wavelength_angstrom"] == pytest.approx(1.540598)
     assert x.arrays["two_theta_deg"][[0, -1]] == pytest.approx([25.0, 80.0])
     assert "kalpha2_ratio" not in x.metadata  # intended="K-Alpha 1": a Kα1 monochromator
-    g = pd.read(DATA / "pd_nacl_cu.gsa")  # STD; the wavelength from the title line
+    g = pd.read(FORMATS / "nacl_cu.gsa")  # STD; the wavelength from the title line
     assert g.metadata["wavelength_angstrom"] == pytest.approx(1.5406)
     assert np.allclose(g.arrays["two_theta_deg"], x.arrays["two_theta_deg"]) and np.allclose(g.arrays["intensity"], x.arrays["intensity"])
-    f = pd.read(DATA / "pd_nacl_cu.fxye")  # no wavelength in the file: 2θ only, until the option gives one
+    f = pd.read(FORMATS / "nacl_cu.fxye")  # no wavelength in the file: 2θ only, until the option gives one
     assert "q_inv_angstrom" not in f.arrays and np.allclose(f.arrays["intensity"], x.arrays["intensity"])
     with pytest.raises(AnalysisError, match="--wavelength-angstrom"):
         PdMLAnalyser(refine=False).analyse(f)
-    f2 = pd.read(DATA / "pd_nacl_cu.fxye", wavelength_angstrom=1.5406)
+    f2 = pd.read(FORMATS / "nacl_cu.fxye", wavelength_angstrom=1.5406)
     assert np.allclose(f2.arrays["q_inv_angstrom"], spd.two_theta_to_q(x.arrays["two_theta_deg"], 1.5406))
-    c = pd.read(DATA / "pd_nacl_q.chi")  # Fit2D/pyFAI, Q in 1/Å
+    c = pd.read(FORMATS / "nacl_q.chi")  # Fit2D/pyFAI, Q in 1/Å
     assert np.allclose(c.arrays["q_inv_angstrom"], f2.arrays["q_inv_angstrom"], rtol=1e-5)
-    c2 = pd.read(DATA / "pd_nacl_q.chi", wavelength_angstrom=1.5406)
+    c2 = pd.read(FORMATS / "nacl_q.chi", wavelength_angstrom=1.5406)
     assert np.allclose(c2.arrays["two_theta_deg"], x.arrays["two_theta_deg"], atol=1e-4)
     with pytest.raises(AnalysisError, match=r"Bruker \.brml .*export the scan as \.xy"):
-        pd.read(DATA / "pd_scan.brml")
+        pd.read(FORMATS / "scan.brml")
 
 
 def test_bruker_raw_and_gsas_raw_told_apart(tmp_path):
@@ -192,5 +193,5 @@ def test_bruker_raw_and_gsas_raw_told_apart(tmp_path):
     with pytest.raises(AnalysisError, match="Bruker .raw"):
         analysis.technique("pd").read(b)
     g = tmp_path / "gsas.raw"
-    shutil.copyfile(DATA / "pd_nacl_cu.gsa", g)
+    shutil.copyfile(FORMATS / "nacl_cu.gsa", g)
     assert analysis.technique("pd").read(g).arrays["intensity"].size == 1101
