@@ -85,7 +85,7 @@ def test_unknown_campaign_and_technique_errors(tmp_path, capsys, monkeypatch):
     assert main(["status", "nope"]) == 1
     assert "no campaign" in capsys.readouterr().err
     assert main(["analyse", "xyz", str(tmp_path)]) == 1
-    assert "unknown technique 'xyz'; known: ['pd', 'saxs']" in capsys.readouterr().err
+    assert "unknown technique 'xyz'; known: ['pd', 'pdf', 'saxs']" in capsys.readouterr().err
 
 
 def test_analyse_saxs_files_json(tmp_path, capsys):

@@ -2,7 +2,7 @@
 error, the Debye-equation forward model against debyecalculator, pdf_ml on a simulated G(r) (motif and
 refined expansion), NMF demixing of a growth series, and `sdl analyse pdf --json`.
 
-tests/data/pdf_pt309_icosahedral.gr and pdf_pt309_iq_2theta.xye: ase `Icosahedron("Pt", 5)` (309 atoms),
+tests/data/pdf/pt309_icosahedral.gr and pt309_iq_2theta.xye: ase `Icosahedron("Pt", 5)` (309 atoms),
 positions × 1.01 (1 % expansion over bulk Pt, nn 2.803 Å), U_iso 0.006 Å² (biso = 8π²U), debyecalculator
 (qmin 0.8, qmax 24, qdamp 0.03, r 0.5–30 Å step 0.02) G(r) plus Gaussian noise of 1 % of max |G|
 (numpy default_rng(12)), written by `sdl.techniques.pdf.reader.write_gr` with a PDFgetX3 header; the
@@ -20,9 +20,9 @@ import pytest
 from sdl.errors import AnalysisError
 from sdl.techniques.pdf.reader import read_pdf
 
-DATA = Path(__file__).parent / "data"
-GR = DATA / "pdf_pt309_icosahedral.gr"
-XYE = DATA / "pdf_pt309_iq_2theta.xye"
+DATA = Path(__file__).parent / "data" / "pdf"  # not tests/data itself: `sdl analyse saxs tests/data` reads every .gr/.xye there
+GR = DATA / "pt309_icosahedral.gr"
+XYE = DATA / "pt309_iq_2theta.xye"
 TRUE_NN = 2.775 * 1.01
 
 
