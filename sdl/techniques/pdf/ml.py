@@ -355,7 +355,7 @@ class PdfMLAnalyser:
                   "nn_distance_angstrom": (float(cnn["nn_distance_angstrom"]), float(cnn["nn_distance_sd"])),
                   "adp_angstrom2": (float(cnn["adp_angstrom2"]), float(cnn["adp_sd"]))}
         low_conf = float(p[order[0]]) < LOW_CONFIDENCE
-        curves: dict[str, np.ndarray] = {"r_angstrom": r, "G_per_angstrom2": g}
+        curves: dict[str, np.ndarray] = {"r_angstrom": r, "intensity": g}  # the report plots "intensity" vs the x array
         rw_value = float("nan")
         refined_expansion = None
         motif = top
