@@ -138,6 +138,11 @@ def test_analyser_gets_the_motif_and_refines_the_expansion(analyser):
     assert d["pdf.adp_angstrom2"].value == pytest.approx(0.006, abs=0.001)
     assert not d["pdf.motif"].flags and not d["pdf.ood_score"].flags
     assert res.curves["fit"].shape == res.curves["r_angstrom"].shape
+    from sdl import analysis
+
+    t = analysis.technique("pdf")
+    assert all(t.descriptor(x.name) is not None and (t.descriptor(x.name).kind == "class") == isinstance(x.value, str)
+               for x in res.descriptors)
 
 
 def test_analyser_flags_what_it_does_not_know(analyser):
@@ -210,12 +215,12 @@ def test_cluster_motif_campaign_validates_and_dry_runs(tmp_path, embedded_broker
     d = yaml.safe_load(path.read_text())
     d.update(store=f"sqlite:///{tmp_path}/sdl.db", broker=embedded_broker.url)
     d["lab"]["id"] = lab_id
-    d["strategy"].update(kind="sobol", initial_trials=3)
-    d["budget"].update(max_experiments=3, stop_on_target=False)
+    d["strategy"].update(kind="sobol", initial_trials=2)
+    d["budget"].update(max_experiments=2, stop_on_target=False)
     c = load_campaign(d)
     store = Store(c.store)
     s = run_campaign(c, store=store)
-    assert s.n_trials == 3
+    assert s.n_trials == 2
     completed = [t for t in store.trials(s.campaign_id) if t.status == "completed"]
     assert completed
     for t in completed:

@@ -187,20 +187,22 @@ def g_from_fq(q: np.ndarray, fq: np.ndarray, r: np.ndarray) -> np.ndarray:
 
 def mean_f2(q: np.ndarray, composition: str) -> np.ndarray | None:
     """⟨f²⟩(Q) of a composition such as 'Pt', 'Au144S60' or 'Pd0.5Pt0.5' from the Waasmaier–Kirfel
-    X-ray form factors debyecalculator tabulates; None if an element is unknown or none is named."""
-    from debyecalculator.utility.generate import load_elements_info
+    X-ray form factors (simulators.pdf.physics.form_factor, debyecalculator's table); None if an
+    element is unknown or none is named."""
+    from simulators.pdf.physics import form_factor
 
-    table = load_elements_info()
     parts = re.findall(r"([A-Z][a-z]?)([0-9]*\.?[0-9]*)", composition or "")
-    if not parts or any(el not in table for el, _ in parts):
+    if not parts:
         return None
     q = np.asarray(q, float)
-    s = (q / (4 * np.pi)) ** 2
     tot, acc = 0.0, np.zeros_like(q)
     for el, n in parts:
-        c = np.asarray(table[el][:11], float)
+        try:
+            f = form_factor(el, q)
+        except ValueError:
+            return None
         w = float(n) if n else 1.0
-        acc += w * (np.sum(c[:5, None] * np.exp(-c[6:11, None] * s[None, :]), axis=0) + c[5]) ** 2
+        acc += w * f ** 2
         tot += w
     return acc / tot
 
