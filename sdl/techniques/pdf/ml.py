@@ -6,7 +6,8 @@ Pipeline for one G(r):
 
 1. Representation (`represent`): G(r) interpolated onto R_GRID (1–30 Å, 0.05 Å; the simulator's
    grid), divided by its largest |G| over the covered range; a second channel marks the r the data
-   cover. Absolute scale (which depends on the data reduction) does not matter.
+   cover (zero beyond them; data not covering 1.5–25 Å are flagged low_confidence: training always
+   covers 1–30 Å). Absolute scale (which depends on the data reduction) does not matter.
 2. `PdfNet`, a small 1-D CNN: motif logits, and Gaussian (mean, log-variance) heads for ln n_atoms,
    the nearest-neighbour distance, the ADP U_iso and ln diameter (trained with Gaussian NLL,
    standardised targets). Probabilities are temperature-scaled and predicted sds rescaled on a
@@ -355,6 +356,11 @@ class PdfMLAnalyser:
                   "nn_distance_angstrom": (float(cnn["nn_distance_angstrom"]), float(cnn["nn_distance_sd"])),
                   "adp_angstrom2": (float(cnn["adp_angstrom2"]), float(cnn["adp_sd"]))}
         low_conf = float(p[order[0]]) < LOW_CONFIDENCE
+        if r.min() > 1.5 or r.max() < 25.0:
+            # training G(r) always cover 1-30 Å; beyond the data the input is zero
+            low_conf = True
+            info["warnings"].append(f"G(r) covers {r.min():.1f}-{r.max():.1f} Å; pdf_ml was trained on 1-30 Å "
+                                    "(the rest is read as G = 0)")
         curves: dict[str, np.ndarray] = {"r_angstrom": r, "intensity": g}  # the report plots "intensity" vs the x array
         rw_value = float("nan")
         refined_expansion = None
