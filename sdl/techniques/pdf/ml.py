@@ -25,9 +25,13 @@ Pipeline for one G(r):
    first's. Its motif, size, nn distance, expansion and ADP are reported. Rw above RW_POOR flags
    `low_confidence` (the structure does not explain the data).
 
-Element: `metadata["composition"]` (or `element`), else the world's metal whose bulk nn distance is
-(GUESS_ELEMENTS) nearest to the CNN's estimate (recorded in info["element_assumed"]); expansion = refined nn distance
-over that element's bulk nn distance.
+Element: `metadata["composition"]` (or `element`), else the metal of GUESS_ELEMENTS whose bulk nn
+distance is nearest the refined bond length (the CNN's estimate without refinement), recorded in
+info["element_assumed"]. Expansion = refined bond length over that element's bulk nn distance
+(without refinement: the CNN's mean first-shell distance over it, 1-5 % high for icosahedra).
+
+Units: r in Å, G(r) in Å⁻², U_iso in Å², diameters in nm ((largest distance + one bond) / 10, as
+simulators.pdf.dataset labels them), nn distance = mean first-shell distance in Å.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from sdl.measurement import Measurement
 
 WEIGHTS_DIR = Path(__file__).with_name("weights")
 MODEL_FILE, META_FILE = "pdf_ml.pt", "pdf_ml.json"
-R_GRID = np.arange(1.0, 30.0 + 1e-9, 0.05)
+R_GRID = np.arange(1.0, 30.0 + 1e-9, 0.05)  # Å, simulators.pdf.physics.R_GRID (not imported: keeps this light)
 TARGETS = ("ln_n_atoms", "nn_distance_angstrom", "adp_angstrom2", "ln_diameter_nm")
 LOW_CONFIDENCE = 0.6
 RW_POOR = 0.45
