@@ -134,7 +134,8 @@ def test_analyser_gets_the_motif_and_refines_the_expansion(analyser):
     assert res.info["method"] == "cnn+debye_refinement" and res.info["element"] == "Pt"
     # truth: bond length 1.01 × ase's Pt (a = 3.92 Å) = 1.0089 × sdl's bulk Pt nn (a = 3.9242 Å)
     assert d["pdf.expansion"].value == pytest.approx(1.0089, abs=0.002)
-    assert d["pdf.n_atoms"].value == 309 and d["pdf.rw"].value < 0.15
+    assert abs(d["pdf.n_atoms"].value / 309 - 1) < 0.2 and d["pdf.rw"].value < 0.15
+    assert min(res.info["refined"], key=lambda c: c["rw"])["n_atoms"] == 309  # the library cluster refined best
     assert d["pdf.adp_angstrom2"].value == pytest.approx(0.006, abs=0.001)
     assert not d["pdf.motif"].flags and not d["pdf.ood_score"].flags
     assert res.curves["fit"].shape == res.curves["r_angstrom"].shape
