@@ -24,8 +24,9 @@ Splits (labels are the 7 classes of saxs_ml):
              concentrated spheres' S(q) is trained too (spheres keep their shape label).
 
 Reported per split: accuracy, ECE (15 bins of the top probability, as training reports it), "right or flagged" (flag = ood or
-low_confidence), confident errors (wrong, p >= 0.9, not flagged); size error after refinement on a
-subset of in_range spheres/ellipsoids/cylinders. Prints and writes benchmarks/results/saxs_heldout.txt.
+low_confidence), confident errors (wrong, p >= 0.9, not flagged) — first for the CNN alone on every curve, then for the
+whole analyser (refinement of the two most probable shapes weighed by BIC, misfit flag) on the first `--full` curves of
+each split, with the radius error of the right-class in_range spheres/ellipsoids/cylinders. Prints and writes benchmarks/results/saxs_heldout.txt.
 
 Concentrated spheres (`--concentrated N`, run first): N in_range spheres times sasmodels' hard-sphere S(q)
 (volume fraction 0.05-0.4, radius_effective = radius) and N dilute ones, analysed with refinement: how
@@ -33,7 +34,7 @@ often `saxs.structure_factor` is hard_sphere, the radius and volume-fraction err
 rate of a structure factor on the dilute ones. `--only concentrated` skips the splits (results then in
 benchmarks/results/saxs_heldout_concentrated.txt).
 
-    python benchmarks/saxs_heldout.py [--n 6000] [--seed 7] [--refine 150] [--concentrated 100] [--only concentrated]
+    python benchmarks/saxs_heldout.py [--n 6000] [--seed 7] [--full 140] [--concentrated 100] [--only concentrated]
 """
 
 from __future__ import annotations
@@ -241,7 +242,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6000, help="curves in the in-range split (the others get half each)")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--refine", type=int, default=150, help="in-range curves analysed with refinement (size error)")
+    ap.add_argument("--full", type=int, default=140, help="curves of each split analysed end to end (refinement, "
+                    "arbitration between the two most probable shapes, misfit flag; radius error in range)")
     ap.add_argument("--weights", type=Path, default=None, help="saxs_ml weights (default: the shipped ones)")
     ap.add_argument("--concentrated", type=int, default=100, help="concentrated (hard-sphere S(q)) and dilute spheres "
                     "analysed with refinement (structure factor, radius, volume fraction)")
@@ -294,23 +296,35 @@ def main() -> None:
         if wrong:
             out("    unflagged errors: " + ", ".join(f"{k} {v}" for k, v in sorted(wrong.items(), key=lambda t: -t[1])[:6]))
     out()
-    # size after refinement, in range
-    d = data["in_range"]
+    # the whole analyser (refinement of the two most probable shapes, BIC arbitration, misfit flag), per split
+    out(f"whole analyser (CNN, then refinement of the two most probable shapes weighed by BIC, misfit flag), first {args.full} "
+        "curves of each split:")
+    out(f"{'split':<10} {'n':>5} {'accuracy':>9} {'ECE':>6} {'right or flagged':>17} {'flagged':>8} {'confident errors':>17} {'s/curve':>8}")
     rel = []
-    t = time.perf_counter()
-    picks = [i for i in range(len(d["label"])) if CLASSES[d["label"][i]] in ("sphere", "ellipsoid", "cylinder")][: args.refine]
-    for i in picks:
-        m = Measurement(technique="saxs", arrays={"q_inv_angstrom": d["q"][i], "intensity": d["I"][i], "sigma": d["sigma"][i]})
-        try:
-            r = an.analyse(m)
-        except Exception:
-            continue
-        got = {x.name: x.value for x in r.descriptors}
-        if got.get("saxs.model") == CLASSES[d["label"][i]] and "saxs.radius_nm" in got:
-            rel.append(abs(got["saxs.radius_nm"] * 10 / d["truth"][i]["radius"] - 1))
+    for split, d in data.items():
+        probs, labels, flagged = [], [], []
+        t = time.perf_counter()
+        for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: args.full]:
+            m = Measurement(technique="saxs", arrays={"q_inv_angstrom": d["q"][i], "intensity": d["I"][i], "sigma": d["sigma"][i]})
+            try:
+                r = an.analyse(m)
+            except Exception:
+                continue
+            got = {x.name: x for x in r.descriptors}
+            model = got["saxs.model"]
+            probs.append([model.probabilities[c] for c in CLASSES])
+            labels.append(d["label"][i])
+            flagged.append(bool({"ood", "low_confidence"} & set(model.flags)) or model.value == "other")
+            if split == "in_range" and model.value == CLASSES[d["label"][i]] in ("sphere", "ellipsoid", "cylinder"):
+                rel.append(abs(got["saxs.radius_nm"].value * 10 / d["truth"][i]["radius"] - 1))
+        p, lab, fl = np.array(probs), np.array(labels), np.array(flagged)
+        correct = p.argmax(axis=1) == lab
+        conf = (~correct) & (p.max(axis=1) >= 0.9) & ~fl
+        out(f"{split:<10} {len(lab):>5} {correct.mean():>8.1%} {expected_calibration_error(p, lab):>6.1%} "
+            f"{(correct | fl).mean():>16.1%} {fl.mean():>8.1%} {conf.mean():>16.1%} {(time.perf_counter() - t) / max(len(lab), 1):>8.2f}")
     if rel:
         out(f"radius after refinement (in_range spheres/ellipsoids/cylinders, right class, n={len(rel)}): median rel err "
-            f"{np.median(rel):.1%}, 90th pct {np.quantile(rel, 0.9):.1%}  ({time.perf_counter() - t:.0f} s)")
+            f"{np.median(rel):.1%}, 90th pct {np.quantile(rel, 0.9):.1%}")
     out("goals (issue 11): in-range accuracy >= 98 %, out-of-range right or flagged >= 98 %, confident errors <= 1 %, "
         "ECE <= 2 %, size median error <= 5 %")
     out.write(args.out)

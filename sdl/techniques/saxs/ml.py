@@ -290,6 +290,9 @@ SF_FIT: dict[str, tuple[tuple[str, float, float, bool], ...]] = {
 SF_FIXED: dict[str, dict[str, float]] = {
     "hard_sphere": {}, "charged": {"temperature": 298.0, "concentration_salt": 1e-3, "dielectconst": 78.0}}
 SF_MARGIN = 10.0  # ΔBIC each added parameter must earn before a structure factor is preferred
+ARBITRATE_MIN_P = 0.02  # a runner-up shape at least this probable is refined too, and the fits weigh in
+MISFIT_CHI2 = 4.0  # chosen fit's χ²_red (against the file's own errors) above which saxs.model is low_confidence
+UPTURN_EXPONENTS = (3.0, 4.0)  # low-q power laws (aggregates) the refinement may add, amplitudes >= 0
 _BAD = 1e6  # residual of a point where sasmodels' S(q) has no solution (NaN or S <= 0)
 
 
@@ -336,7 +339,9 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     core_shell = cls.startswith("core_shell")
     fit_dq = dqq_meas is None
     n_shape = len(names) + 1 + core_shell + fit_dq  # x = [ln sizes, pd, (core SLD), (dq/q), (S(q) parameters)]
-    basis_extra = np.stack([np.ones_like(q), q / hi, -q / hi], axis=1)
+    # flat and sloped background, and a low-q upturn (aggregates: A q^-m, m between 3 and 4 as two
+    # non-negative columns), all linear with non-negative coefficients
+    basis_extra = np.stack([np.ones_like(q), q / hi, -q / hi, *((lo / q) ** m for m in UPTURN_EXPONENTS)], axis=1)
 
     def unpack(x: np.ndarray) -> tuple[dict[str, float], float, float]:
         t = {n: float(math.exp(x[i])) for i, n in enumerate(names)}
@@ -380,7 +385,7 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
         if c is None:
             return None
         chi2 = float(np.sum(res.fun ** 2))
-        k = len(res.x) + 3  # + scale and the linear background
+        k = len(res.x) + 1 + basis_extra.shape[1]  # + scale and the linear background/upturn
         chi2_red = chi2 / max(q.size - k, 1)
         try:
             cov = np.linalg.pinv(res.jac.T @ res.jac) * max(chi2_red, 1.0)
@@ -428,7 +433,7 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     unc["polydispersity"] = float(sd[len(names)])
     sfp = {k: sf_params(k, g["res"].x, unpack(g["res"].x)[0]) if k != "none" else {} for k, g in fits.items()}
     return {
-        "values": t, "uncertainty": unc, "fit": f["fit"], "chi2_red": f["chi2_red"],
+        "values": t, "uncertainty": unc, "fit": f["fit"], "chi2_red": f["chi2_red"], "n_params": f["k"],
         "nfev": sum(int(g["res"].nfev) for g in fits.values()),  # all the models' fits
         "success": bool(f["res"].success), "sld_core": sld if core_shell else None,
         "sld_core_uncertainty": float(sd[len(names) + 1]) if core_shell else None,
@@ -441,6 +446,26 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
                           "volfraction": sfp[k].get("volfraction"), "charge": sfp[k].get("charge")}
                       for k, g in fits.items()} if sf_curve else None,
     }
+
+
+def arbitrate(p: np.ndarray, fits: dict[str, dict[str, Any]], n: int) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+    """Class probabilities `p` (CNN, calibrated) reweighed by the refined fits of the candidate classes
+    in `fits` (`refine` results on `n` points): within the candidates' total probability, each gets
+    p_c exp(-BIC_c / 2) with BIC_c = χ²_c/ĉ + k_c ln n (ĉ: the best χ²_red when above 1, so an
+    imperfect model does not turn small χ² differences into certainty); the other classes keep theirs.
+    The CNN decides where the curves differ little; a clearly better fit overrules it.
+    Returns the new probabilities and {class: {"chi2_red", "bic"}}."""
+    c_hat = max(1.0, min(f["chi2_red"] for f in fits.values()))
+    bic = {c: f["chi2_red"] * max(n - f["n_params"], 1) / c_hat + f["n_params"] * math.log(n) for c, f in fits.items()}
+    idx = {c: CLASSES.index(c) for c in fits}
+    score = {c: bic[c] - 2.0 * math.log(max(float(p[i]), 1e-12)) for c, i in idx.items()}
+    best = min(score.values())
+    w = {c: math.exp(-0.5 * (s - best)) for c, s in score.items()}
+    mass = sum(float(p[i]) for i in idx.values())
+    out = np.array(p, dtype=float)
+    for c, i in idx.items():
+        out[i] = mass * w[c] / sum(w.values())
+    return out, {c: {"chi2_red": float(fits[c]["chi2_red"]), "bic": float(bic[c])} for c in fits}
 
 
 # ----- the analyser ------------------------------------------------------------------------------------
@@ -467,7 +492,9 @@ class SaxsMLAnalyser:
         "values"/"uncertainty" (n, 5, Å and fraction, for the predicted class; NaN where the
         parameter does not apply), "ood_score" (n,), "ood" (n, bool), "valid_points" (n,),
         "noise" (n, `noise_level`, NaN without sigma), "low_confidence" (n, bool: top probability
-        below LOW_CONFIDENCE or noise beyond NOISE_ENVELOPE).
+        below LOW_CONFIDENCE or noise beyond NOISE_ENVELOPE), "values_by_class" (n, 7, 5: each
+        class's own size heads, the starting values when a runner-up class is refined too) and
+        "uncertainty_by_class".
         """
         if len(q_list) != len(I_list):
             raise AnalysisError(f"predict_batch: {len(q_list)} q arrays but {len(I_list)} intensity arrays")
@@ -490,7 +517,8 @@ class SaxsMLAnalyser:
             low = (p.max(axis=1) < LOW_CONFIDENCE) | (noise > NOISE_ENVELOPE)
         return {"probabilities": p, "label": lab, "model": [CLASSES[i] for i in lab], "values": val,
                 "uncertainty": unc, "ood_score": cal["ood_score"], "ood": cal["ood_score"] > self.model.threshold,
-                "valid_points": x[:, 1].sum(axis=1), "noise": noise, "low_confidence": low}
+                "valid_points": x[:, 1].sum(axis=1), "noise": noise, "low_confidence": low,
+                **dict(zip(("values_by_class", "uncertainty_by_class"), decode_targets(cal["mu"], cal["sd"])))}
 
     # one measurement ------------------------------------------------------------------------------
     def analyse(self, measurement: Measurement) -> AnalysisResult:
@@ -530,59 +558,75 @@ class SaxsMLAnalyser:
         pred = self.predict_batch([q], [I], [sigma])
         p = pred["probabilities"][0]
         cls = pred["model"][0]
+        info: dict[str, Any] = {
+            "method": "1-D CNN (log I on a fixed log-q grid) with temperature-scaled probabilities, Gaussian-NLL "
+            "size heads, Mahalanobis+P(other) OOD score" + (", then sasmodels least-squares refinement of the two most "
+            "probable shapes, weighed by BIC" if self.refine else ""),
+            "weights": str(self.weights),
+            "ood_threshold": self.model.threshold,
+            "sasmodels_model": None,
+            "refined": False,
+            "noise_level": float(pred["noise"][0]),
+        }
+        r: dict[str, Any] | None = None
+        if cls != "other" and self.refine:
+            t0 = time.perf_counter()
+            runner_up = CLASSES[int(np.argsort(-p)[1])]
+            cands = [cls] + ([runner_up] if runner_up != "other" and p[CLASSES.index(runner_up)] >= ARBITRATE_MIN_P else [])
+            fits: dict[str, dict[str, Any]] = {}
+            for c in cands:
+                start = {t: float(pred["values_by_class"][0, CLASSES.index(c), TARGETS.index(t)]) for t in APPLIES[c]}
+                try:
+                    fits[c] = refine(c, q, I, sigma, dq, start, max_nfev=self.max_nfev)
+                except Exception as exc:  # refinement must not lose the ML answer
+                    info.setdefault("refine_error", {})[c] = f"{type(exc).__name__}: {exc}"
+            if len(fits) > 1:
+                info["ml_probabilities"] = {c: float(v) for c, v in zip(CLASSES, p)}
+                p, info["arbitration"] = arbitrate(p, fits, q.size)
+                cls = CLASSES[int(np.argmax(p))]
+            r = fits.get(cls)
+            if r is not None:
+                info.update(refined=True, chi2_red=r["chi2_red"], nfev=sum(f["nfev"] for f in fits.values()),
+                            refine_success=r["success"], dq_over_q=r["dq_over_q"], dq_over_q_fitted=r["dq_fitted"],
+                            sld_core_rel=r["sld_core"], refine_seconds=time.perf_counter() - t0)
         ood_score = float(pred["ood_score"][0])
         ood = bool(pred["ood"][0]) or cls == "other"
-        flags: list[str] = []
-        if ood:
-            flags.append("ood")
+        flags: list[str] = ["ood"] if ood else []
         quality = []
-        noise = float(pred["noise"][0])
+        noise = info["noise_level"]
         if noise > NOISE_ENVELOPE:
             quality.append(f"median sigma/I {noise:.2f} in the low-q half exceeds the training data's {NOISE_ENVELOPE:.2f}")
         dqq = median_dq_over_q(q, dq)
         if dqq is not None and dqq > RESOLUTION_ENVELOPE:
             quality.append(f"median dq/q {dqq:.2f} exceeds the training data's {RESOLUTION_ENVELOPE:.2f}")
-        if bool(pred["low_confidence"][0]) or quality:
-            flags.append("low_confidence")
-        info: dict[str, Any] = {
-            "method": "1-D CNN (log I on a fixed log-q grid) with temperature-scaled probabilities, Gaussian-NLL "
-            "size heads, Mahalanobis+P(other) OOD score" + (", then sasmodels least-squares refinement" if self.refine else ""),
-            "weights": str(self.weights),
-            "ood_threshold": self.model.threshold,
-            "ranking": sorted(((c, float(v)) for c, v in zip(CLASSES, p)), key=lambda t: -t[1]),
-            "sasmodels_model": SASMODEL.get(cls),
-            "refined": False,
-            "noise_level": noise,
-        }
         if quality:
             info["data_quality"] = "; ".join(quality) + ": the shape probabilities are not calibrated for such data"
-        values = {t: float(pred["values"][0, j]) for j, t in enumerate(TARGETS)}
-        uncs = {t: float(pred["uncertainty"][0, j]) for j, t in enumerate(TARGETS)}
+        if r is not None and sigma is not None and r["chi2_red"] > MISFIT_CHI2:
+            info["misfit"] = (f"the refined {cls} fit has reduced chi-square {r['chi2_red']:.1f} against the file's errors "
+                              f"(above {MISFIT_CHI2:g}): the curve holds something the model does not")
+        if p.max() < LOW_CONFIDENCE or quality or "misfit" in info:
+            flags.append("low_confidence")
+        info["ranking"] = sorted(((c, float(v)) for c, v in zip(CLASSES, p)), key=lambda t: -t[1])
+        info["sasmodels_model"] = SASMODEL.get(cls)
+        k = CLASSES.index(cls)
+        values = {t: float(v) for t, v in zip(TARGETS, pred["values_by_class"][0, k])}
+        uncs = {t: float(u) for t, u in zip(TARGETS, pred["uncertainty_by_class"][0, k])}
         info["ml_estimate"] = {t: v for t, v in values.items() if t in APPLIES[cls]}
         curves: dict[str, np.ndarray] = {"q_inv_angstrom": q, "intensity": I}
         param_flags: list[str] = ["ood"] if ood else []
-        r: dict[str, Any] | None = None
-        if cls != "other" and self.refine:
-            t0 = time.perf_counter()
-            try:
-                r = refine(cls, q, I, sigma, dq, {t: values[t] for t in APPLIES[cls]}, max_nfev=self.max_nfev)
-            except Exception as exc:  # refinement must not lose the ML answer
-                info["refine_error"] = f"{type(exc).__name__}: {exc}"
-                param_flags.append("fit_failed")
-            else:
-                for t in APPLIES[cls]:
-                    values[t] = r["values"][t]
-                    u = r["uncertainty"].get(t)
-                    if u is not None and np.isfinite(u):
-                        uncs[t] = u
-                curves["fit"] = r["fit"]
-                info.update(refined=True, chi2_red=r["chi2_red"], nfev=r["nfev"], refine_success=r["success"],
-                            dq_over_q=r["dq_over_q"], dq_over_q_fitted=r["dq_fitted"], sld_core_rel=r["sld_core"],
-                            refine_seconds=time.perf_counter() - t0)
-                if r["structure_factor"] not in (None, "none"):
-                    info["sasmodels_model"] = f"{SASMODEL[cls]}@{D.STRUCTURE_FACTORS[r['structure_factor']]}"
-                if r["structure"] is not None:  # S(q) parameters, χ²_red and ΔBIC (vs the chosen) of each model tried
-                    info.update(structure_factor=r["structure_factor"], structure=r["structure"])
+        if cls != "other" and self.refine and r is None:
+            param_flags.append("fit_failed")
+        if r is not None:
+            for t in APPLIES[cls]:
+                values[t] = r["values"][t]
+                u = r["uncertainty"].get(t)
+                if u is not None and np.isfinite(u):
+                    uncs[t] = u
+            curves["fit"] = r["fit"]
+            if r["structure_factor"] not in (None, "none"):
+                info["sasmodels_model"] = f"{SASMODEL[cls]}@{D.STRUCTURE_FACTORS[r['structure_factor']]}"
+            if r["structure"] is not None:  # S(q) parameters, χ²_red and ΔBIC (vs the chosen) of each model tried
+                info.update(structure_factor=r["structure_factor"], structure=r["structure"])
         if "fit" not in curves:
             curves["fit"] = np.full_like(q, np.nan)
         if info["refined"]:
