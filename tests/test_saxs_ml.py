@@ -252,3 +252,31 @@ def test_tiny_training_run_gives_loadable_model(tmp_path):
 def test_missing_weights_is_an_analysis_error(tmp_path):
     with pytest.raises(AnalysisError, match="not found"):
         SaxsMLAnalyser(tmp_path / "nope.pt")
+
+
+def test_arbitrate_lets_a_clearly_better_fit_overrule_the_cnn():
+    from sdl.techniques.saxs.ml import arbitrate
+
+    p = np.zeros(len(CLASSES))
+    p[CLASSES.index("cylinder")], p[CLASSES.index("ellipsoid")], p[CLASSES.index("other")] = 0.7, 0.2, 0.1
+    fit = lambda chi2: {"chi2_red": chi2, "n_params": 7}  # noqa: E731
+    same, _ = arbitrate(p, {"cylinder": fit(1.0), "ellipsoid": fit(1.0)}, 200)
+    assert same == pytest.approx(p)  # equal fits, equal parameter counts: the CNN decides
+    better, info = arbitrate(p, {"cylinder": fit(1.3), "ellipsoid": fit(1.0)}, 200)  # Δχ² ≈ 58
+    assert better.argmax() == CLASSES.index("ellipsoid") and better.sum() == pytest.approx(1.0)
+    assert better[CLASSES.index("other")] == pytest.approx(0.1)  # classes not refined keep their probability
+    assert info["ellipsoid"]["bic"] < info["cylinder"]["bic"]
+
+
+def test_curve_the_model_cannot_fit_is_flagged_misfit(analyser):
+    """A sphere curve with a strong Bragg-like peak on top (e.g. a mesophase) and tight errors: whatever shape is
+    chosen, its fit is poor against the file's errors, so the class is low_confidence and says why."""
+    rng = np.random.default_rng(5)
+    I_fine = D.form_factor("sphere", D.Q_FINE, {"radius": 50.0, "sld": 1.0, "sld_solvent": 0.0, "polydispersity": 0.1})
+    m = D.measure(I_fine, 0.0045, 0.45, D.TEST, rng)
+    q, I = m["q"], m["I"]
+    I = I + 0.3 * np.interp(0.1, q, I) * np.exp(-0.5 * ((q - 0.1) / 0.003) ** 2)
+    res = analyser.analyse(_measurement(q, I, 0.01 * I, m["dq"]))
+    model = _desc(res, "saxs.model")
+    assert model.value == "sphere" and model.probabilities["sphere"] > 0.9  # the CNN alone would be confident
+    assert "low_confidence" in model.flags and res.info["chi2_red"] > 4 and "misfit" in res.info, res.info
