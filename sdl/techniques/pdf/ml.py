@@ -442,9 +442,14 @@ def neighbouring_clusters(motif: str, element: str, n_atoms: float, k: int = 3) 
 
     found: dict[int, Any] = {}
     for f in np.exp(np.linspace(np.log(0.45), np.log(2.2), 13)):
-        atoms = physics.build_cluster(motif, element, max(2, int(round(n_atoms * f))))
+        try:
+            atoms = physics.build_cluster(motif, element, max(13, int(round(n_atoms * f))))
+        except ValueError:  # no such cluster of this motif near that size
+            continue
         found.setdefault(len(atoms), atoms)
     sizes = sorted(found)
+    if not sizes:
+        raise AnalysisError(f"no {motif} cluster of {element} near {n_atoms:.0f} atoms")
     i = int(np.argmin([abs(math.log(n / max(n_atoms, 1.0))) for n in sizes]))
     lo = max(0, min(i - (k - 1) // 2, len(sizes) - k))
     return [found[n] for n in sizes[lo:lo + k]]
