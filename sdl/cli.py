@@ -277,6 +277,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     holder = store.orchestrator(row.id)
     rec["campaign"]["orchestrator"] = ({"pid": holder.pid, "host": holder.host, "since": holder.since}
                                        if holder else None)
+    messages = [e.message for e in store.events(row.id) if e.kind == "lab_messages"]
+    rec["campaign"]["lab_messages"] = messages[-1] if messages else None  # as of the latest run's start
     if args.json:
         print(json.dumps(rec, indent=2, default=str))
         return 0
@@ -289,6 +291,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         state = c["status"] + (": " + c["stop_reason"] if c["stop_reason"] else "")
     print(f"campaign {c['id']} ({state})")
+    if c["lab_messages"]:
+        print(f"  lab messages {c['lab_messages']}")
     if not rec["trials"]:
         print("  no trials")
         return 0

@@ -122,4 +122,5 @@ def test_lost_commands_and_replies_are_sent_again_when_the_broker_or_the_driver_
     events = store.events(cid)
     assert any(e.kind == "command_resent" for e in events)
     assert not any(e.kind == "protocol_error" for e in events)  # second answers to re-sent commands: not warned
+    assert [e.message.split(":")[0] for e in events if e.kind == "lab_messages"] == ["authenticated"]  # random secret
     store.close()

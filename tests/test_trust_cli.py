@@ -134,3 +134,26 @@ def test_a_postgres_password_is_never_stored_or_shown(postgres_url, tmp_path, ca
             for r in conn.execute(sa.text(f"SELECT * FROM {table}")):
                 assert secret not in repr(tuple(r)), (table, r)
     store.close()
+
+
+# ----- sdl status: were the lab's messages authenticated? --------------------------------------------
+
+
+@pytest.mark.parametrize("authenticated", [True, False])
+def test_status_says_whether_the_lab_messages_were_authenticated(tmp_path, capsys, authenticated):
+    from sdl.runner import events as ev
+    from sdl.runner.recorder import StoreRecorder
+
+    url = f"sqlite:///{tmp_path}/s.db"
+    store = _stored(url)
+    assert main(["status", "np-1", "--json", "--store", url]) == 0
+    assert json.loads(capsys.readouterr().out)["campaign"]["lab_messages"] is None  # no run started yet
+    StoreRecorder(store)(ev.CampaignStarted(campaign_id="np-1", campaign=load_campaign(DEMO), done=0,
+                                            authenticated=authenticated))
+    assert main(["status", "np-1", "--store", url]) == 0
+    second = capsys.readouterr().out.splitlines()[1]
+    want = "authenticated: commands signed" if authenticated else "not authenticated: no lab secret"
+    assert second.startswith(f"  lab messages {want}"), second
+    assert main(["status", "np-1", "--json", "--store", url]) == 0
+    assert json.loads(capsys.readouterr().out)["campaign"]["lab_messages"].startswith(want)
+    store.close()

@@ -64,6 +64,7 @@ class CampaignStarted(Event):
 
     campaign: Campaign
     done: int
+    authenticated: bool = False  # commands signed, replies and statuses checked with the lab secret
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -196,7 +196,8 @@ class Orchestrator:
             client.on_reconnect(lambda: self._inbox.put(RECONNECTED))
             self._wait_for_instruments()
             self.book = Book(self.store.trials(self.campaign_id))
-            self._event(ev.CampaignStarted, campaign=self.campaign, done=self.book.n_done())
+            self._event(ev.CampaignStarted, campaign=self.campaign, done=self.book.n_done(),
+                        authenticated=self._auth.enabled)
             if not self._auth.enabled:
                 self._event(ev.Message, level="warning", text=(
                     f"lab {self.lab!r}: commands and replies are not authenticated (neither {SECRET_ENV} nor "

@@ -17,6 +17,11 @@ from sdl.runner import events as ev
 from sdl.store import CommandRow, Store
 
 
+# the `lab_messages` event of each run's start: `sdl status` shows the latest
+AUTHENTICATED = "authenticated: commands signed, replies and statuses checked with the lab secret (HMAC-SHA256)"
+NOT_AUTHENTICATED = "not authenticated: no lab secret (SDL_LAB_SECRET / SDL_LAB_SECRET_FILE)"
+
+
 class StoreRecorder:
     """Writes the events of one Orchestrator to `store` (events it has no record for are ignored)."""
 
@@ -50,6 +55,7 @@ class StoreRecorder:
 
     def _started(self, e: ev.CampaignStarted) -> None:
         self.store.update_campaign(e.campaign_id, status="running", stop_reason=None)
+        self.store.log(e.campaign_id, "lab_messages", AUTHENTICATED if e.authenticated else NOT_AUTHENTICATED)
 
     def _stopped(self, e: ev.Stopped) -> None:
         self.store.update_campaign(e.campaign_id, status="stopped", stop_reason=e.reason)
