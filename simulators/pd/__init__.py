@@ -1,6 +1,7 @@
 """Powder diffraction physics: the sample contract, the forward model (`physics`: reflection lists
-from Dans_Diffraction, profiles in numpy), the simulated diffractometer (`instrument`) and the
-phase library's sources (`phases`)."""
+from Dans_Diffraction, profiles in numpy), structures from CIF files (`cif`, gemmi), the simulated
+diffractometer (`instrument`), the training-set generator (`dataset`) and the built-in phases'
+sources (`phases`, with their CIFs in `phases/oxides`)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,13 @@
 """Powder-diffraction analyser: phase identification (single and mixed), phase fractions, lattice
 parameters and crystallite sizes, with a least-squares refinement started from the ML estimate,
-and a "phase not in library" (out-of-distribution) flag.
+and "phase not in library" / unexplained-peaks flags. The phase library, the network and its Q
+grid come from a model folder (`sdl train pd --phases CIF_DIR --out MODEL_DIR`; the default is the
+shipped oxide model in `weights/`).
 
 Method (`info["method"]`):
 
-1. Preprocessing. The scan (2θ with its wavelength, or Q) is put on a fixed grid
-   Q = 0.75–5.15 Å⁻¹ (2048 points) by linear interpolation; points the scan does not reach are set
+1. Preprocessing. The scan (2θ with its wavelength, or Q) is put on the model's Q grid (2048
+   points; the shipped model's 0.75–5.15 Å⁻¹) by linear interpolation; points the scan does not reach are set
    to zero and marked in a coverage-mask channel. Channel 0 is the pattern scaled to [0, 1];
    channel 1 the square root of the intensity above a rolling-minimum background (which lifts
    minor phases and removes most of the background). Because the grid is in Q, any wavelength works (trained on Cu and Co Kα, tested on a
@@ -24,16 +26,22 @@ Method (`info["method"]`):
    projection). The instrument profile comes from `metadata["caglioti_uvw_deg2"]` (a calibration
    with a line-profile standard), else a default for the wavelength. Weight fractions follow from
    the scales (w_p ∝ S_p ρ_p). Phases whose refined fraction falls below 2 % are dropped and the
-   fit repeated. Uncertainties: covariance from the Jacobian scaled by the reduced χ².
+   fit repeated. Search-match: the CNN's next most probable phases and the library phases whose
+   patterns best match the positive residual are tried; one is kept when it refines to ≥ 4 wt %
+   and lowers χ² by ≥ 10 %. A Kα2 line is fitted when the metadata say the scan has one. Uncertainties: covariance from the Jacobian scaled by the reduced χ².
    If the fit fails, the CNN estimates are reported (method "cnn", flag low_confidence).
 4. OOD score: the unexplained intensity after refinement — the positive part of the smoothed
    residual above 3σ, as a fraction of the fitted peak intensity. `ood` is flagged above
    `OOD_THRESHOLD` (measured false-alarm rate and detection rate: docs/analysers.md and
    benchmarks/pd.py). The CNN energy score (-log Σ exp logits) is reported in info as well.
+   Unexplained peaks: maxima of the smoothed residual above 5σ and 3 % of the strongest fitted
+   peak (positions in info, `pd.unexplained_peaks`, flag `unexplained_peaks` on `pd.phases`).
 
 Descriptors: `pd.phases` (categorical, value "+".join(sorted phases), probabilities per library
 phase), `pd.fraction.<phase>`, `pd.lattice_a_angstrom.<phase>`, `pd.crystallite_size_nm.<phase>`,
-`pd.phase_purity` (largest weight fraction), `pd.ood_score`.
+`pd.phase_purity` (largest weight fraction), `pd.ood_score`, `pd.unexplained_peaks`. Curves: the
+data, the fit, the background and each phase's profile (`component:<phase>`), the unexplained
+peaks' 2θ (`marker:unexplained peaks`).
 """
 
 from __future__ import annotations
