@@ -78,7 +78,7 @@ def test_unknown_technique_with_a_matching_analysis_key(tmp_path, capsys):
     d["lab"]["world"] = None  # the technique alone
     rc, text = _validate(tmp_path, d, capsys)
     assert rc == 1
-    assert "workflow[1](saxs).technique: unknown technique 'saxz'; did you mean 'saxs'? (known: pd, saxs" in text
+    assert "workflow[1](saxs).technique: unknown technique 'saxz'; did you mean 'saxs'? (known: pd, pdf, saxs" in text
     assert "sdl.techniques" in text
     assert "drivers run elsewhere" not in text  # nothing printed as valid
 
