@@ -50,7 +50,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from sdl.measurement import Measurement
     from sdl.techniques.pdf.ml import PdfMLAnalyser, represent_grid
-    from sdl.techniques.pdf.train import expected_calibration_error
+    from sdl.analysis.calibration import expected_calibration_error
     from simulators.pdf import dataset
 
     say = Printout()

@@ -256,7 +256,7 @@ def main() -> None:
 
     from sdl.measurement import Measurement
     from sdl.techniques.saxs.ml import SaxsMLAnalyser
-    from sdl.techniques.saxs.train import expected_calibration_error
+    from sdl.analysis.calibration import expected_calibration_error
 
     torch.set_num_threads(2)
     out = Printout()

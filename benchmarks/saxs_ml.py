@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from simulators.saxs import dataset as D
     from sdl.techniques.saxs.ml import APPLIES, CLASSES, TARGETS, SaxsMLAnalyser, refine, represent_batch
-    from sdl.techniques.saxs.train import expected_calibration_error
+    from sdl.analysis.calibration import expected_calibration_error
 
     out = Printout()
 

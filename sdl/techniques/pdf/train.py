@@ -29,34 +29,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sdl.analysis.calibration import expected_calibration_error, softmax
 from sdl.techniques.pdf.ml import ARCH, R_GRID, TARGETS, WEIGHTS_DIR, PdfModel, build_net, represent_grid
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 HIDDEN = 128
 
 
-def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """ECE of the top-class probability (equal-width bins)."""
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(float)
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            ece += m.mean() * abs(conf[m].mean() - correct[m].mean())
-    return float(ece)
-
-
 def target_matrix(data: dict[str, Any]) -> np.ndarray:
     """(n, 4) raw targets in TARGETS order from a simulate() dict."""
     return np.stack([np.log(np.asarray(data["n_atoms"], float)), np.asarray(data["nn_distance_angstrom"], float),
                      np.asarray(data["adp_angstrom2"], float), np.log(np.asarray(data["diameter_nm"], float))], 1)
-
-
-def _softmax(lo: np.ndarray) -> np.ndarray:
-    e = np.exp(lo - lo.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *, seed: int, epochs: int = 20,
@@ -160,7 +143,7 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
         "val_accuracy_per_class": {c: float((pred[y[va] == k] == k).mean()) for k, c in enumerate(classes)
                                    if np.any(y[va] == k)},
         "val_ece": expected_calibration_error(p, y[va]),
-        "val_ece_uncalibrated": expected_calibration_error(_softmax(raw_va["logits"]), y[va]),
+        "val_ece_uncalibrated": expected_calibration_error(softmax(raw_va["logits"]), y[va]),
         "val_n_atoms_median_rel_error": float(np.median(np.abs(cal["n_atoms"][fin] - n_true[fin]) / n_true[fin])),
         "val_nn_distance_mae_angstrom": float(np.mean(np.abs(cal["nn_distance_angstrom"] - T[va, 1]))),
         "val_adp_mae_angstrom2": float(np.mean(np.abs(cal["adp_angstrom2"] - T[va, 2]))),

@@ -24,25 +24,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from sdl.analysis.calibration import expected_calibration_error, softmax
 from sdl.techniques.saxs.ml import (
     APPLIES, CLASSES, TARGETS, WEIGHTS, SasModel, build_net, encode_targets, represent_batch,
 )
 
 
 DESCRIPTION = __doc__.split("\n\n")[0]
-
-
-def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
-    """ECE of the top-class probability (equal-width bins)."""
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(float)
-    edges = np.linspace(0, 1, bins + 1)
-    ece = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            ece += m.mean() * abs(conf[m].mean() - correct[m].mean())
-    return float(ece)
 
 
 def applicable_mask(labels: np.ndarray) -> np.ndarray:
@@ -179,7 +167,7 @@ def train(
         "val_accuracy": float((p_va.argmax(1) == y[va]).mean()),
         "val_accuracy_in_library": float((p_va.argmax(1) == y[va])[in_lib[y[va]]].mean()),
         "val_ece": expected_calibration_error(p_va, y[va]),
-        "val_ece_uncalibrated": expected_calibration_error(_softmax(raw_va["logits"]), y[va]),
+        "val_ece_uncalibrated": expected_calibration_error(softmax(raw_va["logits"]), y[va]),
         "temperature": temperature,
         "sd_scale": sd_scale,
         "ood_threshold": threshold,
@@ -191,11 +179,6 @@ def train(
                   "temperature": temperature, "sd_scale": sd_scale, "ood_threshold": threshold,
                   "metrics": metrics, **(extra_meta or {})}
     return model, metrics
-
-
-def _softmax(lo: np.ndarray) -> np.ndarray:
-    e = np.exp(lo - lo.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _raw_with_emb(model: SasModel, x: np.ndarray, batch: int = 1024) -> dict[str, np.ndarray]:
