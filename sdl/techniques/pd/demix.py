@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from sdl.analysis.nmf import nmf
 from sdl.errors import AnalysisError
 
 __all__ = ["demix", "remove_background", "match_components"]
@@ -74,21 +75,6 @@ def _shift(v: np.ndarray, lag: int) -> np.ndarray:
     else:
         out[-lag:] = v[: v.size + lag]
     return out
-
-
-def _nmf(X: np.ndarray, k: int, seed: int):
-    import warnings
-
-    from sklearn.decomposition import NMF
-    from sklearn.exceptions import ConvergenceWarning
-
-    model = NMF(n_components=k, init="nndsvda", max_iter=600, tol=1e-5, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        W = model.fit_transform(X)
-    H = model.components_
-    err = float(np.linalg.norm(X - W @ H) / max(np.linalg.norm(X), 1e-300))
-    return W, H, err
 
 
 def _merge(W: np.ndarray, H: np.ndarray, max_lag: int, threshold: float):
@@ -241,7 +227,7 @@ def demix(
 
     def fit(k):
         if k not in fits:
-            W, H, err = _nmf(Xn, k, seed)
+            W, H, err = nmf(Xn, k, seed, max_iter=600, tol=1e-5)
             comps, weights, lag, pairs = _merge(W, H, max_lag, merge_threshold)
             fits[k] = (err, comps, weights, lag, pairs)
         return fits[k]

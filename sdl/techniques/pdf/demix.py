@@ -26,23 +26,10 @@ from typing import Any
 
 import numpy as np
 
+from sdl.analysis.nmf import nmf
 from sdl.errors import AnalysisError
 
 __all__ = ["demix", "match_components", "make_series"]
-
-
-def _nmf(X: np.ndarray, k: int, seed: int):
-    import warnings
-
-    from sklearn.decomposition import NMF
-    from sklearn.exceptions import ConvergenceWarning
-
-    model = NMF(n_components=k, init="nndsvda", max_iter=1000, tol=1e-6, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        W = model.fit_transform(X)
-    H = model.components_
-    return W, H, float(np.linalg.norm(X - W @ H) / max(np.linalg.norm(X), 1e-300))
 
 
 def demix(series_g: np.ndarray, n_components: int | None = None, *, r: np.ndarray | None = None,
@@ -71,7 +58,7 @@ def demix(series_g: np.ndarray, n_components: int | None = None, *, r: np.ndarra
 
     def fit(k):
         if k not in fits:
-            W, H, err = _nmf(Xs, k, seed)
+            W, H, err = nmf(Xs, k, seed, max_iter=1000, tol=1e-6)
             c, _ = nnls(W, np.ones(W.shape[0]))  # scales making each sample's fractions sum to ~1
             c = np.where(c > 0, c, 1.0)
             W, H = W * c[None, :], H / c[:, None]
