@@ -47,6 +47,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from sdl.analysis.base import AnalysisResult, Descriptor
+from sdl.analysis.ood import nearest_class_distance, whitening
 from sdl.errors import AnalysisError
 from sdl.measurement import Measurement
 
@@ -184,15 +185,9 @@ class PdfModel:
 
     def mahalanobis(self, emb) -> np.ndarray:
         """Distance of each embedding to the nearest in-library class mean (shared covariance)."""
-        import torch
-
         if self._whiten is None:
-            L = torch.linalg.cholesky(self.maha_prec.double()).float()
-            self._whiten = (L, self.maha_mean @ L)
-        L, mz = self._whiten
-        z = emb @ L
-        d2 = (z * z).sum(1, keepdim=True) - 2 * z @ mz.T + (mz * mz).sum(1)[None, :]
-        return torch.sqrt(d2.clamp_min(0).min(dim=1).values).numpy()
+            self._whiten = whitening(self.maha_prec, self.maha_mean)
+        return nearest_class_distance(emb, self._whiten)
 
     def calibrated(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Probabilities (temperature-scaled), OOD score, target values and one-sigma uncertainties."""
