@@ -2,22 +2,34 @@
 refined expansion and Rw, throughput.
 
 The held-out set is `simulators.pdf.dataset.simulate(recipe="heldout")` (written separately from the
-training recipe, never trained on: other artefact recipes, and an `in_range` mask for clusters whose
-size or disorder lie outside the training ranges). Reported for in-range and out-of-range separately:
+training recipe over its own structure pool, never trained on). **In range** (`in_range`): every
+structural and instrument parameter lies inside the training ranges (`dataset.TRAIN`,
+`dataset.TRAIN_SHAPES`, `dataset.NN_RANGE`): atoms 13–1500, bond length of the trained elements'
+span, expansion 0.97–1.03, U_iso 0.002–0.015 Å², Qmin 0.5–1, Qmax 18–28, Qdamp 0.02–0.05 Å⁻¹, hcp
+c/a 1.57–1.90, elongation ≤ 1.3, surface trim within the trained fraction of its motif, stacking
+kinds trained for its lattice, ≤ 3 sizes per curve within a factor e^0.5 of the main one; the
+elements, structures (other cut centres, trims, ladder shapes), artefact recipes (backgrounds,
+shells, Lorch window, noise) always differ. **Out of range**: at least one of those parameters lies
+beyond the training ranges (e.g. Qmax 14–35, Qdamp to 0.08, U_iso to 0.025 Å², 2,200 atoms,
+expansion ±4.5 %, elongation 1.5, icosahedra with 75 % of the surface trimmed, 4 sizes).
+Reported for in-range and out-of-range separately:
 
 * motif accuracy (goal >= 95 % on DeepStruc's 7 types in range), ECE (15 bins of the top
   probability), right-or-flagged (flag: ood or low_confidence), confident-error rate (wrong,
   p >= 0.9, not flagged; goal <= 1 %);
 * n_atoms median relative error of the CNN (goal <= 10 %), nn-distance MAE, ADP MAE;
-* after refinement on a subset (the full analyser, `PdfMLAnalyser.analyse`): motif accuracy,
-  n_atoms median relative error, expansion error (goal: within 0.5 %), Rw median;
+* after refinement on a subset (the full analyser, `PdfMLAnalyser.analyse`: CNN, refinement of
+  the top motifs, arbitration by fit quality): motif accuracy against the CNN's on the same curves,
+  how often the arbitration changed the motif (and whether to the right one), right-or-flagged,
+  confident errors, ECE of the final probabilities, n_atoms median relative error, expansion error
+  (goal: within 0.5 %), Rw median;
 * throughput: G(r)/s of the batched CNN (representation + network) on one thread (goal >= 2,000).
 
 DeepStruc (Kjær et al., Digital Discovery 2023) is printed beside: 7 types, <= 200 atoms, mean
 coordinate error 0.093 ± 0.058 Å on simulated data after fitting expansion, ADP and scale — a
 different figure (coordinates of a generated structure) from ours (motif, size, expansion).
 
-    OMP_NUM_THREADS=1 python benchmarks/pdf_ml.py [--n-per-class 150] [--seed 7] [--refine 80]
+    OMP_NUM_THREADS=1 python benchmarks/pdf_ml.py [--n-per-class 300] [--seed 7] [--refine 150]
 """
 
 from __future__ import annotations
@@ -39,9 +51,9 @@ DEEPSTRUC_TYPES = ("sc", "bcc", "fcc", "hcp", "icosahedral", "decahedral", "octa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n-per-class", type=int, default=150, help="held-out G(r) per class")
+    ap.add_argument("--n-per-class", type=int, default=300, help="held-out G(r) per class")
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--refine", type=int, default=80, help="in-range G(r) analysed with refinement")
+    ap.add_argument("--refine", type=int, default=150, help="in-range G(r) analysed with refinement")
     ap.add_argument("--weights", help="weights folder (default: the shipped ones)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pdf_ml.txt"))
     args = ap.parse_args()
@@ -60,6 +72,10 @@ def main() -> None:
     say("# pdf_ml on the held-out generator (simulators.pdf.dataset, recipe='heldout')")
     say(f"weights: {meta.get('command')}; trained on {meta['metrics']['n_train']} G(r), "
         f"validation accuracy {meta['metrics']['val_accuracy']:.3f}")
+    arb = meta.get("arbitration")
+    if arb:
+        say(f"refinement arbitration tempers (fitted by sdl train pdf on {arb['n_curves']} training-recipe G(r)): "
+            f"{arb['temper']}")
     t0 = time.time()
     data = dataset.simulate(args.n_per_class, args.seed, recipe="heldout", progress=False)
     say(f"held-out set: {len(data['motif'])} G(r) ({args.n_per_class} per class, seed {args.seed}), simulated in "
@@ -121,7 +137,8 @@ def main() -> None:
         sub = rng.choice(cand, size=min(args.refine, cand.size), replace=False)
         say("")
         say(f"## Full analyser with refinement, {sub.size} in-range G(r) of DeepStruc's types")
-        right, rel, exp_err, rws, secs, changed = [], [], [], [], [], 0
+        right, right_cnn, flag, conf, rel, exp_err, rws, secs = [], [], [], [], [], [], [], []
+        p_fin, y_fin, changes = [], [], {"right -> wrong": 0, "wrong -> right": 0, "wrong -> wrong": 0}
         for i in sub:
             md = {f"{k}_inv_angstrom": float(data[k][i]) for k in ("qmin", "qmax", "qdamp")}  # as a .gr header gives them
             md["element"] = str(data["element"][i])
@@ -131,15 +148,31 @@ def main() -> None:
             res = an.analyse(m)
             secs.append(time.perf_counter() - t)
             d = {x.name: x for x in res.descriptors}
-            right.append(d["pdf.motif"].value == data["motif"][i])
+            mot = d["pdf.motif"]
+            ok = mot.value == data["motif"][i]
+            ok_cnn = classes[int(top[i])] == data["motif"][i]
+            right.append(ok)
+            right_cnn.append(ok_cnn)
+            flag.append(bool(mot.flags))
+            conf.append((not ok) and not mot.flags and max(mot.probabilities.values()) >= 0.9)
+            p_fin.append([mot.probabilities[c] for c in classes])
+            y_fin.append(y[i])
+            if "motif_changed_by_refinement" in res.info:
+                changes[f"{'right' if ok_cnn else 'wrong'} -> {'right' if ok else 'wrong'}"] += 1
             rel.append(abs(d["pdf.n_atoms"].value - n_true[i]) / n_true[i])
             exp_err.append(d["pdf.expansion"].value / float(data["expansion"][i]) - 1.0)
             if "pdf.rw" in d:
                 rws.append(d["pdf.rw"].value)
-            changed += "motif_changed_by_refinement" in res.info
         exp_err = np.abs(np.array(exp_err))
-        say(f"motif accuracy {np.mean(right):.3f} (refinement changed the CNN's motif {changed}×); n_atoms median "
-            f"relative error {np.median(rel):.3f}")
+        right, flag = np.array(right), np.array(flag)
+        say(f"motif accuracy {right.mean():.3f} (CNN alone on the same curves {np.mean(right_cnn):.3f}); refinement "
+            f"changed the CNN's motif {sum(changes.values())}x ({', '.join(f'{k} {v}' for k, v in changes.items())})")
+        say(f"right or flagged {np.mean(right | flag):.3f}; confident errors {np.mean(conf):.4f}; ECE of the final "
+            f"probabilities {expected_calibration_error(np.array(p_fin), np.array(y_fin)):.3f}; flagged {flag.mean():.3f}")
+        yf = np.array(y_fin)
+        say("  per class: " + ", ".join(f"{c} {right[yf == k].mean():.2f} (n={int((yf == k).sum())})"
+                                        for k, c in enumerate(classes) if np.any(yf == k)))
+        say(f"n_atoms median relative error {np.median(rel):.3f}")
         say(f"expansion |error|: median {np.median(exp_err) * 100:.2f} %, 90th percentile "
             f"{np.quantile(exp_err, 0.9) * 100:.2f} %, within 0.5 %: {np.mean(exp_err <= 0.005):.3f}")
         if rws:

@@ -138,12 +138,56 @@ def test_analyser_gets_the_motif_and_refines_the_expansion(analyser):
     assert min(res.info["refined"], key=lambda c: c["rw"])["n_atoms"] == 309  # the library cluster refined best
     assert d["pdf.adp_angstrom2"].value == pytest.approx(0.006, abs=0.001)
     assert not d["pdf.motif"].flags and not d["pdf.ood_score"].flags
+    arb = res.info["arbitration"]["motifs"]
+    assert "icosahedral" in arb and "motif_changed_by_refinement" not in res.info
     assert res.curves["fit"].shape == res.curves["r_angstrom"].shape
     from sdl import analysis
 
     t = analysis.technique("pdf")
     assert all(t.descriptor(x.name) is not None and (t.descriptor(x.name).kind == "class") == isinstance(x.value, str)
                for x in res.descriptors)
+
+
+def test_arbitration_reweighs_by_fit_quality_within_the_candidates():
+    """ml.arbitrate: equal fits keep the CNN's probabilities, a clearly worse fit loses its share, the
+    temper (0 = trust the CNN alone) scales that per motif pair, other classes keep theirs."""
+    from sdl.techniques.pdf.ml import arbitrate, effective_points
+
+    p = {"fcc": 0.55, "octahedral": 0.40, "hcp": 0.0, "other": 0.05}
+    same, _ = arbitrate(p, {"fcc": 1.0, "octahedral": 1.0}, n_eff=100)
+    assert same["fcc"] == pytest.approx(0.55) and same["octahedral"] == pytest.approx(0.40)
+    worse, stats = arbitrate(p, {"fcc": 1.2, "octahedral": 1.0}, n_eff=100)  # χ² differs by ~19
+    assert worse["octahedral"] > 0.99 * 0.95 and worse["other"] == 0.05
+    assert stats["fcc"]["chi2"] == pytest.approx(97 * 1.2) and stats["octahedral"]["chi2"] == pytest.approx(97)
+    assert sum(worse.values()) == pytest.approx(1.0)
+    trusted_less, _ = arbitrate(p, {"fcc": 1.2, "octahedral": 1.0}, n_eff=100, temper={"fcc|octahedral": 0.05})
+    assert 0.4 < trusted_less["octahedral"] < worse["octahedral"]
+    cnn_only, _ = arbitrate(p, {"fcc": 1.2, "octahedral": 1.0}, n_eff=100, temper={"*": 0.0})
+    assert cnn_only["fcc"] == pytest.approx(0.55)
+    # independent points: white noise keeps its points (up to the Nyquist cap), a smooth misfit has few
+    rng = np.random.default_rng(0)
+    assert effective_points(rng.normal(size=500), 300.0) == 300.0
+    smooth = np.convolve(rng.normal(size=600), np.ones(40) / 40, mode="valid")[:500]
+    assert effective_points(smooth, 300.0) < 40
+
+
+def test_refinement_arbitrates_between_the_candidate_motifs():
+    """The Pt309 icosahedron refined as icosahedral and decahedral: the icosahedron fits far better,
+    so it wins even when the CNN's prior favours the decahedron; equal priors and temper 0 keep the
+    prior."""
+    from sdl.techniques.pdf.ml import refine
+
+    m = read_pdf(GR)
+    r, g = m.require("r_angstrom", "G_per_angstrom2")
+    kw = dict(metadata=m.metadata, motifs=["decahedral", "icosahedral"], element="Pt", n_atoms=309,
+              nn_distance=TRUE_NN * 1.02, adp=0.006)
+    ref = refine(r, g, p={"decahedral": 0.7, "icosahedral": 0.3}, temper=1.0, **kw)
+    arb = ref["arbitration"]["motifs"]
+    assert ref["best"]["motif"] == "icosahedral" and ref["probabilities"]["icosahedral"] > 0.99
+    assert arb["icosahedral"]["rw"] < 0.5 * arb["decahedral"]["rw"]
+    assert {c["motif"] for c in ref["tried"]} == {"decahedral", "icosahedral"}
+    kept = refine(r, g, p={"decahedral": 0.7, "icosahedral": 0.3}, temper=0.0, **kw)
+    assert kept["best"]["motif"] == "decahedral" and kept["probabilities"]["decahedral"] == pytest.approx(0.7)
 
 
 def test_analyser_flags_what_it_does_not_know(analyser):

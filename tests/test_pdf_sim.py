@@ -214,3 +214,44 @@ def test_heldout_recipe_is_its_own_and_flags_out_of_range(small_pool, monkeypatc
     assert np.all(wide[~out] == False)  # noqa: E712  (in range means inside every training range)
     with pytest.raises(ValueError, match="recipe"):
         D.simulate(1, 0, recipe="test")
+
+
+def test_in_range_means_inside_the_training_structures():
+    """Held-out structures count as in range only inside the training pool's structural ranges:
+    hcp c/a, elongation, surface trim per motif, stacking kinds (dataset.TRAIN_SHAPES)."""
+    from simulators.pdf import dataset as D
+
+    def entry(label, motif, **shape):
+        t = P.PairTable(table=np.zeros((1, 2), np.float32), pairs=[("X", "X")], counts={"X": 10}, n_atoms=100,
+                        d_max=5.0, nn_mean=1.0, cn_mean=8.0, n_surface=50, motif=motif, shape=shape)
+        return D.Entry(label, motif, t)
+
+    assert D._shape_in_range(entry("hcp", "hcp", radius=3.0, c_over_a=1.856))  # Zn-like: trained since c/a 1.57-1.90
+    assert not D._shape_in_range(entry("hcp", "hcp", radius=3.0, c_over_a=1.95))
+    assert not D._shape_in_range(entry("hcp", "hcp", radius=3.0, c_over_a=1.50))
+    assert not D._shape_in_range(entry("fcc", "fcc", radius=3.0, elongation=1.5))
+    assert D._shape_in_range(entry("fcc", "fcc", radius=3.0, elongation=1.2, stacking="twin"))
+    assert not D._shape_in_range(entry("icosahedral", "icosahedral", shells=4, trim=0.75, seed=1))
+    assert D._shape_in_range(entry("decahedral", "decahedral", p=3, q=3, r=1, trim=0.25, seed=1))
+    assert not D._shape_in_range(entry("hcp", "hcp", radius=3.0, stacking="twin"))
+
+
+def test_training_pool_spans_real_hcp_and_faulted_stacks():
+    """The training pool's hcp spans c/a 1.57-1.90 (Ru ... Cd) with up to 40 % faulted layers, its fcc
+    includes twins and random faults, and random stacking reproduces fcc and hcp at the limits."""
+    from simulators.pdf import dataset as D
+
+    specs = D._train_structures()
+    hcp = [s for lab, kind, m, s in specs if lab == "hcp"]
+    ca = [s.get("c_over_a", math.sqrt(8 / 3)) for s in hcp]
+    assert min(ca) < 1.6 and max(ca) > 1.85 and all(1.57 <= c <= 1.90 for c in ca)
+    hexa = [s["hexagonality"] for s in hcp if s.get("stacking") == "random"]
+    assert hexa and min(hexa) < 0.65 and max(hexa) <= 0.95
+    fcc_kinds = {kind for lab, kind, m, s in specs if lab == "fcc"}
+    assert {"fcc", "fcc_twin", "fcc_fault", "fcc_faults"} <= fcc_kinds
+    rng = np.random.default_rng(0)
+    assert P._stacking("random", 9, rng, hexagonality=1.0) == P._stacking("hcp", 9, None)
+    assert P._stacking("random", 9, rng, hexagonality=0.0) == P._stacking("fcc", 9, None)
+    pos = P.base_positions("hcp", radius=3.0, c_over_a=1.86, stacking="random", hexagonality=0.7, stack_seed=2)
+    cn = P.coordination_numbers(pos, cutoff_factor=1.15)
+    assert cn.max() == 12  # interior atoms: 6 in-plane at 1.0, 6 out-of-plane at 1.105 bond lengths

@@ -4,8 +4,9 @@ simulators.pdf.physics).
 Classes (`CLASSES`): DeepStruc's seven motifs plus "other":
 
 * `sc`, `bcc`, `fcc`, `hcp`: spheres (and some ellipsoids) cut around random centres from the
-  crystal; fcc includes twinned and intrinsically faulted stacks, hcp includes faulted stacks and
-  c/a other than ideal. `icosahedral` (Mackay), `decahedral` (Marks), `octahedral` (truncated),
+  crystal; fcc includes twinned, intrinsically faulted and randomly faulted stacks (5–25 % of the
+  layers hexagonal), hcp includes singly and randomly faulted stacks (5–40 % of the layers cubic)
+  and c/a other than ideal (training: 1.57–1.90, Ru/Ti/Os to Zn/Cd). `icosahedral` (Mackay), `decahedral` (Marks), `octahedral` (truncated),
   each also with partly grown outer shells (sizes between the magic numbers).
 * `other`: what the analyser must not force into a motif: amorphous (liquid-like, random close
   packed) clusters, periodic bulk crystals (G(r) without size decay out to r_max), and mixtures of
@@ -27,6 +28,9 @@ built structure pools):
 |---|---|---|
 | elements (nearest-neighbour Å) | Pt Pd Au Ag Cu Ni Fe W Co Ti (2.48–2.90) | Rh Ir Al Mo Nb Cr Zn Mg Ru (2.50–3.20) |
 | atoms | 13–1500 | 13–2200 (other shell fractions, other ladder shapes, ellipsoids to 1.5) |
+| hcp c/a, stacking faults | 1.57–1.90; one fault (20 %) or 5–40 % faulted layers (30 %) | 1.633, 1.59, 1.856; one fault (40 %) |
+| fcc stacking | twin 20 %, one fault 15 %, 5–25 % random faults 15 % | twin 30 %, one fault 20 % |
+| surface trim (partly grown shells) | icosahedra 0.3/0.6, decahedra 0.3, octahedra 0.4 | 0.15/0.45/0.75, 0.25, 0.2 |
 | expansion, Uiso (Å²) | 0.97–1.03, 0.002–0.015 | 0.955–1.045, 0.001–0.025 |
 | Qmin, Qmax, Qdamp (Å⁻¹) | 0.5–1.0, 18–28 (≤ √(6/U)), 0.02–0.05 | 0.3–1.5, 14–35 (≤ √((4.5–7)/U)), 0.01–0.08 |
 | counts at Q→0 | 3·10⁴–3·10⁶ | 2·10⁴–10⁷ |
@@ -38,9 +42,10 @@ built structure pools):
 The held-out ranges in the table are those of 60 % of its curves; the other 40 % draw atoms,
 element (bond length), expansion, Uiso, Qmin, Qmax and Qdamp inside the training ranges (still
 other elements, structures and artefact recipes). `in_range` (held-out curves) is True where all of
-those parameters lie inside the training ranges (about 43 % of the set: nearly all of the 40 %, a
-few wide draws that land inside); the artefact recipes (background shapes,
-Lorch, noise levels, shells) always differ.
+those parameters and the structures' own (`TRAIN_SHAPES`: hcp c/a, elongation, trim fraction per
+motif, stacking kind, at most 3 sizes per curve within a factor e^0.5) lie inside the training
+ranges (about a third of the set); the artefact recipes (background shapes, Lorch, noise levels,
+shells) always differ.
 
 Speed: each pool structure's pair table is computed once per process (`_pool`); a curve is then an
 interpolation of 1–4 tables, the artefacts on F(Q) and one row of a batched sine transform.
@@ -70,6 +75,13 @@ TRAIN = dict(
     elements=("Pt", "Pd", "Au", "Ag", "Cu", "Ni", "Fe", "W", "Co", "Ti"),
     n_atoms=(13, 1500), expansion=(0.97, 1.03), adp=(0.002, 0.015),
     qmin=(0.5, 1.0), qmax=(18.0, 28.0), qdamp=(0.02, 0.05),
+)
+# structural ranges of the training pool (`_train_structures`) and recipe (`_train_recipe`): hcp c/a,
+# ellipsoid elongation, surface trim fraction per motif, stacking kinds per lattice, sizes per curve
+# (one motif) and their spread (|ln n/n_main|); `_in_range` labels held-out curves against them
+TRAIN_SHAPES = dict(
+    c_over_a=(1.57, 1.90), elongation=1.3, trim={"icosahedral": 0.6, "octahedral": 0.4, "decahedral": 0.3},
+    stacking={"fcc": ("twin", "fault", "random"), "hcp": ("hcp_fault", "random")}, sizes=3, size_log_ratio=0.5,
 )
 HELDOUT_ELEMENTS = ("Rh", "Ir", "Al", "Mo", "Nb", "Cr", "Zn", "Mg", "Ru")
 _TRAIN_NN = tuple(P.ELEMENTS[e].nn_angstrom for e in TRAIN["elements"])
@@ -101,12 +113,22 @@ def _radius(lattice: str, n: float, elong: float = 1.0, c_over_a: float = math.s
 
 def _crystal_shapes(lattice: str, rng: np.random.Generator, n_sizes: int, n_range: tuple[float, float],
                     elong_p: float, elong_max: float, stackings: tuple[tuple[str | None, float], ...],
-                    c_over_a: tuple[float, ...]) -> list[tuple[str, dict]]:
-    """Sphere/ellipsoid cuts: sizes log-uniform in n_range, random centres, random stacking."""
+                    c_over_a: tuple[float, ...], ca_ranges: tuple[tuple[float, float, float], ...] = (),
+                    hexagonality: tuple[float, float] = (0.0, 0.0)) -> list[tuple[str, dict]]:
+    """Sphere/ellipsoid cuts: sizes log-uniform in n_range, random centres, random stacking. hcp c/a:
+    one of `c_over_a`, or, when `ca_ranges` ((probability, lo, hi), ...) is given, uniform in one of
+    those ranges; stacking "random": hexagonality uniform in `hexagonality`."""
     out = []
     for n in np.exp(rng.uniform(math.log(n_range[0]), math.log(n_range[1]), n_sizes)):
         elong = float(rng.uniform(1.0, elong_max)) if rng.random() < elong_p else 1.0
-        ca = float(rng.choice(c_over_a)) if lattice == "hcp" else math.sqrt(8 / 3)
+        if lattice != "hcp":
+            ca = math.sqrt(8 / 3)
+        elif ca_ranges:
+            pr = np.array([c[0] for c in ca_ranges])
+            c = ca_ranges[int(rng.choice(len(ca_ranges), p=pr / pr.sum()))]
+            ca = float(rng.uniform(c[1], c[2]))
+        else:
+            ca = float(rng.choice(c_over_a))
         shape: dict[str, Any] = {"radius": round(_radius(lattice, n, elong, ca), 4),
                                  "centre": [round(float(v), 3) for v in rng.random(3)]}
         if elong > 1.0:
@@ -117,7 +139,11 @@ def _crystal_shapes(lattice: str, rng: np.random.Generator, n_sizes: int, n_rang
         names, probs = zip(*stackings)
         st = names[int(rng.choice(len(names), p=np.asarray(probs) / sum(probs)))]
         kind = lattice
-        if st is not None:
+        if st == "random":
+            shape.update(stacking=st, hexagonality=round(float(rng.uniform(*hexagonality)), 3),
+                         stack_seed=int(rng.integers(1 << 20)))
+            kind = f"{lattice}_faults"
+        elif st is not None:
             shape.update(stacking=st, where=round(float(rng.uniform(0.3, 0.7)), 3))
             kind = f"{lattice}_{st}"
         out.append((kind, shape))
@@ -212,17 +238,24 @@ def _train_structures() -> list[tuple[str, str, str, dict]]:
         if k >= 3:
             for trim, seed in ((0.3, 1), (0.6, 2)):
                 specs.append(("icosahedral", "icosahedral_trim", "icosahedral", {"shells": k, "trim": trim, "seed": seed}))
-    for s in _ladder("decahedral", lambda i, n: i % 3 != 2 and 13 <= n <= 1500):
+    for i, s in enumerate(_ladder("decahedral", lambda i, n: i % 3 != 2 and 13 <= n <= 1500)):
         specs.append(("decahedral", "decahedral", "decahedral", s))
+        if i % 2 == 0 and s["p"] >= 3:  # partly grown outer shells
+            specs.append(("decahedral", "decahedral_trim", "decahedral", {**s, "trim": 0.3, "seed": 200 + i}))
     for i, s in enumerate(_ladder("octahedral", lambda i, n: 13 <= n <= 1500)):
         specs.append(("octahedral", "octahedral", "octahedral", s))
         if i % 2 == 0 and s["length"] >= 4:
             specs.append(("octahedral", "octahedral_trim", "octahedral", {**s, "trim": 0.4, "seed": i}))
     cp = math.sqrt(8 / 3)
-    for lattice, stack, ca in (("fcc", ((None, 0.65), ("twin", 0.2), ("fault", 0.15)), (cp,)),
-                               ("hcp", ((None, 0.8), ("hcp_fault", 0.2)), (cp, 1.60, 1.57)),
-                               ("bcc", ((None, 1.0),), (cp,)), ("sc", ((None, 1.0),), (cp,))):
-        for kind, shape in _crystal_shapes(lattice, rng, 40, (13, 1500), 0.3, 1.3, stack, ca):
+    # fcc: twins, single intrinsic faults and random faulting (5–25 % hexagonal layers); hcp: c/a of
+    # real hcp metals (Ru/Ti/Os 1.58–1.59 ... Co/Mg 1.62 ... Zn 1.86, Cd 1.89), one fault, or 5–40 %
+    # of the layers faulted (hexagonality 0.6–0.95)
+    for lattice, n_sizes, stack, ca_ranges, hexa in (
+            ("fcc", 50, ((None, 0.5), ("twin", 0.2), ("fault", 0.15), ("random", 0.15)), (), (0.05, 0.25)),
+            ("hcp", 70, ((None, 0.5), ("hcp_fault", 0.2), ("random", 0.3)), ((0.6, 1.57, 1.65), (0.4, 1.65, 1.90)),
+             (0.6, 0.95)),
+            ("bcc", 40, ((None, 1.0),), (), (0.0, 0.0)), ("sc", 40, ((None, 1.0),), (), (0.0, 0.0))):
+        for kind, shape in _crystal_shapes(lattice, rng, n_sizes, (13, 1500), 0.3, 1.3, stack, (cp,), ca_ranges, hexa):
             specs.append((lattice, kind, lattice, shape))
     for i, n in enumerate(np.exp(rng.uniform(math.log(13), math.log(1500), 24))):
         specs.append(("other", "amorphous", "amorphous", {"n_atoms": int(n), "seed": 100 + i}))
@@ -422,10 +455,32 @@ def _labels(spec: CurveSpec) -> dict[str, Any]:
             "dominant_fraction": float(w.max())}
 
 
+def _shape_in_range(e: Entry) -> bool:
+    """Is a pool structure inside the training pool's structural ranges (TRAIN_SHAPES)?"""
+    sh = e.table.shape
+    lim = TRAIN_SHAPES
+    if e.label == "hcp" and not lim["c_over_a"][0] <= float(sh.get("c_over_a", math.sqrt(8 / 3))) <= lim["c_over_a"][1]:
+        return False
+    if float(sh.get("elongation", 1.0)) > lim["elongation"]:
+        return False
+    if float(sh.get("trim", 0.0)) > lim["trim"].get(e.table.motif, 0.0) + 1e-9:
+        return False
+    st = sh.get("stacking")
+    return st is None or st in lim["stacking"].get(e.table.motif, ())
+
+
 def _in_range(spec: CurveSpec, lab: dict[str, Any]) -> bool:
+    """Structure, size distribution and instrument inside the training ranges (TRAIN, TRAIN_SHAPES,
+    NN_RANGE); the artefact recipes are not compared (they always differ)."""
     a = spec.acquisition
     nn_bulk = P.ELEMENTS[spec.element].nn_angstrom * spec.components[0].expansion
+    main = spec.entries[0]
+    same = [e for e in spec.entries if e.label == main.label]
+    lim = TRAIN_SHAPES
     checks = [
+        all(_shape_in_range(e) for e in spec.entries),
+        spec.label == "other" or (len(same) <= lim["sizes"] and all(
+            abs(math.log(max(e.n_atoms, 1) / max(main.n_atoms, 1))) <= lim["size_log_ratio"] + 1e-9 for e in same)),
         TRAIN["qmin"][0] <= a.qmin <= TRAIN["qmin"][1],
         TRAIN["qmax"][0] <= a.qmax <= TRAIN["qmax"][1],
         TRAIN["qdamp"][0] <= a.qdamp <= TRAIN["qdamp"][1],

@@ -122,14 +122,24 @@ def _element(symbol: str) -> Element:
 _CP_OFFSETS = np.array([[0.0, 0.0], [0.5, math.sqrt(3) / 6], [1.0, math.sqrt(3) / 3]])  # A, B, C
 
 
-def _stacking(kind: str, n_layers: int, rng: np.random.Generator | None, where: float = 0.5) -> list[int]:
+def _stacking(kind: str, n_layers: int, rng: np.random.Generator | None, where: float = 0.5,
+              hexagonality: float = 0.0) -> list[int]:
     """Layer positions (0=A, 1=B, 2=C) of a close-packed stack: `fcc` (ABC…), `hcp` (AB…), `twin`
     (fcc mirrored at one plane), `fault` (fcc with one intrinsic fault), `hcp_fault` (hcp with one
-    fcc-like step). `where`: fraction of the stack at which the twin/fault sits."""
+    fcc-like step), `random` (each layer hexagonal, i.e. ABA-like, with probability `hexagonality`,
+    else cubic: 0 is fcc, 1 hcp; 0.6–0.95 a faulted hcp with 5–40 % of its layers faulted, 0.05–0.25
+    a randomly faulted/twinned fcc; needs `rng`). `where`: fraction of the stack at which the
+    twin/fault sits."""
     k = max(1, min(n_layers - 2, int(round(where * n_layers))))
     seq = [0]
+    step = 1
     for i in range(1, n_layers):
-        if kind == "fcc":
+        if kind == "random":
+            if rng is None:
+                raise ValueError("stacking 'random' needs an rng")
+            # a flip of the step direction makes the previous layer hexagonal (ABA), else cubic (ABC)
+            step = -step if (i > 1 and rng.random() < hexagonality) else step
+        elif kind == "fcc":
             step = 1
         elif kind == "twin":
             step = 1 if i <= k else -1
@@ -145,13 +155,15 @@ def _stacking(kind: str, n_layers: int, rng: np.random.Generator | None, where: 
     return seq
 
 
-def _close_packed(radius: float, kind: str, c_over_a: float, centre: np.ndarray, where: float) -> np.ndarray:
+def _close_packed(radius: float, kind: str, c_over_a: float, centre: np.ndarray, where: float,
+                  hexagonality: float = 0.0, stack_seed: int = 0) -> np.ndarray:
     """Close-packed layers (bond length 1) stacked along z by `_stacking(kind)`, large enough to cut
-    a sphere of `radius` around `centre` (fractional offset within one cell)."""
+    a sphere of `radius` around `centre` (fractional offset within one cell); layer spacing c/a / 2
+    (`random` and hcp kinds; fcc kinds: the ideal √(2/3))."""
     spacing = math.sqrt(2.0 / 3.0) if kind in ("fcc", "twin", "fault") else c_over_a / 2.0
     n_lay = int(math.ceil(2 * radius / spacing)) + 4
     m = int(math.ceil(radius)) + 3
-    seq = _stacking(kind, n_lay, None, where)
+    seq = _stacking(kind, n_lay, np.random.default_rng(stack_seed) if kind == "random" else None, where, hexagonality)
     i, j = np.meshgrid(np.arange(-2 * m, 2 * m + 1), np.arange(-2 * m, 2 * m + 1), indexing="ij")
     base = np.stack([i.ravel() + 0.5 * j.ravel(), (math.sqrt(3) / 2) * j.ravel()], axis=1)
     pts = []
@@ -240,7 +252,8 @@ def base_positions(motif: str, **shape: Any) -> np.ndarray:
     Shapes: icosahedral `shells`; decahedral `p`, `q`, `r` (ase.cluster.Decahedron); octahedral
     `length`, `cutoff`; fcc/bcc/sc/hcp `radius` (bond lengths), `centre` (fractional offset in the
     cell, default 0), `elongation` (≥ 1, along `axis`), hcp `c_over_a` (default ideal 1.633);
-    fcc/hcp `stacking` "twin", "fault" or "hcp_fault" (close-packed layers, plane at `where`);
+    fcc/hcp `stacking` "twin", "fault" or "hcp_fault" (close-packed layers, plane at `where`) or
+    "random" (each layer hexagonal with probability `hexagonality`, drawn from `stack_seed`);
     amorphous `n_atoms`, `seed`. Any motif: `trim` (fraction of surface atoms removed) with `seed`."""
     from ase.cluster import Decahedron, Icosahedron, Octahedron
 
@@ -304,11 +317,15 @@ def _crystal_cloud(motif: str, radius: float, sh: dict[str, Any]) -> tuple[np.nd
     c_over_a = float(sh.pop("c_over_a", math.sqrt(8.0 / 3.0)))
     stacking = sh.pop("stacking", None)
     where = float(sh.pop("where", 0.5))
+    hexagonality = float(sh.pop("hexagonality", 0.0))
+    stack_seed = int(sh.pop("stack_seed", 0))
     reach = radius * max(elong, 1.0)
     if stacking is not None:
-        if (motif == "fcc") != (stacking in ("twin", "fault")) or stacking not in ("twin", "fault", "hcp_fault"):
-            raise ValueError(f"stacking={stacking!r} does not fit motif {motif!r}; fcc: twin/fault, hcp: hcp_fault")
-        pos = _close_packed(reach, stacking, c_over_a, centre, where)
+        ok = {"fcc": ("twin", "fault", "random"), "hcp": ("hcp_fault", "random")}.get(motif, ())
+        if stacking not in ok:
+            raise ValueError(f"stacking={stacking!r} does not fit motif {motif!r}; fcc: twin/fault/random, "
+                             "hcp: hcp_fault/random")
+        pos = _close_packed(reach, stacking, c_over_a, centre, where, hexagonality, stack_seed)
     else:
         pos = _lattice_points(motif, reach, centre, c_over_a)
     along = pos @ axis

@@ -158,9 +158,19 @@ def target_fraction(n: int = 200_000, seed: int = 0, target: dict[str, Any] | No
 # ----- cluster shapes for a target size ---------------------------------------------------------------
 
 @lru_cache(maxsize=None)
-def _decahedra() -> tuple[tuple[int, int], ...]:
-    """(n_atoms, p) of Marks decahedra p = q, r = 1 (ase.cluster.Decahedron), p = 2…9."""
-    return tuple((len(_pdf.base_positions("decahedral", p=p, q=p, r=1)), p) for p in range(2, 10))
+def _decahedra() -> tuple[tuple[int, tuple[int, int, int]], ...]:
+    """(n_atoms, (p, q, r)) of compact Marks decahedra (ase.cluster.Decahedron: p = 2…9, |p − q| ≤ 1,
+    re-entrance r = 0…2) up to 3000 atoms, sorted by size: 5–10 % apart in atoms (2–3 % in
+    diameter) from 100 atoms on, so that the diameter of decahedral samples varies nearly smoothly
+    with the recipe."""
+    out = []
+    for p in range(2, 10):
+        for q in (p - 1, p, p + 1):
+            for r in (0, 1, 2):
+                n = len(_pdf.base_positions("decahedral", p=p, q=q, r=r)) if q >= 1 else 0
+                if 13 <= n <= 3000:
+                    out.append((n, (p, q, r)))
+    return tuple(sorted(out))
 
 
 def _shape_for(motif: str, n: float) -> dict[str, Any]:
@@ -170,8 +180,8 @@ def _shape_for(motif: str, n: float) -> dict[str, Any]:
         k = min(range(2, 10), key=lambda k: abs((10 * k ** 3 - 15 * k ** 2 + 11 * k - 3) / 3 - n))
         return {"shells": k}
     if motif == "decahedral":
-        p = min(_decahedra(), key=lambda t: abs(t[0] - n))[1]
-        return {"p": p, "q": p, "r": 1}
+        p, q, r = min(_decahedra(), key=lambda t: abs(t[0] - n))[1]
+        return {"p": p, "q": q, "r": r}
     if motif == "octahedral":
         best = min(((L, c) for L in range(3, 16) for c in ((L - 1) // 3, (L - 1) // 2) if c >= 0),
                    key=lambda lc: abs((2 * lc[0] ** 3 + lc[0]) / 3 - lc[1] * (lc[1] + 1) * (2 * lc[1] + 1) - n))

@@ -16,15 +16,23 @@ Pipeline for one G(r):
    nearest in-library class mean (shared covariance), F its empirical distribution on validation
    G(r); above the stored threshold (its 99th percentile on other validation G(r)) the result is
    flagged `ood`. Calibrated top probability below LOW_CONFIDENCE: flagged `low_confidence`.
-4. Refinement (`refine`): for the top motif (and the second when its probability ≥ 0.1) the cluster
-   is built with simulators.pdf.physics at the predicted size and its neighbouring sizes; for each,
-   its Debye sum is tabulated once and G(r) calculated by the Debye scattering equation with the
-   measurement's Qmin/Qmax/Qdamp (`DebyeGr`); scale (linear), expansion and
-   U_iso are fitted by scipy least_squares. The size with the lowest Rw (pdffit2's definition,
-   unit weights) wins; the second motif replaces the first only if its Rw is below 0.7 × the
-   first's. Its motif, nn distance, expansion and ADP are reported (n_atoms and diameter stay the
-   CNN's, which are closer than the library's discrete sizes; the refined cluster's are in
-   info["refined"]). Rw above RW_POOR flags `low_confidence` (the structure does not explain the data).
+4. Refinement (`refine`): for the CNN's top motifs (up to MAX_CANDIDATES with calibrated
+   probability ≥ CANDIDATE_FLOOR; the first always) the library clusters (simulators.pdf.physics)
+   nearest the predicted size and its neighbouring sizes (hcp also at several c/a, fcc spheres cut
+   around several centres: VARIANTS); for each, its Debye sum is tabulated once and G(r)
+   calculated by the Debye scattering equation with the measurement's Qmin/Qmax/Qdamp (`DebyeGr`);
+   scale (linear), expansion and U_iso are fitted by scipy least_squares. Per motif the size with
+   the lowest Rw (pdffit2's definition, unit weights) stands for it. `arbitrate` then reweighs the
+   candidates' CNN probabilities by fit quality, p_c·exp(−λ ΔBIC_c/2), with the noise estimated
+   from the best fit's residual over its independent points and λ per motif pair fitted by
+   `sdl train pdf` on simulated G(r) (how far the idealised library's fit differences can be
+   trusted; λ = 0: the CNN decides). The most probable motif after that is reported (with
+   info["motif_changed_by_refinement"] when it is not the CNN's), with its probabilities in
+   `pdf.motif`; below LOW_CONFIDENCE (two motifs fitting about equally well) it is flagged
+   `low_confidence`. Its nn distance, expansion and ADP are reported (n_atoms and diameter stay the
+   CNN's, which are closer than the library's discrete sizes; the refined clusters are in
+   info["refined"], the arbitration in info["arbitration"]). Rw above RW_POOR flags
+   `low_confidence` (the structure does not explain the data).
 
 Element: `metadata["composition"]` (or `element`), else the metal of GUESS_ELEMENTS whose bulk nn
 distance is nearest the refined bond length (the CNN's estimate without refinement), recorded in
@@ -57,8 +65,15 @@ R_GRID = np.arange(1.0, 30.0 + 1e-9, 0.05)  # Å, simulators.pdf.physics.R_GRID 
 TARGETS = ("ln_n_atoms", "nn_distance_angstrom", "adp_angstrom2", "ln_diameter_nm")
 LOW_CONFIDENCE = 0.6
 RW_POOR = 0.45
-SECOND_MOTIF = 0.1  # the second motif is refined too when the CNN gives it at least this probability
-SWITCH_RW_RATIO = 0.7  # ... and replaces the first only when its Rw is below 0.7 × the first's
+MAX_CANDIDATES = 3  # motifs refined: the CNN's top ones ...
+CANDIDATE_FLOOR = 0.03  # ... with at least this calibrated probability (the top one always)
+# library variants tried on the nearest size (the neighbouring sizes then at the best one): hcp c/a
+# (Ru/Ti ... ideal ... Zn), fcc spheres cut around an atom, an octahedral hole, a tetrahedral hole
+# and a bond centre (fractions of the cubic cell)
+VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {
+    "hcp": tuple({"c_over_a": round(ca, 3)} for ca in (1.59, math.sqrt(8.0 / 3.0), 1.74, 1.86)),
+    "fcc": tuple({"centre": c} for c in ([0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25], [0.25, 0.25, 0.0])),
+}
 DEFAULT_Q = {"qmin_inv_angstrom": 0.8, "qmax_inv_angstrom": 25.0, "qdamp_inv_angstrom": 0.03}
 GUESS_ELEMENTS = ("Pt", "Pd", "Au", "Ag", "Cu", "Ni", "Rh", "Ir")  # metals an unnamed element is guessed from
 
@@ -317,6 +332,8 @@ class PdfMLAnalyser:
     def __init__(self, weights_dir: str | Path | None = None, refine: bool = True):
         self.model = PdfModel.load(weights_dir)
         self.do_refine = bool(refine)
+        # weights older than the arbitration's calibration: the plain BIC weights
+        self.arbitration_temper = (self.model.meta.get("arbitration") or {}).get("temper", 1.0)
         self._lock = threading.Lock()
 
     def predict_batch(self, X: np.ndarray) -> dict[str, np.ndarray]:
@@ -365,12 +382,13 @@ class PdfMLAnalyser:
         rw_value = float("nan")
         refined_expansion = None
         motif = top
+        p_final = p
         if self.do_refine and not ood and top != "other" and "library" in self.model.meta:
-            cands = [classes[i] for i in order[:2] if classes[i] != "other"
-                     and (i == order[0] or p[i] >= SECOND_MOTIF)]
+            cands = refine_candidates(classes, p)
             try:
                 ref = refine(r, g, md, cands, el, values["n_atoms"][0], values["nn_distance_angstrom"][0],
-                             values["adp_angstrom2"][0])
+                             values["adp_angstrom2"][0], p={c: float(v) for c, v in zip(classes, p)},
+                             temper=self.arbitration_temper)
             except (ValueError, RuntimeError, np.linalg.LinAlgError, AnalysisError) as exc:
                 info["refinement_error"] = f"{type(exc).__name__}: {exc}"
                 ref = None
@@ -398,13 +416,21 @@ class PdfMLAnalyser:
                             refined=[{k: v for k, v in c.items() if k != "fit"} for c in ref["tried"]],
                             scale=best["scale"])
                 curves["fit"] = best["fit_full"]
+                p_final = np.array([ref["probabilities"].get(c, float(v)) for c, v in zip(classes, p)])
+                info["arbitration"] = ref["arbitration"]
                 if rw_value > RW_POOR:
                     low_conf = True
                     info["warnings"].append(f"refined Rw {rw_value:.2f} > {RW_POOR}: the best library cluster does "
                                             "not explain this G(r) well")
                 if motif != top:
                     info["motif_changed_by_refinement"] = f"{top} -> {motif}"
-                    low_conf = True  # the CNN and the refinement disagree
+                # the calibrated CNN probability reweighed by the fits: two motifs that fit about
+                # equally well (or a CNN that the fits overrule only narrowly) leave the answer open
+                if float(p_final.max()) < LOW_CONFIDENCE:
+                    low_conf = True
+                    runner = classes[int(np.argsort(-p_final)[1])]
+                    info["warnings"].append(f"{motif} and {runner} fit about equally well "
+                                            f"(p = {p_final.max():.2f} / {np.sort(p_final)[-2]:.2f} after refinement)")
         flags = (["ood"] if ood else []) + (["low_confidence"] if low_conf else [])
         nn, nn_sd = values["nn_distance_angstrom"]
         # without refinement: the CNN's mean first-shell distance over the bulk one (biased up by the
@@ -417,7 +443,7 @@ class PdfMLAnalyser:
                               flags=list(flags), analyser=self.name)
 
         descs = [Descriptor(name="pdf.motif", value=motif, flags=list(flags), analyser=self.name,
-                            probabilities={c: float(v) for c, v in zip(classes, p)}),
+                            probabilities={c: float(v) for c, v in zip(classes, p_final)}),
                  d("n_atoms", *values["n_atoms"], "atoms"),
                  d("diameter_nm", *values["diameter_nm"], "nm"),
                  d("nn_distance_angstrom", nn, nn_sd, "Å"),
@@ -430,15 +456,24 @@ class PdfMLAnalyser:
         return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
 
 
-def neighbouring_clusters(motif: str, element: str, n_atoms: float, k: int = 3) -> list[Any]:
+def refine_candidates(classes: Sequence[str], p: np.ndarray) -> list[str]:
+    """The motifs the refinement tries: the CNN's top MAX_CANDIDATES, the first always, the others
+    when their calibrated probability is at least CANDIDATE_FLOOR ("other" never)."""
+    order = np.argsort(-np.asarray(p))
+    return [classes[i] for i in order[:MAX_CANDIDATES] if classes[i] != "other"
+            and (i == order[0] or p[i] >= CANDIDATE_FLOOR)]
+
+
+def neighbouring_clusters(motif: str, element: str, n_atoms: float, k: int = 3, **shape: Any) -> list[Any]:
     """The `k` distinct library clusters of `motif` (simulators.pdf.physics.build_cluster, bulk bond
-    length) nearest in atom count to `n_atoms` in log size: the nearest, and its neighbours."""
+    length, extra `shape` keywords such as hcp c_over_a) nearest in atom count to `n_atoms` in log
+    size: the nearest, and its neighbours."""
     from simulators.pdf import physics
 
     found: dict[int, Any] = {}
     for f in np.exp(np.linspace(np.log(0.45), np.log(2.2), 13)):
         try:
-            atoms = physics.build_cluster(motif, element, max(13, int(round(n_atoms * f))))
+            atoms = physics.build_cluster(motif, element, max(13, int(round(n_atoms * f))), **shape)
         except ValueError:  # no such cluster of this motif near that size
             continue
         found.setdefault(len(atoms), atoms)
@@ -450,10 +485,74 @@ def neighbouring_clusters(motif: str, element: str, n_atoms: float, k: int = 3) 
     return [found[n] for n in sizes[lo:lo + k]]
 
 
+def effective_points(resid: np.ndarray, n_max: float) -> float:
+    """Independent points in a residual curve: its length over the integrated autocorrelation time
+    1 + 2 Σ ρ_k (summed until ρ first drops below 0), at most `n_max` (the Nyquist count of G(r),
+    r range·Qmax/π) and at least 4. A misfit correlated over a peak width counts once per peak, not
+    once per grid point."""
+    x = np.asarray(resid, float) - float(np.mean(resid))
+    v = float(x @ x)
+    if not v > 0:
+        return float(n_max)
+    tau = 1.0
+    for k in range(1, x.size // 2):
+        rho = float(x[:-k] @ x[k:]) / v
+        if rho <= 0:
+            break
+        tau += 2.0 * rho
+    return float(np.clip(x.size / tau, 4.0, n_max))
+
+
+def pair_key(a: str, b: str) -> str:
+    """The key of a motif pair in the arbitration's temper table ("fcc|octahedral")."""
+    return "|".join(sorted((a, b)))
+
+
+def arbitrate(p: dict[str, float], ssr: dict[str, float], n_eff: float, n_params: int = 3,
+              temper: float | dict[str, float] = 1.0) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """The CNN's calibrated motif probabilities `p` reweighed by the refined fits of the candidate
+    motifs (`ssr`: each motif's lowest Σ(G_obs − G_calc)², same points): within the candidates'
+    total probability each gets p_c exp(−λ_c (BIC_c − BIC_best)/2), BIC_c = χ²_c + k ln n_eff with
+    χ²_c = (n_eff − k) SSR_c / SSR_best, i.e. the noise variance estimated from the best fit's
+    residual over its `n_eff` independent points (`effective_points`; as saxs_ml.arbitrate's ĉ).
+    λ_c ("temper", ≤ 1) is how far fit differences between motif c and the best-fitting motif can be
+    trusted: the library holds idealised shapes, so some differences come from the library rather
+    than from the data. A number applies to every pair; a dict maps `pair_key`s to λ ("*": the
+    rest, default 0), fitted on simulated G(r) by `sdl train pdf` (meta["arbitration"]["temper"]).
+    The other classes keep their probability. Returns (new probabilities, {motif: {"chi2", "bic"}})."""
+    best_ssr = max(min(ssr.values()), 1e-300)
+    dof = max(n_eff - n_params, 1.0)
+    bic = {c: dof * v / best_ssr + n_params * math.log(max(n_eff, 2.0)) for c, v in ssr.items()}
+    return reweigh(p, bic, temper), {c: {"chi2": float(dof * ssr[c] / best_ssr), "bic": float(bic[c])} for c in ssr}
+
+
+def reweigh(p: dict[str, float], bic: dict[str, float], temper: float | dict[str, float] = 1.0) -> dict[str, float]:
+    """`arbitrate`'s reweighing of the probabilities `p` of the motifs in `bic` (their BIC)."""
+    best = min(bic, key=bic.get)
+
+    def lam(c: str) -> float:
+        if not isinstance(temper, dict):
+            return float(temper)
+        return float(temper.get(pair_key(c, best), temper.get("*", 0.0)))
+
+    score = {c: lam(c) * (bic[c] - bic[best]) - 2.0 * math.log(max(float(p.get(c, 0.0)), 1e-12)) for c in bic}
+    lo = min(score.values())
+    w = {c: math.exp(-0.5 * (v - lo)) for c, v in score.items()}
+    mass = sum(float(p.get(c, 0.0)) for c in bic)
+    out = dict(p)
+    for c in bic:
+        out[c] = mass * w[c] / sum(w.values())
+    return out
+
+
 def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Sequence[str], element: str,
-           n_atoms: float, nn_distance: float, adp: float) -> dict[str, Any]:
-    """Refine each motif's library clusters nearest in size to `n_atoms` (the nearest, one smaller,
-    one larger) against G(r) over 1.5–30 Å; the CNN's first motif wins unless another fits with Rw < SWITCH_RW_RATIO × its Rw. Returns {"best", "tried", "q", "q_assumed"}."""
+           n_atoms: float, nn_distance: float, adp: float, p: dict[str, float] | None = None,
+           temper: float | dict[str, float] = 1.0) -> dict[str, Any]:
+    """Refine each candidate motif's library clusters nearest in size to `n_atoms` (the nearest, one
+    smaller, one larger; hcp and fcc in the VARIANTS, c/a and cut centres) against G(r) over 1.5–30 Å, then
+    `arbitrate` between the motifs with the CNN's probabilities `p` (uniform when None) as prior.
+    Returns {"best" (the most probable motif's best cluster), "tried", "probabilities" (reweighed),
+    "arbitration" ({"n_eff", "motifs": {motif: rw, chi2, bic, p_cnn, p}}), "q", "q_assumed"}."""
     from simulators.pdf import physics
 
     q, q_assumed = _q_params(metadata)
@@ -463,30 +562,54 @@ def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Seque
     rr, gg = r[sel], g[sel]
     nn0 = physics.ELEMENTS[element].nn_angstrom
     s0 = float(np.clip(nn_distance / nn0, 0.9, 1.1))
+    u0 = float(np.clip(adp, 1e-3, 0.04))
     tried = []
+
+    def fit(motif: str, cluster: Any, shape: dict[str, Any]) -> dict[str, Any]:
+        pos = np.asarray(cluster.positions)
+        f = fit_cluster(pos, rr, gg, q, s0=s0, u0=u0)
+        # as simulators.pdf.dataset labels them: nn distance = mean first-shell distance (icosahedra are
+        # strained), diameter = (largest distance + one bond) / 10
+        c = {"motif": motif, "n_atoms": len(pos), **shape, "rw": f["rw"], "s": f["s"], "s_sd": f["s_sd"],
+             "u": f["u"], "u_sd": f["u_sd"], "scale": f["scale"], "nn_distance_angstrom": f["s"] * f["nn_mean"],
+             "expansion": f["s"], "diameter_nm": (f["d_max"] + nn0) * f["s"] / 10.0, "nfev": f["nfev"],
+             "_pos": pos, "_resid": f["fit"] - gg}
+        tried.append(c)
+        return c
+
     for motif in motifs:
-        for cluster in neighbouring_clusters(motif, element, n_atoms):
-            pos = np.asarray(cluster.positions)
-            f = fit_cluster(pos, rr, gg, q, s0=s0, u0=float(np.clip(adp, 1e-3, 0.04)))
-            # as simulators.pdf.dataset labels them: nn distance = mean first-shell distance (icosahedra are
-            # strained), diameter = (largest distance + one bond) / 10
-            tried.append({"motif": motif, "n_atoms": len(pos), "rw": f["rw"], "s": f["s"], "s_sd": f["s_sd"],
-                          "u": f["u"], "u_sd": f["u_sd"], "scale": f["scale"],
-                          "nn_distance_angstrom": f["s"] * f["nn_mean"], "expansion": f["s"],
-                          "diameter_nm": (f["d_max"] + nn0) * f["s"] / 10.0, "nfev": f["nfev"], "_pos": pos})
+        if motif in VARIANTS:
+            # the variants on the nearest size first, then the neighbouring sizes of the best variant
+            near = [fit(motif, neighbouring_clusters(motif, element, n_atoms, k=1, **v)[0], v) for v in VARIANTS[motif]]
+            bestv = min(near, key=lambda c: c["rw"])
+            v = {k: bestv[k] for k in VARIANTS[motif][0]}
+            for cluster in neighbouring_clusters(motif, element, n_atoms, **v):
+                if len(cluster) != bestv["n_atoms"]:
+                    fit(motif, cluster, v)
+        else:
+            for cluster in neighbouring_clusters(motif, element, n_atoms):
+                fit(motif, cluster, {})
     if not tried:
         raise AnalysisError(f"no library cluster for motifs {list(motifs)}")
-    # the CNN's (calibrated) first motif stands unless another motif's cluster fits clearly better:
-    # the library holds ideal shapes only, so a twinned, faulted or elongated cluster of the right
-    # motif can fit a little worse than a wrong one (held-out: lowest Rw alone lost 3 % accuracy)
-    first = min((c for c in tried if c["motif"] == motifs[0]), key=lambda c: c["rw"])
-    other = min(tried, key=lambda c: c["rw"])
-    best = dict(other if other["rw"] < SWITCH_RW_RATIO * first["rw"] else first)
+    best_by = {m: min((c for c in tried if c["motif"] == m), key=lambda c: c["rw"])
+               for m in dict.fromkeys(c["motif"] for c in tried)}
+    ssr = {m: float(np.sum(c["_resid"] ** 2)) for m, c in best_by.items()}
+    overall = min(best_by.values(), key=lambda c: c["rw"])
+    n_ind = max((rr[-1] - rr[0]) * q["qmax_inv_angstrom"] / np.pi, 4.0)
+    n_eff = effective_points(overall["_resid"], n_ind)
+    prior = dict(p) if p is not None else {m: 1.0 / len(best_by) for m in best_by}
+    post, stats = arbitrate(prior, ssr, n_eff, temper=temper)
+    winner = max(best_by, key=lambda m: post[m])
+    best = dict(best_by[winner])
     full = DebyeGr(best.pop("_pos"), r, q["qmin_inv_angstrom"], q["qmax_inv_angstrom"], q["qdamp_inv_angstrom"])
+    best.pop("_resid")
     best["fit_full"] = best["scale"] * full(best["s"], best["u"])
     for c in tried:
         c.pop("_pos", None)
-    return {"best": best, "tried": tried, "q": q, "q_assumed": q_assumed}
+        c.pop("_resid", None)
+    arb = {"n_eff": round(n_eff, 1), "temper": temper, "motifs": {m: {"rw": best_by[m]["rw"], **stats[m], "p_cnn": float(prior.get(m, 0.0)),
+                                                    "p": float(post[m])} for m in best_by}}
+    return {"best": best, "tried": tried, "probabilities": post, "arbitration": arb, "q": q, "q_assumed": q_assumed}
 
 
 def _finite(v):

@@ -16,6 +16,10 @@ Split: 85 % train / 15 % validation. The validation split sets the temperature (
 calibration), the per-target sd scales, the Mahalanobis statistics and the OOD threshold (99th
 percentile of the OOD score on half of the in-library validation G(r), the CDF made from the
 other half). Validation figures are written into pdf_ml.json ("metrics").
+
+Last, `calibrate_arbitration` runs the analyser's refinement on 280 fresh training-recipe G(r)
+(seed + 1) and fits the arbitration's tempers (pdf_ml.json "arbitration": how far the library fits
+may overrule the CNN, per motif pair).
 """
 
 from __future__ import annotations
@@ -161,6 +165,68 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
     return model, metrics
 
 
+def calibrate_arbitration(model: PdfModel, seed: int, n_per_class: int = 40, progress: bool = True) -> dict[str, Any]:
+    """Fit the refinement's arbitration temper (ml.arbitrate) on fresh training-recipe G(r) (seed
+    `seed` + 1, never trained on): each curve goes through the analyser's refinement of its
+    candidate motifs; the tempers λ in p_c exp(−λ ΔBIC_c / 2), one per motif pair seen at least 10
+    times (ml.arbitrate), are those (on a log grid, 0 included) that maximise the mean log
+    probability of the true motif: how far the library's fit quality can be trusted beyond the
+    calibrated CNN. Returns {"temper", "pairs_seen", "n_curves", "n_arbitrated", "log_loss_cnn",
+    "log_loss", "accuracy_cnn", "accuracy"} (on those curves)."""
+    from tqdm import tqdm
+
+    from simulators.pdf import dataset, physics
+    from sdl.techniques.pdf.ml import pair_key, refine, refine_candidates, reweigh
+
+    data = dataset.simulate(n_per_class, seed + 1, recipe="train", classes=physics.MOTIFS)
+    classes = model.classes
+    cal = model.predict(represent_grid(data["G"]))
+    thr = float(model.meta["ood_threshold"])
+    rows = []  # (true motif, {motif: (p_cnn, chi2)}) per refined curve
+    for i in tqdm(range(len(data["motif"])), desc="calibrating the arbitration", disable=not progress, mininterval=1.0):
+        p = cal["probabilities"][i]
+        if classes[int(p.argmax())] == "other" or cal["ood_score"][i] > thr:
+            continue
+        md = {f"{k}_inv_angstrom": float(data[k][i]) for k in ("qmin", "qmax", "qdamp")}
+        try:
+            ref = refine(data["r"], data["G"][i].astype(float), md, refine_candidates(classes, p), str(data["element"][i]),
+                         float(cal["n_atoms"][i]), float(cal["nn_distance_angstrom"][i]), float(cal["adp_angstrom2"][i]),
+                         p={c: float(v) for c, v in zip(classes, p)})
+        except Exception:  # noqa: BLE001 - a failed refinement leaves the CNN's answer; not counted
+            continue
+        arb = ref["arbitration"]
+        rows.append((data["motif"][i], {m: (v["p_cnn"], v["bic"]) for m, v in arb["motifs"].items()}))
+
+    def loglik(temper: dict[str, float]) -> tuple[float, float]:
+        ll, right = [], []
+        for true, st in rows:
+            post = reweigh({m: pc for m, (pc, _b) in st.items()}, {m: b for m, (_p, b) in st.items()}, temper)
+            ll.append(math.log(max(post.get(true, 0.0), 1e-4)) if true in st else 0.0)
+            right.append(max(post, key=post.get) == true)
+        return float(np.mean(ll)), float(np.mean(right))
+
+    # one temper per motif pair seen at least 10 times among the arbitrated curves (coordinate ascent,
+    # two passes over a log grid with 0), 0 (the CNN decides) for the rest
+    counts: dict[str, int] = {}
+    for _, st in rows:
+        ms = sorted(st)
+        for a in range(len(ms)):
+            for b in range(a + 1, len(ms)):
+                counts[pair_key(ms[a], ms[b])] = counts.get(pair_key(ms[a], ms[b]), 0) + 1
+    grid = [0.0] + [float(v) for v in np.exp(np.linspace(math.log(1e-3), math.log(1.0), 16))]
+    temper: dict[str, float] = {"*": 0.0}
+    for _ in range(2):
+        for key in sorted(k for k, n in counts.items() if n >= 10):
+            scores = [loglik({**temper, key: lam})[0] for lam in grid]
+            temper[key] = grid[int(np.argmax(scores))]
+    ll0, acc0 = loglik({"*": 0.0})
+    ll1, acc1 = loglik(temper)
+    multi = sum(len(st) > 1 for _, st in rows)
+    return {"temper": {k: round(v, 5) for k, v in temper.items()}, "pairs_seen": counts, "n_curves": len(rows),
+            "n_arbitrated": int(multi), "log_loss_cnn": -ll0, "log_loss": -ll1, "accuracy_cnn": acc0, "accuracy": acc1,
+            "seed": seed + 1, "n_per_class": n_per_class}
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The options of `sdl train pdf` (and `python -m sdl.techniques.pdf.train`)."""
     ap.add_argument("--n-per-class", type=int, default=3000, help="simulated G(r) per class (default 3000)")
@@ -281,9 +347,18 @@ def run(args: argparse.Namespace) -> int:
                                        "source": source, "command": command,
                                        "library": args.candidates is None})
     t2 = time.time()
-    model.meta.update(simulate_s=round(t1 - t0, 1), train_s=round(t2 - t1, 1))
+    if args.candidates is None:  # the library refinement's arbitration (the candidates' models skip it)
+        model.meta["arbitration"] = calibrate_arbitration(model, args.seed, progress=not args.quiet)
+    t3 = time.time()
+    model.meta.update(simulate_s=round(t1 - t0, 1), train_s=round(t2 - t1, 1), calibrate_arbitration_s=round(t3 - t2, 1))
     path = model.save(args.out)
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); simulate {t1 - t0:.0f} s, train {t2 - t1:.0f} s; "
+    arb = model.meta.get("arbitration")
+    if arb:
+        print(f"arbitration temper {arb['temper']:.3g} on {arb['n_curves']} curves ({arb['n_arbitrated']} with 2+ motifs): "
+              f"motif accuracy {arb['accuracy_cnn']:.3f} -> {arb['accuracy']:.3f}, log loss {arb['log_loss_cnn']:.3f} -> "
+              f"{arb['log_loss']:.3f}")
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); simulate {t1 - t0:.0f} s, train {t2 - t1:.0f} s, "
+          f"arbitration {t3 - t2:.0f} s; "
           f"validation accuracy {metrics['val_accuracy']:.3f}, ECE {metrics['val_ece']:.3f}, "
           f"n_atoms median rel. error {metrics['val_n_atoms_median_rel_error']:.3f}")
     return 0
