@@ -81,7 +81,7 @@ def main() -> None:
     say(f"held-out set: {len(data['motif'])} G(r) ({args.n_per_class} per class, seed {args.seed}), simulated in "
         f"{time.time() - t0:.0f} s")
     G = np.asarray(data["G"], np.float32)
-    X = represent_grid(G)
+    X = represent_grid(G, data["qdamp"])  # Qdamp known, as a PDFgetX3 .gr header gives it
     t = time.perf_counter()
     pred = an.predict_batch(X)
     dt = time.perf_counter() - t
@@ -112,6 +112,11 @@ def main() -> None:
             f"{(right | flagged[m]).mean():>15.3f}{conf_err.mean():>15.4f}{np.median(rel):>17.3f}"
             f"{np.mean(np.abs(pred['nn_distance_angstrom'][m] - nn_true[m])):>10.4f}"
             f"{np.mean(np.abs(pred['adp_angstrom2'][m] - adp_true[m])):>12.4f}")
+    if an.model.in_channels > 2:  # the same curves without Qdamp (a file that does not give it)
+        pu = an.predict_batch(represent_grid(G))["probabilities"]
+        m = inr & ds
+        say(f"{'  same, Qdamp not given':<28}{int(m.sum()):>6}{np.mean(pu[m].argmax(1) == y[m]):>10.3f}"
+            f"{expected_calibration_error(pu[m], y[m]):>8.3f}")
     say("")
     say("per class (in range): accuracy, flagged")
     for k, c in enumerate(classes):
@@ -123,7 +128,7 @@ def main() -> None:
     rates, cpu = [], []
     for _ in range(3):  # the machine is shared: best of three
         t, c = time.perf_counter(), time.process_time()
-        an.predict_batch(represent_grid(G))
+        an.predict_batch(represent_grid(G, data["qdamp"]))
         rates.append(len(X) / (time.perf_counter() - t))
         cpu.append(len(X) / (time.process_time() - c))
     say(f"  with the representation (G(r) on R_GRID -> input), best of 3: {max(rates):,.0f} G(r)/s wall clock, "

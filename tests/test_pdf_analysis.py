@@ -148,6 +148,19 @@ def test_analyser_gets_the_motif_and_refines_the_expansion(analyser):
                for x in res.descriptors)
 
 
+def test_representation_carries_qdamp_when_known():
+    from sdl.techniques.pdf.ml import QDAMP_SCALE, R_GRID, represent, represent_grid
+
+    r = np.arange(0.5, 20.0, 0.01)
+    g = np.sin(3 * r) * np.exp(-r / 6)
+    x = represent(r, g, 0.03)
+    covered = x[1] > 0
+    assert x.shape == (3, R_GRID.size) and np.allclose(x[2][covered], 0.03 / QDAMP_SCALE) and not x[2][~covered].any()
+    assert not represent(r, g)[2].any()  # not known: 0, as for a quarter of the training curves
+    xb = represent_grid(np.stack([np.interp(R_GRID, r, g)] * 2), np.array([0.02, 0.04]))
+    assert np.allclose(xb[:, 2, 0], [0.4, 0.8]) and not represent_grid(xb[:, 0])[:, 2].any()
+
+
 def test_arbitration_reweighs_by_fit_quality_within_the_candidates():
     """ml.arbitrate: equal fits keep the CNN's probabilities, a clearly worse fit loses its share, the
     temper (0 = trust the CNN alone) scales that per motif pair, other classes keep theirs."""

@@ -7,7 +7,9 @@ Pipeline for one G(r):
 1. Representation (`represent`): G(r) interpolated onto R_GRID (1–30 Å, 0.05 Å; the simulator's
    grid), divided by its largest |G| over the covered range; a second channel marks the r the data
    cover (zero beyond them; data not covering 1.5–25 Å are flagged low_confidence: training always
-   covers 1–30 Å). Absolute scale (which depends on the data reduction) does not matter.
+   covers 1–30 Å); a third holds the instrument's Qdamp when the file or metadata give it (its
+   Gaussian damping of G(r) otherwise mimics a smaller or rounder cluster; 0 = not known, as for a
+   quarter of the training curves). Absolute scale (which depends on the data reduction) does not matter.
 2. `PdfNet`, a small 1-D CNN: motif logits, and Gaussian (mean, log-variance) heads for ln n_atoms,
    the nearest-neighbour distance, the ADP U_iso and ln diameter (trained with Gaussian NLL,
    standardised targets). Probabilities are temperature-scaled and predicted sds rescaled on a
@@ -80,13 +82,18 @@ GUESS_ELEMENTS = ("Pt", "Pd", "Au", "Ag", "Cu", "Ni", "Rh", "Ir")  # metals an u
 
 # ----- representation --------------------------------------------------------------------------------
 
-def represent(r: np.ndarray, G: np.ndarray) -> np.ndarray:
-    """(2, len(R_GRID)) float32: G on R_GRID over max |G| (0 outside the data), and the coverage mask."""
+QDAMP_SCALE = 0.05  # Å⁻¹: the third input channel holds Qdamp / QDAMP_SCALE (0: not known)
+
+
+def represent(r: np.ndarray, G: np.ndarray, qdamp: float | None = None) -> np.ndarray:
+    """(3, len(R_GRID)) float32: G on R_GRID over max |G| (0 outside the data), the coverage mask, and
+    the instrument's Qdamp (Å⁻¹) / QDAMP_SCALE over the covered range (0 where not known: the
+    network was trained with a quarter of its curves so)."""
     r = np.asarray(r, float)
     G = np.asarray(G, float)
     order = np.argsort(r)
     r, G = r[order], G[order]
-    out = np.zeros((2, R_GRID.size), np.float32)
+    out = np.zeros((3, R_GRID.size), np.float32)
     inside = (R_GRID >= r[0] - 1e-9) & (R_GRID <= r[-1] + 1e-9)
     if inside.sum() < 40:
         raise AnalysisError(f"G(r) covers r {r[0]:.2f}–{r[-1]:.2f} Å; pdf_ml needs at least 2 Å of 1–30 Å")
@@ -96,15 +103,20 @@ def represent(r: np.ndarray, G: np.ndarray) -> np.ndarray:
         raise AnalysisError("G(r) is zero everywhere")
     out[0, inside] = g / m
     out[1, inside] = 1.0
+    if qdamp is not None and math.isfinite(qdamp):
+        out[2, inside] = float(qdamp) / QDAMP_SCALE
     return out
 
 
-def represent_grid(G: np.ndarray) -> np.ndarray:
-    """(B, 2, len(R_GRID)) from G already on R_GRID (B, len(R_GRID)): the batched fast path."""
+def represent_grid(G: np.ndarray, qdamp: float | np.ndarray | None = None) -> np.ndarray:
+    """(B, 3, len(R_GRID)) from G already on R_GRID (B, len(R_GRID)) and Qdamp (Å⁻¹, one or one per
+    curve; None: not known): the batched fast path."""
     G = np.atleast_2d(np.asarray(G, np.float32))
-    out = np.empty((G.shape[0], 2, R_GRID.size), np.float32)
+    out = np.empty((G.shape[0], 3, R_GRID.size), np.float32)
     out[:, 0] = G / np.maximum(np.abs(G).max(axis=1, keepdims=True), 1e-30)
     out[:, 1] = 1.0
+    qd = np.zeros(G.shape[0]) if qdamp is None else np.broadcast_to(np.asarray(qdamp, float), (G.shape[0],))
+    out[:, 2] = (np.nan_to_num(qd) / QDAMP_SCALE)[:, None]
     return out
 
 
@@ -115,7 +127,7 @@ def represent_grid(G: np.ndarray) -> np.ndarray:
 ARCH = ((16, 8, 4), (32, 5, 2), (48, 5, 2), (64, 3, 2))
 
 
-def build_net(n_classes: int, arch: Sequence[Sequence[int]] = ARCH, hidden: int = 128):
+def build_net(n_classes: int, arch: Sequence[Sequence[int]] = ARCH, hidden: int = 128, in_channels: int = 3):
     """The 1-D CNN (torch imported here: it is slow to import): strided convolutions 581 -> 19
     positions (~0.18 M weights), one hidden layer (its activations are the OOD features), class and regression heads."""
     import torch
@@ -125,7 +137,7 @@ def build_net(n_classes: int, arch: Sequence[Sequence[int]] = ARCH, hidden: int 
         def __init__(self) -> None:
             super().__init__()
             layers: list[nn.Module] = []
-            prev, n = 2, R_GRID.size
+            prev, n = in_channels, R_GRID.size
             for w, k, st in arch:
                 layers += [nn.Conv1d(prev, w, k, stride=st, padding=k // 2), nn.BatchNorm1d(w), nn.GELU()]
                 prev, n = w, (n + 2 * (k // 2) - k) // st + 1
@@ -152,6 +164,7 @@ class PdfModel:
         self.net = net.eval()
         self.meta = meta
         self.classes: list[str] = list(meta["classes"])
+        self.in_channels = int(meta.get("in_channels", 2))  # weights before the Qdamp channel: 2
         self._whiten = None
 
     @classmethod
@@ -167,7 +180,8 @@ class PdfModel:
             state = torch.load(d / MODEL_FILE, map_location="cpu", weights_only=True)
         except Exception as exc:  # a corrupt or foreign file
             raise AnalysisError(f"cannot load pdf_ml weights {d / MODEL_FILE}: {exc}") from None
-        net = build_net(len(meta["classes"]), [tuple(a) for a in meta["arch"]], int(meta["hidden"]))
+        net = build_net(len(meta["classes"]), [tuple(a) for a in meta["arch"]], int(meta["hidden"]),
+                        int(meta.get("in_channels", 2)))
         net.load_state_dict(state["net"])
         m = cls(net, meta)
         m.maha_mean, m.maha_prec, m.ood_cdf = state["maha_mean"], state["maha_prec"], state["ood_cdf"].numpy()
@@ -185,9 +199,11 @@ class PdfModel:
         return d / MODEL_FILE
 
     def raw(self, X: np.ndarray, batch: int = 2048, embeddings: bool = False) -> dict[str, np.ndarray]:
-        """Uncalibrated outputs for represented inputs X (B, 2, len(R_GRID))."""
+        """Uncalibrated outputs for represented inputs X (B, 3, len(R_GRID); the channels the
+        network was trained on are used)."""
         import torch
 
+        X = X[:, : self.in_channels]
         outs: dict[str, list] = {"logits": [], "mu": [], "logvar": [], "dist": [], "emb": []}
         with torch.inference_mode():
             for i in range(0, len(X), batch):
@@ -337,10 +353,10 @@ class PdfMLAnalyser:
         self._lock = threading.Lock()
 
     def predict_batch(self, X: np.ndarray) -> dict[str, np.ndarray]:
-        """Calibrated CNN outputs for represented G(r) X (B, 2, len(R_GRID))."""
+        """Calibrated CNN outputs for represented G(r) X (B, 3, len(R_GRID)): `represent_grid`."""
         X = np.asarray(X, np.float32)
-        if X.ndim != 3 or X.shape[1:] != (2, R_GRID.size):
-            raise AnalysisError(f"pdf_ml input must have shape (B, 2, {R_GRID.size}); got {X.shape}")
+        if X.ndim != 3 or X.shape[1] < self.model.in_channels or X.shape[2] != R_GRID.size:
+            raise AnalysisError(f"pdf_ml input must have shape (B, 3, {R_GRID.size}); got {X.shape}")
         with self._lock:
             return self.model.predict(X)
 
@@ -349,7 +365,9 @@ class PdfMLAnalyser:
             raise AnalysisError(f"pdf_ml analyses technique 'pdf'; got {measurement.technique!r}")
         r, g = measurement.require("r_angstrom", "G_per_angstrom2")
         md = measurement.metadata
-        cnn = {k: v[0] for k, v in self.predict_batch(represent(r, g)[None]).items()}
+        q_given, q_assumed = _q_params(md)
+        qdamp = None if any(a.startswith("qdamp") for a in q_assumed) else q_given["qdamp_inv_angstrom"]
+        cnn = {k: v[0] for k, v in self.predict_batch(represent(r, g, qdamp)[None]).items()}
         classes = self.model.classes
         p = cnn["probabilities"]
         order = np.argsort(-p)

@@ -38,6 +38,7 @@ from sdl.techniques.pdf.ml import ARCH, R_GRID, TARGETS, WEIGHTS_DIR, PdfModel, 
 
 DESCRIPTION = __doc__.split("\n\n")[0]
 HIDDEN = 128
+QDAMP_UNKNOWN = 0.25  # share of the training/validation curves given without Qdamp (input channel 3 = 0)
 
 
 def target_matrix(data: dict[str, Any]) -> np.ndarray:
@@ -65,7 +66,7 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
     Z = np.where(known, (T - mean) / std, 0.0)
     Xt, yt, Zt = torch.from_numpy(X), torch.from_numpy(y.astype(np.int64)), torch.from_numpy(Z.astype(np.float32))
     Kt = torch.from_numpy(known.astype(np.float32))
-    net = build_net(len(classes), ARCH, HIDDEN)
+    net = build_net(len(classes), ARCH, HIDDEN, in_channels=X.shape[1])
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * max(1, math.ceil(tr.size / batch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -96,7 +97,7 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
     bar.close()
     net.eval()
     model = PdfModel(net, {"classes": list(classes), "temperature": 1.0, "sd_scale": [1.0] * len(TARGETS),
-                           "target_mean": mean.tolist(), "target_std": std.tolist()})
+                           "target_mean": mean.tolist(), "target_std": std.tolist(), "in_channels": int(X.shape[1])})
     raw_va = model.raw(X[va], embeddings=True)
     # temperature scaling on the validation split
     lv_t = torch.from_numpy(raw_va["logits"])
@@ -159,7 +160,8 @@ def train(X: np.ndarray, y: np.ndarray, T: np.ndarray, classes: Sequence[str], *
         "n_train": int(tr.size),
         "n_val": int(va.size),
     }
-    model.meta.update(arch=[list(a) for a in ARCH], hidden=HIDDEN, targets=list(TARGETS), ood_threshold=threshold,
+    model.meta.update(arch=[list(a) for a in ARCH], hidden=HIDDEN, in_channels=int(X.shape[1]), targets=list(TARGETS),
+                      ood_threshold=threshold,
                       ood_false_alarm_target=false_alarm, r_grid=[float(R_GRID[0]), float(R_GRID[-1]), int(R_GRID.size)],
                       metrics=metrics, **(extra_meta or {}))
     return model, metrics
@@ -180,7 +182,7 @@ def calibrate_arbitration(model: PdfModel, seed: int, n_per_class: int = 40, pro
 
     data = dataset.simulate(n_per_class, seed + 1, recipe="train", classes=physics.MOTIFS)
     classes = model.classes
-    cal = model.predict(represent_grid(data["G"]))
+    cal = model.predict(represent_grid(data["G"], data["qdamp"]))
     thr = float(model.meta["ood_threshold"])
     rows = []  # (true motif, {motif: (p_cnn, chi2)}) per refined curve
     for i in tqdm(range(len(data["motif"])), desc="calibrating the arbitration", disable=not progress, mininterval=1.0):
@@ -219,11 +221,14 @@ def calibrate_arbitration(model: PdfModel, seed: int, n_per_class: int = 40, pro
         for key in sorted(k for k, n in counts.items() if n >= 10):
             scores = [loglik({**temper, key: lam})[0] for lam in grid]
             temper[key] = grid[int(np.argmax(scores))]
-    ll0, acc0 = loglik({"*": 0.0})
-    ll1, acc1 = loglik(temper)
     multi = sum(len(st) > 1 for _, st in rows)
+    figures: dict[str, float | None] = dict.fromkeys(("log_loss_cnn", "log_loss", "accuracy_cnn", "accuracy"))
+    if rows:
+        (ll0, acc0), (ll1, acc1) = loglik({"*": 0.0}), loglik(temper)
+        figures.update(log_loss_cnn=round(-ll0, 4), log_loss=round(-ll1, 4), accuracy_cnn=round(acc0, 4),
+                       accuracy=round(acc1, 4))
     return {"temper": {k: round(v, 5) for k, v in temper.items()}, "pairs_seen": counts, "n_curves": len(rows),
-            "n_arbitrated": int(multi), "log_loss_cnn": -ll0, "log_loss": -ll1, "accuracy_cnn": acc0, "accuracy": acc1,
+            "n_arbitrated": int(multi), **figures,
             "seed": seed + 1, "n_per_class": n_per_class}
 
 
@@ -286,7 +291,7 @@ def simulate_candidates(structures: dict[str, Any], n_per_class: int, seed: int,
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, 12, 1]))
     out: dict[str, list] = {k: [] for k in ("G", "motif", "n_atoms", "diameter_nm", "nn_distance_angstrom",
-                                            "expansion", "adp_angstrom2")}
+                                            "expansion", "adp_angstrom2", "qdamp")}
     backgrounds = list(physics.BACKGROUNDS)
     with tqdm(total=n_per_class * len(structures), desc="simulating candidate G(r)", unit="G(r)",
               disable=not progress, mininterval=1.0) as bar:
@@ -305,7 +310,8 @@ def simulate_candidates(structures: dict[str, Any], n_per_class: int, seed: int,
                                           lorch=bool(rng.random() < 0.2))
                 out["G"].append(physics.gr(atoms, R_GRID, expansion=e, adp=u, acquisition=acq, rng=rng).astype(np.float32))
                 for k, v in (("motif", name), ("n_atoms", len(atoms)), ("diameter_nm", dia * e),
-                             ("nn_distance_angstrom", nn * e), ("expansion", e), ("adp_angstrom2", u)):
+                             ("nn_distance_angstrom", nn * e), ("expansion", e), ("adp_angstrom2", u),
+                             ("qdamp", acq.qdamp)):
                     out[k].append(v)
                 bar.update(1)
     res: dict[str, Any] = {k: np.asarray(v) for k, v in out.items()}
@@ -336,7 +342,10 @@ def run(args: argparse.Namespace) -> int:
         classes = list(dataset.CLASSES)
         source = "simulators.pdf.dataset.simulate(recipe='train')"
     t1 = time.time()
-    X = represent_grid(data["G"])
+    X = represent_grid(data["G"], data["qdamp"])
+    # a quarter of the curves without Qdamp (files that do not give it), in training and validation alike
+    unknown = np.random.default_rng(np.random.SeedSequence([args.seed, 77])).random(len(X)) < QDAMP_UNKNOWN
+    X[unknown, 2] = 0.0
     y = np.array([classes.index(m) for m in data["motif"]])
     with np.errstate(invalid="ignore", divide="ignore"):
         T = target_matrix(data)
@@ -354,9 +363,9 @@ def run(args: argparse.Namespace) -> int:
     path = model.save(args.out)
     arb = model.meta.get("arbitration")
     if arb:
-        print(f"arbitration temper {arb['temper']:.3g} on {arb['n_curves']} curves ({arb['n_arbitrated']} with 2+ motifs): "
-              f"motif accuracy {arb['accuracy_cnn']:.3f} -> {arb['accuracy']:.3f}, log loss {arb['log_loss_cnn']:.3f} -> "
-              f"{arb['log_loss']:.3f}")
+        print(f"arbitration tempers {arb['temper']} from {arb['n_curves']} refined curves ({arb['n_arbitrated']} with 2+ "
+              f"motifs): motif accuracy {arb['accuracy_cnn']} -> {arb['accuracy']}, log loss {arb['log_loss_cnn']} -> "
+              f"{arb['log_loss']}")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); simulate {t1 - t0:.0f} s, train {t2 - t1:.0f} s, "
           f"arbitration {t3 - t2:.0f} s; "
           f"validation accuracy {metrics['val_accuracy']:.3f}, ECE {metrics['val_ece']:.3f}, "
