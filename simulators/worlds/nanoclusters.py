@@ -37,6 +37,11 @@ size-dependent motif crossovers, LaMer nucleation and LSW ripening for the sizes
 Every synthesis draws batch-to-batch noise (size ±8 %, Uiso ±5 %, expansion ±0.1 %, motif fractions
 ±0.03) from SeedSequence([world seed, SHA-256(sample id)]).
 
+Structures measured: each motif present as two size populations (n·e^{±σ}), each the nearest of a
+few standard shapes (`_shape_for`): Mackay icosahedra (magic numbers), compact Marks decahedra
+(p = 2…9, |p − q| ≤ 1, r = 0…2: 5–10 % apart in atoms from 100 atoms on), truncated octahedra,
+fcc spheres in 0.25-bond radius steps, amorphous clusters.
+
 Default target (`DEFAULT_TARGET`): decahedral Pt clusters (≥ 70 % of the atoms) of 2.0–2.5 nm
 diameter; `target_fraction()` measures the share of the (log-scaled) parameter space that meets it.
 """
