@@ -25,8 +25,10 @@ Splits (labels are the 7 classes of saxs_ml):
 
 Reported per split: accuracy, ECE (15 bins of the top probability, as training reports it), "right or flagged" (flag = ood or
 low_confidence), confident errors (wrong, p >= 0.9, not flagged) — first for the CNN alone on every curve, then for the
-whole analyser (refinement of the two most probable shapes weighed by BIC, misfit flag) on the first `--full` curves of
-each split, with the radius error of the right-class in_range spheres/ellipsoids/cylinders. Prints and writes benchmarks/results/saxs_heldout.txt.
+whole analyser (refinement of the two most probable shapes and the nested (core-)shell alternative weighed by BIC; flags
+for a misfit, a better-fitting other shape, refined parameters beyond the training ranges) on the first `--full` curves of
+each split (`--workers` processes), with how often each flag fires, the unflagged errors, and the radius error of the
+right-class in_range spheres/ellipsoids/cylinders. Prints and writes benchmarks/results/saxs_heldout.txt.
 
 Concentrated spheres (`--concentrated N`, run first): N in_range spheres times sasmodels' hard-sphere S(q)
 (volume fraction 0.05-0.4, radius_effective = radius) and N dilute ones, analysed with refinement: how
@@ -34,7 +36,7 @@ often `saxs.structure_factor` is hard_sphere, the radius and volume-fraction err
 rate of a structure factor on the dilute ones. `--only concentrated` skips the splits (results then in
 benchmarks/results/saxs_heldout_concentrated.txt).
 
-    python benchmarks/saxs_heldout.py [--n 6000] [--seed 7] [--full 140] [--concentrated 100] [--only concentrated]
+    python benchmarks/saxs_heldout.py [--n 6000] [--seed 7] [--full 140] [--workers 2] [--concentrated 100] [--only concentrated]
 """
 
 from __future__ import annotations
@@ -238,12 +240,51 @@ def concentrated(an, n: int, seed: int, out: Printout) -> None:
     out()
 
 
+FLAG_KINDS = ("ood", "other", "low_probability", "data_quality", "misfit", "fit_disagrees", "beyond_training")
+_WORKER: dict[str, object] = {}
+
+
+def _init_worker(weights, analyser=None) -> None:
+    """Load the analyser once per worker process (one torch thread each)."""
+    import torch
+
+    from sdl.techniques.saxs.ml import SaxsMLAnalyser
+
+    torch.set_num_threads(1)
+    _WORKER["an"] = analyser or SaxsMLAnalyser(weights=weights)
+
+
+def _analyse_one(job) -> dict | None:
+    """The whole analyser on one curve: probabilities, the reasons it is flagged (FLAG_KINDS), χ²_red, the
+    roughness χ² of the chosen fit, the radius (Å), CPU seconds; None when the analyser raises."""
+    from sdl.measurement import Measurement
+    from sdl.techniques.saxs.ml import LOW_CONFIDENCE, roughness_chi2
+
+    split, i, q, I, sigma = job
+    t = time.process_time()
+    try:
+        r = _WORKER["an"].analyse(Measurement(technique="saxs", arrays={"q_inv_angstrom": q, "intensity": I, "sigma": sigma}))
+    except Exception:
+        return None
+    got = {x.name: x for x in r.descriptors}
+    model = got["saxs.model"]
+    p = [model.probabilities[c] for c in CLASSES]
+    flags = [k for k, on in (("ood", "ood" in model.flags and model.value != "other"), ("other", model.value == "other"),
+                             ("low_probability", max(p) < LOW_CONFIDENCE), *((k, k in r.info) for k in FLAG_KINDS[3:])) if on]
+    fit = r.curves.get("fit")
+    return {"split": split, "i": i, "p": p, "flags": flags, "chi2_red": r.info.get("chi2_red", math.nan),
+            "rough": roughness_chi2(q, I, fit) if fit is not None and np.isfinite(fit).all() else math.nan,
+            "radius": got["saxs.radius_nm"].value * 10 if "saxs.radius_nm" in got else math.nan,
+            "cpu": time.process_time() - t}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6000, help="curves in the in-range split (the others get half each)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--full", type=int, default=140, help="curves of each split analysed end to end (refinement, "
                     "arbitration between the two most probable shapes, misfit flag; radius error in range)")
+    ap.add_argument("--workers", type=int, default=1, help="processes for the whole-analyser section (one torch thread each)")
     ap.add_argument("--weights", type=Path, default=None, help="saxs_ml weights (default: the shipped ones)")
     ap.add_argument("--concentrated", type=int, default=100, help="concentrated (hard-sphere S(q)) and dilute spheres "
                     "analysed with refinement (structure factor, radius, volume fraction)")
@@ -254,8 +295,7 @@ def main() -> None:
     args.out = args.out or ROOT / "benchmarks" / "results" / f"saxs_heldout{'_' + args.only if args.only else ''}.txt"
     import torch
 
-    from sdl.measurement import Measurement
-    from sdl.techniques.saxs.ml import SaxsMLAnalyser
+    from sdl.techniques.saxs.ml import MISFIT_ROUGHNESS_CHI2, SaxsMLAnalyser
     from sdl.analysis.calibration import expected_calibration_error
 
     torch.set_num_threads(2)
@@ -296,32 +336,50 @@ def main() -> None:
         if wrong:
             out("    unflagged errors: " + ", ".join(f"{k} {v}" for k, v in sorted(wrong.items(), key=lambda t: -t[1])[:6]))
     out()
-    # the whole analyser (refinement of the two most probable shapes, BIC arbitration, misfit flag), per split
-    out(f"whole analyser (CNN, then refinement of the two most probable shapes weighed by BIC, misfit flag), first {args.full} "
-        "curves of each split:")
-    out(f"{'split':<10} {'n':>5} {'accuracy':>9} {'ECE':>6} {'right or flagged':>17} {'flagged':>8} {'confident errors':>17} {'s/curve':>8}")
-    rel = []
+    # the whole analyser (refinement of the CNN's two most probable shapes and of the nested alternative, BIC
+    # arbitration, misfit / fit-disagreement / beyond-training flags), per split
+    out(f"whole analyser (CNN, then refinement of the two most probable shapes and the nested (core-)shell alternative weighed "
+        f"by BIC; flags: misfit, fit disagrees, beyond training), first {args.full} curves of each split:")
+    out(f"{'split':<10} {'n':>5} {'accuracy':>9} {'ECE':>6} {'right or flagged':>17} {'flagged':>8} {'confident errors':>17} "
+        f"{'cpu s/curve':>12}")
+    rel, details = [], []
+    jobs = [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for split, d in data.items()
+            for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: args.full]]
+    t = time.perf_counter()
+    if args.workers > 1:
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.weights,)) as pool:
+            results = pool.map(_analyse_one, jobs, chunksize=1)
+    else:
+        _init_worker(args.weights, an)
+        results = [_analyse_one(j) for j in jobs]
+    wall = time.perf_counter() - t
     for split, d in data.items():
-        probs, labels, flagged = [], [], []
-        t = time.perf_counter()
-        for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: args.full]:
-            m = Measurement(technique="saxs", arrays={"q_inv_angstrom": d["q"][i], "intensity": d["I"][i], "sigma": d["sigma"][i]})
-            try:
-                r = an.analyse(m)
-            except Exception:
-                continue
-            got = {x.name: x for x in r.descriptors}
-            model = got["saxs.model"]
-            probs.append([model.probabilities[c] for c in CLASSES])
-            labels.append(d["label"][i])
-            flagged.append(bool({"ood", "low_confidence"} & set(model.flags)) or model.value == "other")
-            if split == "in_range" and model.value == CLASSES[d["label"][i]] in ("sphere", "ellipsoid", "cylinder"):
-                rel.append(abs(got["saxs.radius_nm"].value * 10 / d["truth"][i]["radius"] - 1))
-        p, lab, fl = np.array(probs), np.array(labels), np.array(flagged)
+        rows = [r for r in results if r is not None and r["split"] == split]
+        p = np.array([r["p"] for r in rows])
+        lab = np.array([d["label"][r["i"]] for r in rows])
+        fl = np.array([bool(r["flags"]) for r in rows])
         correct = p.argmax(axis=1) == lab
         conf = (~correct) & (p.max(axis=1) >= 0.9) & ~fl
         out(f"{split:<10} {len(lab):>5} {correct.mean():>8.1%} {expected_calibration_error(p, lab):>6.1%} "
-            f"{(correct | fl).mean():>16.1%} {fl.mean():>8.1%} {conf.mean():>16.1%} {(time.perf_counter() - t) / max(len(lab), 1):>8.2f}")
+            f"{(correct | fl).mean():>16.1%} {fl.mean():>8.1%} {conf.mean():>16.1%} {np.mean([r['cpu'] for r in rows]):>12.2f}")
+        rates = {k: np.mean([k in r["flags"] for r in rows]) for k in FLAG_KINDS}
+        rough = np.array([r["rough"] for r in rows])
+        details.append(f"    {split}: flag rates " + ", ".join(f"{k} {v:.1%}" for k, v in rates.items())
+                       + f"; roughness chi2 > {MISFIT_ROUGHNESS_CHI2:g} (the misfit test used without sigma) on "
+                       f"{np.mean(rough[np.isfinite(rough)] > MISFIT_ROUGHNESS_CHI2):.1%} of the refined fits")
+        wrong = [r for r, ok in zip(rows, correct) if not ok and not r["flags"]]
+        if wrong:
+            details.append("      unflagged errors: " + ", ".join(
+                f"{d['model'][r['i']]} -> {CLASSES[int(np.argmax(r['p']))]} (p {max(r['p']):.2f}, chi2_red {r['chi2_red']:.2f})"
+                for r in wrong))
+        if split == "in_range":
+            rel = [abs(r["radius"] / d["truth"][r["i"]]["radius"] - 1) for r, ok in zip(rows, correct)
+                   if ok and CLASSES[d["label"][r["i"]]] in ("sphere", "ellipsoid", "cylinder")]
+    out(f"({len(jobs)} curves in {wall:.0f} s wall, {args.workers} worker(s))")
+    for line in details:
+        out(line)
     if rel:
         out(f"radius after refinement (in_range spheres/ellipsoids/cylinders, right class, n={len(rel)}): median rel err "
             f"{np.median(rel):.1%}, 90th pct {np.quantile(rel, 0.9):.1%}")

@@ -280,3 +280,71 @@ def test_curve_the_model_cannot_fit_is_flagged_misfit(analyser):
     model = _desc(res, "saxs.model")
     assert model.value == "sphere" and model.probabilities["sphere"] > 0.9  # the CNN alone would be confident
     assert "low_confidence" in model.flags and res.info["chi2_red"] > 4 and "misfit" in res.info, res.info
+
+
+def test_roughness_chi2_is_one_for_noise_and_large_for_a_structured_misfit():
+    """Without the file's errors the noise is read from the residual's roughness: white noise around the fit gives
+    about 1, a smooth bump the fit lacks (as a misfit leaves) far more; a wrong noise model would fail one side."""
+    from sdl.techniques.saxs.ml import roughness_chi2
+
+    rng = np.random.default_rng(3)
+    q = np.geomspace(0.005, 0.3, 300)
+    fit = 1e3 * (1 + (q * 60) ** 2) ** -2 + 0.5
+    noisy = fit * (1 + 0.02 * rng.normal(size=q.size))
+    assert 0.6 < roughness_chi2(q, noisy, fit) < 1.6
+    bump = noisy + 0.15 * fit * np.exp(-0.5 * (np.log(q / 0.05) / 0.15) ** 2)
+    assert roughness_chi2(q, bump, fit) > 4
+    assert math.isnan(roughness_chi2(q[:20], noisy[:20], fit[:20]))  # too few points to tell
+
+
+def test_beyond_training_names_the_parameters_outside_the_training_ranges():
+    from sdl.techniques.saxs.ml import beyond_training
+
+    assert beyond_training("core_shell_sphere", {"radius": 70.0, "shell": 30.0, "polydispersity": 0.1}) == []
+    thin = beyond_training("core_shell_sphere", {"radius": 95.0, "shell": 5.0, "polydispersity": 0.3})
+    assert any("shell fraction" in w for w in thin) and any("polydispersity" in w for w in thin)
+    assert beyond_training("ellipsoid", {"radius": 20.0, "polar_radius": 400.0, "polydispersity": 0.0})  # ratio 20
+    assert beyond_training("ellipsoid", {"radius": 20.0, "polar_radius": 100.0, "polydispersity": 0.0}) == []
+    # a long rod's length on the fit's bound is common and says nothing about the shape; a radius there does
+    assert beyond_training("cylinder", {"radius": 20.0, "length": 400.0, "polydispersity": 0.1}, ["length"]) == []
+    assert beyond_training("cylinder", {"radius": 20.0, "length": 400.0, "polydispersity": 0.1}, ["radius"])
+    rod = {"radius": 45.0, "shell": 5.0, "length": 1000.0, "polydispersity": 0.05}  # 10 % shell: thinner than trained
+    assert any("shell fraction" in w for w in beyond_training("core_shell_cylinder", rod))
+    shelled = {"radius": 60.0, "shell": 30.0, "polydispersity": 0.05}
+    assert beyond_training("core_shell_sphere", shelled, core_contrast=0.0) == []  # hollow: trained
+    assert beyond_training("core_shell_sphere", shelled, core_contrast=3.0) == []
+    assert any("core contrast" in w for w in beyond_training("core_shell_sphere", shelled, core_contrast=1.2))  # shell invisible
+    assert any("core contrast" in w for w in beyond_training("core_shell_sphere", shelled, core_contrast=4.9))
+
+
+def test_fit_disagreement_and_nested_starts():
+    from sdl.techniques.saxs.ml import FIT_DISAGREE_BIC, fit_disagreement, nested_starts
+
+    arb = {"sphere": {"bic": 300.0}, "core_shell_sphere": {"bic": 300.0 - FIT_DISAGREE_BIC - 1}}
+    assert "core_shell_sphere fits better" in fit_disagreement("sphere", arb)
+    assert fit_disagreement("core_shell_sphere", arb) is None  # the chosen one fits best
+    assert fit_disagreement("sphere", {"sphere": {"bic": 300.0}, "core_shell_sphere": {"bic": 295.0}}) is None
+    starts = nested_starts("sphere", {"values": {"radius": 100.0, "polydispersity": 0.1}})
+    assert starts and all(s["radius"] + s["shell"] == pytest.approx(100.0) for s in starts)
+    assert {s["sld_core"] for s in starts} == {0.0, 3.0}  # a dense and a hollow core
+    back = nested_starts("core_shell_cylinder", {"values": {"radius": 40.0, "shell": 10.0, "length": 600.0, "polydispersity": 0.1}})
+    assert {s["radius"] for s in back} == {50.0, 40.0} and all(s["length"] == 600.0 for s in back)
+
+
+def test_misfit_is_flagged_without_errors_from_the_residual_roughness(analyser):
+    """A file without a sigma column: the errors are read from the curve's roughness (estimate_sigma, within 30 %
+    of the true 0.5 % here), and the misfit test uses the roughness of the fit's residual. A sphere curve is not
+    flagged; the same curve with a Bragg-like peak (a mesophase) is."""
+    from sdl.techniques.saxs.ml import estimate_sigma
+
+    rng = np.random.default_rng(5)
+    q = np.linspace(0.0045, 0.45, 400)
+    I0 = 100 * D.form_factor("sphere", q, {"radius": 50.0, "sld": 1.0, "sld_solvent": 0.0, "polydispersity": 0.1}) + 0.01
+    I = I0 * (1 + 0.005 * rng.normal(size=q.size))
+    assert np.median(estimate_sigma(q, I) / (0.005 * I0)) == pytest.approx(1.0, abs=0.3)
+    clean = analyser.analyse(_measurement(q, I))
+    assert _desc(clean, "saxs.model").value == "sphere" and "misfit" not in clean.info, clean.info
+    assert clean.info["roughness_chi2"] < 4
+    peaked = analyser.analyse(_measurement(q, I + 0.3 * np.interp(0.1, q, I0) * np.exp(-0.5 * ((q - 0.1) / 0.003) ** 2)))
+    model = _desc(peaked, "saxs.model")
+    assert "low_confidence" in model.flags and peaked.info["roughness_chi2"] > 4 and "misfit" in peaked.info, peaked.info

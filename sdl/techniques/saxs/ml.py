@@ -18,7 +18,14 @@ Pipeline for one curve I(q):
    polydispersity and Gaussian resolution), started from the ML estimate; scale and a linear
    background are solved at each step by non-negative least squares. Spheres and core-shell
    spheres are also refined times a hard-sphere and a charged (Hayter-Penfold MSA) structure
-   factor; the structure factor (or none) is chosen by BIC.
+   factor; the structure factor (or none) is chosen by BIC. Without a sigma column the errors are
+   estimated from the curve's roughness (`estimate_sigma`).
+5. Arbitration: the runner-up shape and the nested alternative (`NESTED`: shell or no shell) are
+   refined too and weighed against the CNN's choice by BIC (`arbitrate`).
+6. Flags: `low_confidence` when the top probability is low, the data lie beyond the training
+   instrument, the chosen fit misfits (χ²_red against the file's errors, or `roughness_chi2`
+   without them), another refined shape fits clearly better (`fit_disagreement`), or the refined
+   parameters lie beyond the training ranges (`beyond_training`).
 
 The shipped weights live in sdl/techniques/saxs/weights/saxs_ml.pt (loaded with weights_only=True).
 Train new ones with `sdl train saxs` (sdl.techniques.saxs.train).
@@ -112,11 +119,45 @@ def represent(q: np.ndarray, I: np.ndarray) -> np.ndarray:
     return out
 
 
+def estimate_sigma(q: np.ndarray, I: np.ndarray, window: int = 15) -> np.ndarray:
+    """One-sigma errors of I(q) (same unit) estimated from the curve's own roughness, for files without a
+    sigma column: the scatter of each positive point's ln I about the line through its neighbours (in ln q),
+    1.4826 × the median absolute value over `window` points, scaled to white noise; where that relative
+    error exceeds 0.2 (I near the noise floor or <= 0, where ln I is not Gaussian) the same estimate on I
+    itself when larger. On the held-out generator's curves the estimate is 0.84-1.29 times the true error
+    (5-95 %), median 1.03."""
+    q = np.asarray(q, float)
+    I = np.asarray(I, float)
+    out = np.full(q.shape, np.nan)
+    order = np.argsort(q, kind="stable")
+    qs, Is = q[order], I[order]
+    pos = Is > 0
+    if pos.sum() < 3:
+        return out
+    half = window // 2
+
+    def local_scale(x: np.ndarray, y: np.ndarray) -> np.ndarray:  # per point, ends repeated
+        w = (x[1:-1] - x[:-2]) / np.maximum(x[2:] - x[:-2], 1e-300)
+        d = np.abs(y[1:-1] - ((1 - w) * y[:-2] + w * y[2:])) / np.sqrt(1 + (1 - w) ** 2 + w ** 2)
+        m = 1.4826 * np.median(np.lib.stride_tricks.sliding_window_view(np.pad(d, half, mode="edge"), 2 * half + 1), axis=1)
+        return np.concatenate([m[:1], m, m[-1:]])
+
+    rel = np.minimum(local_scale(np.log(qs[pos]), np.log(Is[pos])), 1.0)
+    est = np.interp(qs, qs[pos], rel * Is[pos])
+    noisy = np.interp(qs, qs[pos], rel) > 0.2
+    if noisy.any():
+        est = np.where(noisy, np.maximum(est, local_scale(qs, Is)), est)
+    out[order] = est
+    return out
+
+
 def noise_level(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float:
     """Median relative error sigma/I over the positive points in the lower half (in ln q) of the curve,
-    where the shape information is; NaN without sigma."""
+    where the shape information is; without sigma, of the errors `estimate_sigma` reads from the curve."""
     if sigma is None:
-        return float("nan")
+        if np.asarray(q).size < 3:
+            return float("nan")
+        sigma = estimate_sigma(q, I)
     q, I, sigma = (np.asarray(a, float) for a in (q, I, sigma))
     ok = (I > 0) & (q > 0) & np.isfinite(sigma) & np.isfinite(I)
     if ok.sum() < 2:
@@ -287,6 +328,30 @@ SF_FIXED: dict[str, dict[str, float]] = {
 SF_MARGIN = 10.0  # ΔBIC each added parameter must earn before a structure factor is preferred
 ARBITRATE_MIN_P = 0.02  # a runner-up shape at least this probable is refined too, and the fits weigh in
 MISFIT_CHI2 = 4.0  # chosen fit's χ²_red (against the file's own errors) above which saxs.model is low_confidence
+# the same bound for files without errors, on χ² against the noise estimated from the residual's roughness
+# (`roughness_chi2`), which a structured misfit inflates and plain noise does not
+MISFIT_ROUGHNESS_CHI2 = 4.0
+# the nested alternative of each shape (a core-shell particle with the core matching the shell is the plain
+# one): refined too, started from the chosen fit, so a shell the CNN missed or invented shows in the fits
+NESTED = {"sphere": "core_shell_sphere", "core_shell_sphere": "sphere", "cylinder": "core_shell_cylinder",
+          "core_shell_cylinder": "cylinder"}
+FIT_DISAGREE_BIC = 10.0  # another refined shape fits better than the chosen one by this ΔBIC: low_confidence
+# training ranges of the refined parameters (simulators.saxs.dataset.sample_params), with 15 % tolerance
+# on ratios and 0.05 on polydispersity: a chosen fit beyond them is an extrapolation of the classifier
+TRAINED_PD_MAX = {"sphere": 0.35, "core_shell_sphere": 0.15, "ellipsoid": 0.3, "cylinder": 0.25, "disc": 0.25,
+                  "core_shell_cylinder": 0.15}
+TRAINED_RATIO = {  # (name, function of the refined values, lower, upper)
+    "core_shell_sphere": ("shell fraction", lambda t: t["shell"] / (t["radius"] + t["shell"]), 0.15, 0.5),
+    "ellipsoid": ("axial ratio", lambda t: max(t["polar_radius"], t["radius"]) / min(t["polar_radius"], t["radius"]), 2.0, 12.0),
+    "cylinder": ("length/diameter", lambda t: t["length"] / (2 * t["radius"]), 3.0, 100.0),
+    "disc": ("diameter/length", lambda t: 2 * t["radius"] / t["length"], 3.0, 60.0),
+    "core_shell_cylinder": ("length/outer diameter", lambda t: t["length"] / (2 * (t["radius"] + t["shell"])), 3.0, 60.0),
+}
+TRAINED_SHELL_FRACTION = (0.15, 0.5)  # shell / outer radius, both core-shell classes
+# core SLD / shell SLD (solvent 0) trained: [-1, 0.3] and [2.5, 4] (0: hollow); in the gap between, core and
+# shell are too alike for the shell to show, so the plain shape is the answer there
+TRAINED_CORE_CONTRAST = ((-1.0, 0.3), (2.5, 4.0))
+RATIO_TOL, PD_TOL, CONTRAST_TOL = 1.15, 0.05, 0.15
 UPTURN_EXPONENTS = (3.0, 4.0)  # low-q power laws (aggregates) the refinement may add, amplitudes >= 0
 _BAD = 1e6  # residual of a point where sasmodels' S(q) has no solution (NaN or S <= 0)
 
@@ -300,8 +365,10 @@ def _sf_starts(kind: str, r_out: float) -> list[tuple[float, ...]]:
 
 
 def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.ndarray | None,
-           start: dict[str, float], max_nfev: int = 60, structure: bool = True) -> dict[str, Any]:
-    """Least-squares refinement of class `cls`'s sasmodels model on (q Å⁻¹, I), started at `start` (Å).
+           start: dict[str, float] | Sequence[dict[str, float]], max_nfev: int = 60, structure: bool = True) -> dict[str, Any]:
+    """Least-squares refinement of class `cls`'s sasmodels model on (q Å⁻¹, I), started at `start` (Å), or at
+    the best (one evaluation each) of several starts; sizes are bounded to a factor 3 around the starts. A
+    start may carry "sld_core" (core-shell: core SLD / shell SLD), tried besides CORE_CONTRASTS.
 
     For D.SF_CLASSES (when `structure`) the model is also refined times each structure factor of
     SF_FIT (decoupling approximation: S(q) of the outer radius multiplies the form factor before
@@ -313,17 +380,19 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     "nfev", "success", "sld_core" and "sld_core_uncertainty" (core-shell: core SLD / shell SLD, solvent 0),
     "dq_over_q", "dq_fitted", "scale", "structure_factor" ("none" or a SF_FIT kind; None when not tried),
     "structure_probabilities", "volfraction" and "volfraction_uncertainty" (None without S(q)), "charge" (e),
-    "structure" ({kind: {"chi2_red", "bic", "delta_bic" (vs the chosen), "volfraction", "charge"}})}.
+    "structure" ({kind: {"chi2_red", "bic", "delta_bic" (vs the chosen), "volfraction", "charge"}}),
+    "at_bound" (refined parameters that ended on a bound of the fit: a size at ×3 from the starts, or
+    the polydispersity at its 0.35 cap)}.
     """
     from scipy.optimize import least_squares, nnls
 
     q = np.asarray(q, float)
     I = np.asarray(I, float)
-    if sigma is None:
-        sig = 0.02 * np.abs(I) + 1e-12 * np.max(np.abs(I))
-    else:
-        sig = np.maximum(np.asarray(sigma, float), 0.005 * np.abs(I))
-        sig = np.where(sig > 0, sig, np.max(sig[sig > 0]) if np.any(sig > 0) else 1.0)
+    if sigma is None:  # errors from the curve's roughness
+        sigma = estimate_sigma(q, I)
+        sigma = np.where(np.isfinite(sigma), sigma, 0.02 * np.abs(I))
+    sig = np.maximum(np.asarray(sigma, float), 0.005 * np.abs(I))
+    sig = np.where(sig > 0, sig, np.max(sig[sig > 0]) if np.any(sig > 0) else 1.0)
     lo, hi = q.min(), q.max()
     n_fine = int(np.clip(70 * math.log10(hi * 1.35 / (lo / 1.35)), 60, 260))
     qf = np.logspace(math.log10(lo / 1.35), math.log10(hi * 1.35), n_fine)
@@ -389,16 +458,23 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
             sd = np.full(len(res.x), np.nan)
         return {"res": res, "fit": c[0], "coef": c[1], "chi2": chi2, "k": k, "chi2_red": chi2_red, "sd": sd}
 
-    x_ml = [math.log(max(start[n], 1.0)) for n in names] + [float(np.clip(start.get("polydispersity", 0.05), 0.0, 0.34))]
+    start_list = [start] if isinstance(start, dict) else list(start)
+    xs = [[math.log(max(st[n], 1.0)) for n in names] + [float(np.clip(st.get("polydispersity", 0.05), 0.0, 0.34))]
+          for st in start_list]
+    x_ml = xs[0]
     # polydispersity from 0.005: below it sasmodels is monodisperse (D._sasmodels_pars), a flat trap for the fit
-    lb = [x - math.log(3.0) for x in x_ml[: len(names)]] + [0.005]
-    ub = [x + math.log(3.0) for x in x_ml[: len(names)]] + [0.35]
+    lb = [min(x[i] for x in xs) - math.log(3.0) for i in range(len(names))] + [0.005]
+    ub = [max(x[i] for x in xs) + math.log(3.0) for i in range(len(names))] + [0.35]
     if core_shell:
         lb += [-1.5]; ub += [5.0]
     if fit_dq:
         lb += [0.0]; ub += [0.15]
     dq0 = [0.03] if fit_dq else []
-    starts = [np.array(x_ml + [s] + dq0) for s in CORE_CONTRASTS] if core_shell else [np.array(x_ml + dq0)]
+    if core_shell:
+        starts = [np.array(x + [c] + dq0) for x, st in zip(xs, start_list)
+                  for c in (*CORE_CONTRASTS, *([float(np.clip(st["sld_core"], -1.5, 5.0))] if "sld_core" in st else []))]
+    else:
+        starts = [np.array(x + dq0) for x in xs]
     x0 = best(starts, None)  # core-shell: pick the core contrast by trying a few (cheap) before refining
     fits = {"none": fit(x0, np.array(lb), np.array(ub), None)}
     for kind, spec in SF_FIT.items() if sf_curve else ():
@@ -426,9 +502,11 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     t, sld, dqq = unpack(x)
     unc = {n: t[n] * float(sd[i]) for i, n in enumerate(names)}
     unc["polydispersity"] = float(sd[len(names)])
+    at_bound = [n for i, n in enumerate(names) if min(x[i] - lb[i], ub[i] - x[i]) < 1e-3]
+    at_bound += ["polydispersity"] if ub[len(names)] - x[len(names)] < 1e-3 else []
     sfp = {k: sf_params(k, g["res"].x, unpack(g["res"].x)[0]) if k != "none" else {} for k, g in fits.items()}
     return {
-        "values": t, "uncertainty": unc, "fit": f["fit"], "chi2_red": f["chi2_red"], "n_params": f["k"],
+        "values": t, "uncertainty": unc, "fit": f["fit"], "chi2_red": f["chi2_red"], "n_params": f["k"], "at_bound": at_bound,
         "nfev": sum(int(g["res"].nfev) for g in fits.values()),  # all the models' fits
         "success": bool(f["res"].success), "sld_core": sld if core_shell else None,
         "sld_core_uncertainty": float(sd[len(names) + 1]) if core_shell else None,
@@ -461,6 +539,78 @@ def arbitrate(p: np.ndarray, fits: dict[str, dict[str, Any]], n: int) -> tuple[n
     for c, i in idx.items():
         out[i] = mass * w[c] / sum(w.values())
     return out, {c: {"chi2_red": float(fits[c]["chi2_red"]), "bic": float(bic[c])} for c in fits}
+
+
+def nested_starts(cls: str, fitted: dict[str, Any]) -> list[dict[str, float]]:
+    """Starting values (Å) for NESTED[cls] from `fitted`, a `refine` result of `cls`: a sphere's radius
+    split into core + shell (10, 20 and 35 % shell, dense or hollow core), a core-shell particle's core or
+    outer radius as the plain one's; lengths and polydispersity carried over."""
+    t = fitted["values"]
+    pd = {"polydispersity": t["polydispersity"]}
+    length = {"length": t["length"]} if "length" in t else {}
+    if cls in ("sphere", "cylinder"):
+        return [dict(radius=t["radius"] * (1 - f), shell=t["radius"] * f, sld_core=c, **pd, **length)
+                for f in (0.1, 0.2, 0.35) for c in (3.0, 0.0)]
+    if cls in ("core_shell_sphere", "core_shell_cylinder"):
+        return [dict(radius=r, **pd, **length) for r in (t["radius"] + t["shell"], t["radius"])]
+    return []
+
+
+def beyond_training(cls: str, values: dict[str, float], at_bound: Sequence[str] = (), core_contrast: float | None = None) -> list[str]:
+    """Why the refined `values` (Å, fraction) of `cls` lie outside the training ranges (TRAINED_PD_MAX,
+    TRAINED_RATIO, TRAINED_SHELL_FRACTION, TRAINED_CORE_CONTRAST for the refined `core_contrast`, with
+    RATIO_TOL, PD_TOL and CONTRAST_TOL), or on a bound of the fit; empty when inside."""
+    why = []
+    if "shell" in values:
+        f = values["shell"] / (values["radius"] + values["shell"])
+        lo, hi = TRAINED_SHELL_FRACTION
+        if not lo / RATIO_TOL <= f <= hi * RATIO_TOL and cls != "core_shell_sphere":  # core_shell_sphere: TRAINED_RATIO
+            why.append(f"shell fraction {f:.3g} outside the trained {lo:g}-{hi:g}")
+    if core_contrast is not None:
+        (a, b), (c, d) = TRAINED_CORE_CONTRAST
+        t = CONTRAST_TOL
+        if not (a - t <= core_contrast <= b + t or c - t <= core_contrast <= d + t):
+            why.append(f"core contrast {core_contrast:.2f} outside the trained {a:g} to {b:g} and {c:g} to {d:g}")
+    pd = values.get("polydispersity")
+    if pd is not None and pd > TRAINED_PD_MAX[cls] + PD_TOL:
+        why.append(f"polydispersity {pd:.2f} > the trained {TRAINED_PD_MAX[cls]:.2f}")
+    if cls in TRAINED_RATIO:
+        name, fn, lo, hi = TRAINED_RATIO[cls]
+        v = fn(values)
+        if not lo / RATIO_TOL <= v <= hi * RATIO_TOL:
+            why.append(f"{name} {v:.3g} outside the trained {lo:g}-{hi:g}")
+    why += [f"{n} on the fit's bound" for n in at_bound if n != "length"]  # a long rod's length is often unbound
+    return why
+
+
+def fit_disagreement(cls: str, arbitration: dict[str, dict[str, float]], margin: float = FIT_DISAGREE_BIC) -> str | None:
+    """Why the chosen `cls` is doubtful when another shape in `arbitration` (`arbitrate`'s {class: {"bic"}})
+    fits better by more than `margin` in BIC (the CNN's prior kept `cls`); None when `cls` fits best or nearly."""
+    bic = {c: a["bic"] for c, a in arbitration.items()}
+    best = min(bic, key=bic.get)
+    if cls not in bic or best == cls or bic[cls] - bic[best] <= margin:
+        return None
+    return f"{best} fits better than {cls} by ΔBIC {bic[cls] - bic[best]:.1f} (above {margin:g}); the CNN's probabilities kept {cls}"
+
+
+def roughness_chi2(q: np.ndarray, I: np.ndarray, fit: np.ndarray, window: int = 15) -> float:
+    """Mean squared residual (I - fit) in units of the noise estimated from the residual itself: the local
+    scatter of its second differences (robust: 1.4826 × the median absolute value over `window` points
+    around each; for white noise var(r_i - (r_{i-1}+r_{i+1})/2) = 1.5 σ²). A smooth, structured misfit
+    survives in the residual but hardly in its second differences, so it shows as a value well above 1
+    even when the file gives no errors; noise alone gives about 1. NaN with fewer than 2 windows of points."""
+    q, I, fit = (np.asarray(a, float) for a in (q, I, fit))
+    ok = np.isfinite(I) & np.isfinite(fit)
+    order = np.argsort(q[ok], kind="stable")
+    r = (I[ok] - fit[ok])[order]
+    if r.size < 2 * window + 2:
+        return float("nan")
+    d = np.abs(r[1:-1] - 0.5 * (r[:-2] + r[2:]))
+    half = window // 2
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(d, half, mode="edge"), 2 * half + 1)
+    sd = 1.4826 * np.median(windows, axis=1) / math.sqrt(1.5)
+    sd = np.maximum(sd, 1e-6 * float(np.max(sd)) + 1e-300)
+    return float(np.mean((r[1:-1] / sd) ** 2))
 
 
 # ----- the analyser ------------------------------------------------------------------------------------
@@ -556,7 +706,7 @@ class SaxsMLAnalyser:
         info: dict[str, Any] = {
             "method": "1-D CNN (log I on a fixed log-q grid) with temperature-scaled probabilities, Gaussian-NLL "
             "size heads, Mahalanobis+P(other) OOD score" + (", then sasmodels least-squares refinement of the two most "
-            "probable shapes, weighed by BIC" if self.refine else ""),
+            "probable shapes and of the nested (core-)shell alternative, weighed by BIC" if self.refine else ""),
             "weights": str(self.weights),
             "ood_threshold": self.model.threshold,
             "sasmodels_model": None,
@@ -569,12 +719,27 @@ class SaxsMLAnalyser:
             runner_up = CLASSES[int(np.argsort(-p)[1])]
             cands = [cls] + ([runner_up] if runner_up != "other" and p[CLASSES.index(runner_up)] >= ARBITRATE_MIN_P else [])
             fits: dict[str, dict[str, Any]] = {}
-            for c in cands:
+
+            def _refine(c: str, extra_starts: Sequence[dict[str, float]] = ()) -> None:
                 start = {t: float(pred["values_by_class"][0, CLASSES.index(c), TARGETS.index(t)]) for t in APPLIES[c]}
                 try:
-                    fits[c] = refine(c, q, I, sigma, dq, start, max_nfev=self.max_nfev)
+                    fits[c] = refine(c, q, I, sigma, dq, [start, *extra_starts], max_nfev=self.max_nfev)
                 except Exception as exc:  # refinement must not lose the ML answer
                     info.setdefault("refine_error", {})[c] = f"{type(exc).__name__}: {exc}"
+
+            for c in cands:
+                _refine(c)
+            # the nested alternative of the CNN's shape (shell or no shell), started from that shape's fit too
+            alt = NESTED.get(cls)
+            if alt is not None and cls in fits:
+                extra = nested_starts(cls, fits[cls])
+                if alt in fits:  # refined from the CNN's start already: keep the better of the two
+                    kept = fits.pop(alt)
+                    _refine(alt, extra)
+                    if alt not in fits or kept["chi2_red"] < fits[alt]["chi2_red"]:
+                        fits[alt] = kept
+                else:
+                    _refine(alt, extra)
             if len(fits) > 1:
                 info["ml_probabilities"] = {c: float(v) for c, v in zip(CLASSES, p)}
                 p, info["arbitration"] = arbitrate(p, fits, q.size)
@@ -599,7 +764,21 @@ class SaxsMLAnalyser:
         if r is not None and sigma is not None and r["chi2_red"] > MISFIT_CHI2:
             info["misfit"] = (f"the refined {cls} fit has reduced chi-square {r['chi2_red']:.1f} against the file's errors "
                               f"(above {MISFIT_CHI2:g}): the curve holds something the model does not")
-        if p.max() < LOW_CONFIDENCE or quality or "misfit" in info:
+        if r is not None and sigma is None:
+            info["roughness_chi2"] = rc = roughness_chi2(q, I, r["fit"])
+            if rc > MISFIT_ROUGHNESS_CHI2:
+                info["misfit"] = (f"the refined {cls} fit's residual is {rc:.1f} times the noise its own roughness shows "
+                                  f"(above {MISFIT_ROUGHNESS_CHI2:g}; the file gives no errors): the curve holds something "
+                                  "the model does not")
+        if r is not None and "arbitration" in info:
+            why = fit_disagreement(cls, info["arbitration"])
+            if why:
+                info["fit_disagrees"] = why
+        if r is not None:
+            why = beyond_training(cls, r["values"], r["at_bound"], r["sld_core"])
+            if why:
+                info["beyond_training"] = "; ".join(why) + ": the shape probabilities are not calibrated there"
+        if p.max() < LOW_CONFIDENCE or quality or {"misfit", "fit_disagrees", "beyond_training"} & set(info):
             flags.append("low_confidence")
         info["ranking"] = sorted(((c, float(v)) for c, v in zip(CLASSES, p)), key=lambda t: -t[1])
         info["sasmodels_model"] = SASMODEL.get(cls)
