@@ -90,6 +90,10 @@ UNEXPLAINED_REL_HEIGHT = 0.03  # ... and above this fraction of the strongest fi
 ADD_MIN_FRACTION = 0.04
 ADD_MIN_CHI2_GAIN = 0.10
 MAX_PHASES = 4
+CONFIRM_PROB = 0.9  # a called phase below this CNN probability must show its own peaks (_peaks_supported)
+UNIQUE_MIN_SHARE = 0.1
+UNIQUE_MIN_SUPPORT = 0.5
+PO_RANGE = (0.6, 1.6)  # March–Dollase ratio r refined per phase (1 = random orientation)
 N_BACKGROUND = 8
 DEFAULT_CAGLIOTI = {"lab": (0.004, -0.002, 0.003), "synchrotron": (0.0, 0.0, 5e-5)}
 
@@ -342,7 +346,8 @@ def refine(
     max_nfev: int = 50,
     kalpha2: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
-    """Whole-pattern least-squares fit of phases' lattice scales, sizes, one microstrain, zero
+    """Whole-pattern least-squares fit of phases' lattice scales, sizes, March–Dollase
+    preferred-orientation ratios (along each phase's texture axis, PO_RANGE), one microstrain, zero
     shift (and displacement), with per-phase scales and a Chebyshev background solved linearly.
     `phases`: PhaseDefs (or built-in names); `lattice_ranges`: each phase's lattice-scale range
     (the fit may go 0.01 beyond it; default ±1 %); `kalpha2`: (Kα2 wavelength in Å, ratio to Kα1)
@@ -366,25 +371,28 @@ def refine(
         caglioti_uvw_deg2 = DEFAULT_CAGLIOTI["synchrotron" if sync else "lab"]
     B = _chebyshev_design(x, n_background)
     rngs = list(lattice_ranges) if lattice_ranges is not None else [DEFAULT_LATTICE_RANGE] * P
-    lo = [r[0] - 0.01 for r in rngs] + [math.log(1.5)] * P + [0.0, -0.2] + ([-1.0] if fit_displacement else [])
-    hi = [r[1] + 0.01 for r in rngs] + [math.log(500.0)] * P + [8e-3, 0.2] + ([1.0] if fit_displacement else [])
+    lo = ([r[0] - 0.01 for r in rngs] + [math.log(1.5)] * P + [PO_RANGE[0]] * P + [0.0, -0.2]
+          + ([-1.0] if fit_displacement else []))
+    hi = ([r[1] + 0.01 for r in rngs] + [math.log(500.0)] * P + [PO_RANGE[1]] * P + [8e-3, 0.2]
+          + ([1.0] if fit_displacement else []))
     p0 = np.concatenate([
         np.clip(init_scale, np.array(lo[:P]) + 1e-6, np.array(hi[:P]) - 1e-6),
         np.log(np.clip(init_size_nm, 2.0, 400.0)),
+        np.ones(P),
         [5e-4, 0.0],
         [0.0] if fit_displacement else [],
     ])
     xr = (float(x.min()), float(x.max()))
 
     def design(p):
-        eps, zero = p[2 * P], p[2 * P + 1]
-        disp = p[2 * P + 2] if fit_displacement else 0.0
+        eps, zero = p[3 * P], p[3 * P + 1]
+        disp = p[3 * P + 2] if fit_displacement else 0.0
         prof = spd.Profile(wavelength_angstrom=wavelength, caglioti_uvw_deg2=tuple(caglioti_uvw_deg2),
                            zero_shift_deg=zero, displacement_mm=disp, polarisation=polarisation,
                            kalpha2_angstrom=kalpha2[0] if kalpha2 else 0.0, kalpha2_ratio=kalpha2[1] if kalpha2 else 0.0)
         cols = np.empty((x.size, P))
         for i, ph in enumerate(phases):
-            comp = spd.PhaseComponent(ph, 1.0, p[i], math.exp(p[P + i]), eps)
+            comp = spd.PhaseComponent(ph, 1.0, p[i], math.exp(p[P + i]), eps, p[2 * P + i])
             cols[:, i] = spd.phase_profile(x, comp, prof, xr)
         return np.hstack([cols, B])
 
@@ -398,11 +406,23 @@ def refine(
         An = Aw / col_norm
         G = An.T @ An
         G[np.diag_indices_from(G)] += 1e-10
-        c = np.linalg.solve(G, An.T @ (y * w)) / col_norm  # normal equations: (N x 10) is well scaled
+        b = An.T @ (y * w)
+        # normal equations ((N x ~10) is well scaled); a phase scale < 0 is unphysical: such
+        # phases are held at 0 and the rest solved again (an active set on the phase columns)
+        free = np.ones(A.shape[1], dtype=bool)
+        for _ in range(P):
+            c = np.zeros(A.shape[1])
+            c[free] = np.linalg.solve(G[np.ix_(free, free)], b[free])
+            neg = np.flatnonzero(c[:P] < 0)
+            if neg.size == 0:
+                break
+            free[neg] = False
+        c = c / col_norm
         state["c"], state["A"] = c, A
         return (A @ c - y) * w
 
-    x_scale = np.concatenate([np.full(P, 1e-3), np.full(P, 0.1), [5e-4, 0.01], [0.05] if fit_displacement else []])
+    x_scale = np.concatenate([np.full(P, 1e-3), np.full(P, 0.1), np.full(P, 0.05), [5e-4, 0.01],
+                              [0.05] if fit_displacement else []])
     res = least_squares(resid, p0, bounds=(np.array(lo), np.array(hi)), x_scale=x_scale, method="trf",
                         max_nfev=max_nfev, diff_step=1e-4)
     r = resid(res.x)
@@ -436,9 +456,10 @@ def refine(
         "lattice_scale_sd": sd[:P],
         "size_nm": np.exp(res.x[P:2 * P]),
         "size_rel_sd": sd[P:2 * P],
-        "strain": float(res.x[2 * P]),
-        "zero_shift_deg": float(res.x[2 * P + 1]),
-        "displacement_mm": float(res.x[2 * P + 2]) if fit_displacement else 0.0,
+        "po_ratio": res.x[2 * P:3 * P],
+        "strain": float(res.x[3 * P]),
+        "zero_shift_deg": float(res.x[3 * P + 1]),
+        "displacement_mm": float(res.x[3 * P + 2]) if fit_displacement else 0.0,
         "phase_scales": phase_scales,
         "fractions": fr,
         "fractions_sd": fr_sd,
@@ -655,6 +676,17 @@ class PdMLAnalyser:
                                     flags=["unexplained_peaks"] if extra else [], analyser=self.name))
         return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
 
+    def _residual_cnn(self, lam, ref) -> list[str]:
+        """Library phases in the order the CNN ranks them on the data minus the phases fitted so far
+        (background kept): the next phase of a mixture, as XRD-AutoAnalyzer finds it."""
+        y = ref["y"] - ref["phase_curves"].sum(axis=1)
+        q = 4 * np.pi * np.sin(np.radians(ref["two_theta"]) / 2) / lam
+        try:
+            p = self.predict_batch(self.preprocess(q, y)[None])["probabilities"][0]
+        except AnalysisError:
+            return []
+        return [self.library[j] for j in np.argsort(-p) if p[j] >= CANDIDATE_MIN_PROB]
+
     def _residual_matches(self, tt, lam, pol, cag, ref, exclude, kalpha2=None) -> list[str]:
         """Search-match: the library phases (not in `exclude`) whose pattern, at the refined
         profile, correlates best with the positive residual of the current fit."""
@@ -725,33 +757,74 @@ class PdMLAnalyser:
             return ref, dropped
 
         ref, dropped = fit_and_drop(list(called))
+        # a called phase the CNN is unsure of stays only if the data show its own peaks
+        for p in [p for p in ref["phases"] if prob[self.library.index(p)] < CONFIRM_PROB]:
+            if len(ref["phases"]) < 2 or p not in ref["phases"]:
+                continue
+            rest = fit([q for q in ref["phases"] if q != p], as_prev(ref))
+            if not _supported(_own_peaks(rest, ref, ref["phases"].index(p))):
+                ref = rest
+                dropped.append(p)
         added: list[str] = []
         tested: list[dict[str, Any]] = []
+        failed = set(dropped)  # candidates that did not pass are not tried again
+        passed: list[str] = []  # passed but another candidate explained more: tried again next round
         order = np.argsort(-prob)
-        cands = [self.library[j] for j in order
-                 if self.library[j] not in ref["phases"] and self.library[j] not in dropped
-                 and prob[j] >= CANDIDATE_MIN_PROB][:MAX_CANDIDATES]
-        if len(ref["phases"]) < MAX_PHASES:
-            matches = self._residual_matches(tt, lam, pol, cag, ref, set(ref["phases"]) | set(dropped) | set(cands), k2)
-            cands += matches
-        for c in cands:
-            if len(ref["phases"]) >= MAX_PHASES:
+        while len(ref["phases"]) < MAX_PHASES:
+            seen = set(ref["phases"]) | failed
+            cands = [c for c in passed if c not in seen]
+            for source in ([self.library[j] for j in order if prob[j] >= CANDIDATE_MIN_PROB],
+                           self._residual_cnn(lam, ref)):
+                cands += [c for c in source if c not in seen and c not in cands][:MAX_CANDIDATES]
+            cands += self._residual_matches(tt, lam, pol, cag, ref, seen | set(cands), k2)
+            best, passed = None, []
+            for c in cands:
+                trial = fit(ref["phases"] + [c], as_prev(ref))
+                f_c = float(trial["fractions"][-1])
+                gain = 1.0 - trial["chi2_reduced"] / max(ref["chi2_reduced"], 1e-300)
+                share, support = _own_peaks(ref, trial, len(trial["phases"]) - 1)
+                tested.append({"phase": c, "cnn_probability": float(prob[self.library.index(c)]),
+                               "refined_fraction": f_c, "chi2_gain": float(gain), "own_peak_share": share,
+                               "own_peak_support": support})
+                if f_c >= ADD_MIN_FRACTION and gain >= ADD_MIN_CHI2_GAIN and _supported((share, support)):
+                    passed.append(c)
+                    if best is None or gain > best[0]:
+                        best = (gain, c, trial)
+                else:
+                    failed.add(c)
+            if best is None:
                 break
-            if c in ref["phases"]:
-                continue
-            trial = fit(ref["phases"] + [c], as_prev(ref))
-            f_c = float(trial["fractions"][-1])
-            gain = 1.0 - trial["chi2_reduced"] / max(ref["chi2_reduced"], 1e-300)
-            tested.append({"phase": c, "cnn_probability": float(prob[self.library.index(c)]),
-                           "refined_fraction": f_c, "chi2_gain": float(gain)})
-            if f_c >= ADD_MIN_FRACTION and gain >= ADD_MIN_CHI2_GAIN:
-                ref, more = fit_and_drop(trial["phases"], as_prev(trial))
-                dropped += more
-                added.append(c)
+            _, c, trial = best
+            passed.remove(c)
+            ref, more = fit_and_drop(trial["phases"], as_prev(trial))
+            dropped += more
+            failed.update(more)
+            added.append(c)
         ref["dropped"] = dropped
         ref["added"] = added
         ref["tested"] = tested
         return ref
+
+
+def _own_peaks(without: dict[str, Any], with_: dict[str, Any], k: int) -> tuple[float, float]:
+    """How phase k of the fit `with_` is seen by its own peaks: (share, support), each point weighted
+    by u = (phase k's part of the fitted peak intensity there)². share: Σu·I_k / ΣI_k, the part of
+    its intensity not shared with other phases' peaks; support: the projection of the residual of
+    the fit `without` it on u·I_k relative to u·I_k itself (1 = all of its own intensity was
+    unexplained before). A phase whose peaks all coincide with others' only re-weights their
+    intensities, which texture, strain or an imperfect structure model do as well: no evidence."""
+    curves = with_["phase_curves"]
+    ck = np.maximum(curves[:, k], 0.0)
+    u = (ck / np.maximum(np.maximum(curves, 0.0).sum(axis=1), 1e-300)) ** 2
+    total = float(ck.sum())
+    if total <= 0:
+        return 0.0, 0.0
+    r = without["y"] - without["fit"]
+    return float(u @ ck) / total, float((u * ck) @ r) / max(float((u * ck) @ ck), 1e-300)
+
+
+def _supported(share_support: tuple[float, float]) -> bool:
+    return share_support[0] >= UNIQUE_MIN_SHARE and share_support[1] >= UNIQUE_MIN_SUPPORT
 
 
 def _finite(v):

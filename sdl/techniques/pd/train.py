@@ -170,7 +170,7 @@ def _loss(out, batch, torch):
     return bce + 10.0 * frac_loss + 0.2 * nll, {"bce": float(bce.detach()), "frac": float(frac_loss.detach()), "nll": float(nll.detach())}
 
 
-def train(data: dict[str, np.ndarray], n_phases: int, epochs: int = 12, seed: int = 0, batch_size: int = 128,
+def train(data: dict[str, np.ndarray], n_phases: int, epochs: int = 20, seed: int = 0, batch_size: int = 128,
           lr: float = 2e-3, progress: bool = True) -> "PdNet":
     import torch
     from tqdm import tqdm
@@ -209,7 +209,8 @@ def train(data: dict[str, np.ndarray], n_phases: int, epochs: int = 12, seed: in
 
 def default_n(n_phases: int) -> int:
     """Training patterns by library size: 20,000 for up to 12 phases, +250 per further phase, at most 40,000
-    (60 phases: 32,000, about 15 minutes on two cores)."""
+    (67 phases: 33,750; with the default 20 epochs about 10 minutes end to end on two cores,
+    benchmarks/results/pd_cif.txt)."""
     return int(min(40000, 20000 + 250 * max(0, n_phases - 12)))
 
 
@@ -240,7 +241,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n", type=int, help="training patterns (default: 20,000 up to 12 phases, +250 per further "
                     "phase, at most 40,000)")
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--lattice-range", type=_lattice_range, action="append", default=[], metavar="LABEL=LO,HI",
                     help="lattice-scale range of one phase relative to its CIF cell (default 0.99,1.01), e.g. "
                     "a solid solution: CeO2=0.96,1.01; repeat for more phases")
