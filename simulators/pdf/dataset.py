@@ -44,7 +44,7 @@ element (bond length), expansion, Uiso, Qmin, Qmax and Qdamp inside the training
 other elements, structures and artefact recipes). `in_range` (held-out curves) is True where all of
 those parameters and the structures' own (`TRAIN_SHAPES`: hcp c/a, elongation, trim fraction per
 motif, stacking kind, at most 3 sizes per curve within a factor e^0.5) lie inside the training
-ranges (about a third of the set); the artefact recipes (background shapes, Lorch, noise levels,
+ranges (about a quarter of the set); the artefact recipes (background shapes, Lorch, noise levels,
 shells) always differ.
 
 Speed: each pool structure's pair table is computed once per process (`_pool`); a curve is then an
