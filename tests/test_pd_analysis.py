@@ -181,3 +181,33 @@ def test_tiny_training_run_produces_loadable_weights(tmp_path):
     r = a.analyse(m)
     assert r.info["method"] == "cnn"
     assert {x.name for x in r.descriptors} >= {"pd.phases", "pd.phase_purity", "pd.ood_score"}
+
+
+def _pattern(components, tt, seed=0, counts=3e4):
+    y = spd.simulate(tt, components, spd.Profile(), background_coeffs=(50.0,))
+    return spd.add_poisson_noise(y, counts, np.random.default_rng(seed))
+
+
+def test_refinement_fits_texture_and_keeps_phase_scales_non_negative():
+    from sdl.techniques.pd.ml import refine
+
+    tt = np.arange(15, 80, 0.02)
+    y, sig = _pattern([spd.PhaseComponent("ZnO", 1.0, 1.0, 40.0, 1e-3, 0.7)], tt)
+    ref = refine(tt, y, sig, 1.5406, ["ZnO"], [1.0], [30.0])
+    assert abs(ref["po_ratio"][0] - 0.7) < 0.05 and ref["chi2_reduced"] < 1.5
+    # a second phase that is not there is held at scale >= 0, not driven negative to absorb misfit
+    two = refine(tt, y, sig, 1.5406, ["ZnO", "CeO2"], [1.0, 1.0], [30.0, 30.0])
+    assert np.all(two["phase_scales"] >= 0) and two["fractions"][1] < 0.02
+
+
+def test_a_phase_is_accepted_only_by_its_own_peaks():
+    from sdl.techniques.pd.ml import candidate_test, refine
+
+    tt = np.arange(15, 80, 0.02)
+    pure, sp = _pattern([spd.PhaseComponent("TiO2_rutile", 1.0, 1.0, 30.0)], tt)
+    mix, sm = _pattern([spd.PhaseComponent("TiO2_rutile", 0.7, 1.0, 30.0), spd.PhaseComponent("NiO", 0.3, 1.0, 30.0)], tt, 1)
+    for y, s, present in ((pure, sp, False), (mix, sm, True)):
+        without = refine(tt, y, s, 1.5406, ["TiO2_rutile"], [1.0], [30.0])
+        with_ = refine(tt, y, s, 1.5406, ["TiO2_rutile", "NiO"], [1.0, 1.0], [30.0, 30.0])
+        test = candidate_test(without, with_)
+        assert test["accepted"] == present, test

@@ -780,16 +780,12 @@ class PdMLAnalyser:
             best, passed = None, []
             for c in cands:
                 trial = fit(ref["phases"] + [c], as_prev(ref))
-                f_c = float(trial["fractions"][-1])
-                gain = 1.0 - trial["chi2_reduced"] / max(ref["chi2_reduced"], 1e-300)
-                share, support = _own_peaks(ref, trial, len(trial["phases"]) - 1)
-                tested.append({"phase": c, "cnn_probability": float(prob[self.library.index(c)]),
-                               "refined_fraction": f_c, "chi2_gain": float(gain), "own_peak_share": share,
-                               "own_peak_support": support})
-                if f_c >= ADD_MIN_FRACTION and gain >= ADD_MIN_CHI2_GAIN and _supported((share, support)):
+                test = candidate_test(ref, trial)
+                tested.append({"phase": c, "cnn_probability": float(prob[self.library.index(c)]), **test})
+                if test["accepted"]:
                     passed.append(c)
-                    if best is None or gain > best[0]:
-                        best = (gain, c, trial)
+                    if best is None or test["chi2_gain"] > best[0]:
+                        best = (test["chi2_gain"], c, trial)
                 else:
                     failed.add(c)
             if best is None:
@@ -825,6 +821,18 @@ def _own_peaks(without: dict[str, Any], with_: dict[str, Any], k: int) -> tuple[
 
 def _supported(share_support: tuple[float, float]) -> bool:
     return share_support[0] >= UNIQUE_MIN_SHARE and share_support[1] >= UNIQUE_MIN_SUPPORT
+
+
+def candidate_test(without: dict[str, Any], trial: dict[str, Any]) -> dict[str, Any]:
+    """Whether the last phase of the fit `trial` belongs in the sample: its refined weight fraction
+    reaches ADD_MIN_FRACTION, it lowers χ² by ADD_MIN_CHI2_GAIN (relative) against the fit
+    `without` it, and its own peaks are seen (_own_peaks)."""
+    f_c = float(trial["fractions"][-1])
+    gain = 1.0 - trial["chi2_reduced"] / max(without["chi2_reduced"], 1e-300)
+    share, support = _own_peaks(without, trial, len(trial["phases"]) - 1)
+    ok = f_c >= ADD_MIN_FRACTION and gain >= ADD_MIN_CHI2_GAIN and _supported((share, support))
+    return {"refined_fraction": f_c, "chi2_gain": float(gain), "own_peak_share": share, "own_peak_support": support,
+            "accepted": bool(ok)}
 
 
 def _finite(v):
