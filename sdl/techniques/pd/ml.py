@@ -93,6 +93,7 @@ MAX_PHASES = 4
 CONFIRM_PROB = 0.9  # a called phase below this CNN probability must show its own peaks (_peaks_supported)
 UNIQUE_MIN_SHARE = 0.1
 UNIQUE_MIN_SUPPORT = 0.5
+STRONG_CHI2_GAIN = 0.5  # a candidate that halves χ² needs no own-peak evidence
 PO_RANGE = (0.6, 1.6)  # March–Dollase ratio r refined per phase (1 = random orientation)
 N_BACKGROUND = 8
 DEFAULT_CAGLIOTI = {"lab": (0.004, -0.002, 0.003), "synchrotron": (0.0, 0.0, 5e-5)}
@@ -757,12 +758,14 @@ class PdMLAnalyser:
             return ref, dropped
 
         ref, dropped = fit_and_drop(list(called))
-        # a called phase the CNN is unsure of stays only if the data show its own peaks
+        # a called phase the CNN is unsure of stays if the data show its own peaks or the fit needs
+        # it (polymorphs and solid solutions share most lines: a 50/50 CeO2 / t-ZrO2 mixture)
         for p in [p for p in ref["phases"] if prob[self.library.index(p)] < CONFIRM_PROB]:
             if len(ref["phases"]) < 2 or p not in ref["phases"]:
                 continue
             rest = fit([q for q in ref["phases"] if q != p], as_prev(ref))
-            if not _supported(_own_peaks(rest, ref, ref["phases"].index(p))):
+            gain = 1.0 - ref["chi2_reduced"] / max(rest["chi2_reduced"], 1e-300)
+            if gain < ADD_MIN_CHI2_GAIN and not _supported(_own_peaks(rest, ref, ref["phases"].index(p))):
                 ref = rest
                 dropped.append(p)
         added: list[str] = []
@@ -826,11 +829,12 @@ def _supported(share_support: tuple[float, float]) -> bool:
 def candidate_test(without: dict[str, Any], trial: dict[str, Any]) -> dict[str, Any]:
     """Whether the last phase of the fit `trial` belongs in the sample: its refined weight fraction
     reaches ADD_MIN_FRACTION, it lowers χ² by ADD_MIN_CHI2_GAIN (relative) against the fit
-    `without` it, and its own peaks are seen (_own_peaks)."""
+    `without` it, and its own peaks are seen (_own_peaks) or it lowers χ² by STRONG_CHI2_GAIN (a
+    polymorph or solid solution whose lines the phases already fitted absorb in the fit without it)."""
     f_c = float(trial["fractions"][-1])
     gain = 1.0 - trial["chi2_reduced"] / max(without["chi2_reduced"], 1e-300)
     share, support = _own_peaks(without, trial, len(trial["phases"]) - 1)
-    ok = f_c >= ADD_MIN_FRACTION and gain >= ADD_MIN_CHI2_GAIN and _supported((share, support))
+    ok = f_c >= ADD_MIN_FRACTION and gain >= ADD_MIN_CHI2_GAIN and (gain >= STRONG_CHI2_GAIN or _supported((share, support)))
     return {"refined_fraction": f_c, "chi2_gain": float(gain), "own_peak_share": share, "own_peak_support": support,
             "accepted": bool(ok)}
 
