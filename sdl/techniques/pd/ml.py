@@ -26,9 +26,11 @@ Method (`info["method"]`):
    projection). The instrument profile comes from `metadata["caglioti_uvw_deg2"]` (a calibration
    with a line-profile standard), else a default for the wavelength. Weight fractions follow from
    the scales (w_p ∝ S_p ρ_p). Phases whose refined fraction falls below 2 % are dropped and the
-   fit repeated. Search-match: the CNN's next most probable phases and the library phases whose
-   patterns best match the positive residual are tried; one is kept when it refines to ≥ 4 wt %
-   and lowers χ² by ≥ 10 %. A Kα2 line is fitted when the metadata say the scan has one. Uncertainties: covariance from the Jacobian scaled by the reduced χ².
+   fit repeated. Search-match, in rounds: the CNN's next most probable phases, the CNN's top
+   phases on the data minus the fitted phases, and the library phases whose patterns best match
+   the positive residual are tried; the one with the largest χ² gain that passes candidate_test
+   (≥ 4 wt %, χ² ≥ 10 % lower, its own peaks seen or χ² halved) is kept. A March–Dollase texture
+   ratio is refined per phase. A Kα2 line is fitted when the metadata say the scan has one. Uncertainties: covariance from the Jacobian scaled by the reduced χ².
    If the fit fails, the CNN estimates are reported (method "cnn", flag low_confidence).
 4. OOD score: the unexplained intensity after refinement — the positive part of the smoothed
    residual above 3σ, as a fraction of the fitted peak intensity. `ood` is flagged above
@@ -90,7 +92,7 @@ UNEXPLAINED_REL_HEIGHT = 0.03  # ... and above this fraction of the strongest fi
 ADD_MIN_FRACTION = 0.04
 ADD_MIN_CHI2_GAIN = 0.10
 MAX_PHASES = 4
-CONFIRM_PROB = 0.9  # a called phase below this CNN probability must show its own peaks (_peaks_supported)
+CONFIRM_PROB = 0.9  # a called phase below this CNN probability stays only if the fit needs it or its own peaks show
 UNIQUE_MIN_SHARE = 0.1
 UNIQUE_MIN_SUPPORT = 0.5
 STRONG_CHI2_GAIN = 0.5  # a candidate that halves χ² needs no own-peak evidence
@@ -764,20 +766,18 @@ class PdMLAnalyser:
             if len(ref["phases"]) < 2 or p not in ref["phases"]:
                 continue
             rest = fit([q for q in ref["phases"] if q != p], as_prev(ref))
-            gain = 1.0 - ref["chi2_reduced"] / max(rest["chi2_reduced"], 1e-300)
-            if gain < ADD_MIN_CHI2_GAIN and not _supported(_own_peaks(rest, ref, ref["phases"].index(p))):
+            if _chi2_gain(rest, ref) < ADD_MIN_CHI2_GAIN and not _supported(_own_peaks(rest, ref, ref["phases"].index(p))):
                 ref = rest
                 dropped.append(p)
         added: list[str] = []
         tested: list[dict[str, Any]] = []
         failed = set(dropped)  # candidates that did not pass are not tried again
         passed: list[str] = []  # passed but another candidate explained more: tried again next round
-        order = np.argsort(-prob)
+        cnn_ranked = [self.library[j] for j in np.argsort(-prob) if prob[j] >= CANDIDATE_MIN_PROB]
         while len(ref["phases"]) < MAX_PHASES:
             seen = set(ref["phases"]) | failed
             cands = [c for c in passed if c not in seen]
-            for source in ([self.library[j] for j in order if prob[j] >= CANDIDATE_MIN_PROB],
-                           self._residual_cnn(lam, ref)):
+            for source in (cnn_ranked, self._residual_cnn(lam, ref)):
                 cands += [c for c in source if c not in seen and c not in cands][:MAX_CANDIDATES]
             cands += self._residual_matches(tt, lam, pol, cag, ref, seen | set(cands), k2)
             best, passed = None, []
@@ -822,6 +822,11 @@ def _own_peaks(without: dict[str, Any], with_: dict[str, Any], k: int) -> tuple[
     return float(u @ ck) / total, float((u * ck) @ r) / max(float((u * ck) @ ck), 1e-300)
 
 
+def _chi2_gain(without: dict[str, Any], with_: dict[str, Any]) -> float:
+    """Relative drop of the reduced χ² from the fit `without` a phase to the fit `with_` it."""
+    return float(1.0 - with_["chi2_reduced"] / max(without["chi2_reduced"], 1e-300))
+
+
 def _supported(share_support: tuple[float, float]) -> bool:
     return share_support[0] >= UNIQUE_MIN_SHARE and share_support[1] >= UNIQUE_MIN_SUPPORT
 
@@ -832,10 +837,10 @@ def candidate_test(without: dict[str, Any], trial: dict[str, Any]) -> dict[str, 
     `without` it, and its own peaks are seen (_own_peaks) or it lowers χ² by STRONG_CHI2_GAIN (a
     polymorph or solid solution whose lines the phases already fitted absorb in the fit without it)."""
     f_c = float(trial["fractions"][-1])
-    gain = 1.0 - trial["chi2_reduced"] / max(without["chi2_reduced"], 1e-300)
+    gain = _chi2_gain(without, trial)
     share, support = _own_peaks(without, trial, len(trial["phases"]) - 1)
     ok = f_c >= ADD_MIN_FRACTION and gain >= ADD_MIN_CHI2_GAIN and (gain >= STRONG_CHI2_GAIN or _supported((share, support)))
-    return {"refined_fraction": f_c, "chi2_gain": float(gain), "own_peak_share": share, "own_peak_support": support,
+    return {"refined_fraction": f_c, "chi2_gain": gain, "own_peak_share": share, "own_peak_support": support,
             "accepted": bool(ok)}
 
 
