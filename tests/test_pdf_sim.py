@@ -255,3 +255,21 @@ def test_training_pool_spans_real_hcp_and_faulted_stacks():
     pos = P.base_positions("hcp", radius=3.0, c_over_a=1.86, stacking="random", hexagonality=0.7, stack_seed=2)
     cn = P.coordination_numbers(pos, cutoff_factor=1.15)
     assert cn.max() == 12  # interior atoms: 6 in-plane at 1.0, 6 out-of-plane at 1.105 bond lengths
+
+
+def test_training_pool_cut_spheres_cover_every_size_band():
+    """fcc and hcp sphere cuts fill every size band of 13-1500 atoms (with 50 random sizes the fcc class
+    had none of 155-290 atoms, where the octahedral ladder has 15 shapes: the CNN read such spheres as
+    octahedra), and octahedra are trimmed by fractions across the trained range, not by one value."""
+    from simulators.pdf import dataset as D
+
+    specs = D._train_structures()
+    edges = np.exp(np.linspace(math.log(13), math.log(1500), D.N_SIZE_BANDS + 1))
+    for lattice in ("fcc", "hcp"):
+        n_nominal = np.array([4 / 3 * math.pi * s["radius"] ** 3 * math.sqrt(2.0) * s.get("elongation", 1.0)
+                              * (math.sqrt(8 / 3) / s.get("c_over_a", math.sqrt(8 / 3)))
+                              for lab, kind, m, s in specs if lab == lattice])
+        per_band = np.histogram(n_nominal, bins=edges)[0]
+        assert per_band.min() >= (10 if lattice == "fcc" else 5), (lattice, per_band)
+    trims = {s["trim"] for lab, kind, m, s in specs if kind == "octahedral_trim"}
+    assert min(trims) < 0.2 and max(trims) <= D.TRAIN_SHAPES["trim"]["octahedral"] and len(trims) > 10

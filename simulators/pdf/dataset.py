@@ -30,7 +30,8 @@ built structure pools):
 | atoms | 13–1500 | 13–2200 (other shell fractions, other ladder shapes, ellipsoids to 1.5) |
 | hcp c/a, stacking faults | 1.57–1.90; one fault (20 %) or 5–40 % faulted layers (30 %) | 1.633, 1.59, 1.856; one fault (40 %) |
 | fcc stacking | twin 20 %, one fault 15 %, 5–25 % random faults 15 % | twin 30 %, one fault 20 % |
-| surface trim (partly grown shells) | icosahedra 0.3/0.6, decahedra 0.3, octahedra 0.4 | 0.15/0.45/0.75, 0.25, 0.2 |
+| surface trim (partly grown shells) | icosahedra 0.3/0.6, decahedra 0.3, octahedra 0.4 and 0.1–0.4 | 0.15/0.45/0.75, 0.25, 0.2 |
+| cut spheres | fcc 200, hcp 130 (150 / 60 of them in 10 log size bands) | 30 each |
 | expansion, Uiso (Å²) | 0.97–1.03, 0.002–0.015 | 0.955–1.045, 0.001–0.025 |
 | Qmin, Qmax, Qdamp (Å⁻¹) | 0.5–1.0, 18–28 (≤ √(6/U)), 0.02–0.05 | 0.3–1.5, 14–35 (≤ √((4.5–7)/U)), 0.01–0.08 |
 | counts at Q→0 | 3·10⁴–3·10⁶ | 2·10⁴–10⁷ |
@@ -83,6 +84,7 @@ TRAIN_SHAPES = dict(
     c_over_a=(1.57, 1.90), elongation=1.3, trim={"icosahedral": 0.6, "octahedral": 0.4, "decahedral": 0.3},
     stacking={"fcc": ("twin", "fault", "random"), "hcp": ("hcp_fault", "random")}, sizes=3, size_log_ratio=0.5,
 )
+N_SIZE_BANDS = 10  # size bands of the training pool's extra fcc/hcp sphere cuts (`_train_structures`)
 HELDOUT_ELEMENTS = ("Rh", "Ir", "Al", "Mo", "Nb", "Cr", "Zn", "Mg", "Ru")
 _TRAIN_NN = tuple(P.ELEMENTS[e].nn_angstrom for e in TRAIN["elements"])
 NN_RANGE = (min(_TRAIN_NN) * TRAIN["expansion"][0], max(_TRAIN_NN) * TRAIN["expansion"][1])  # Å, trained
@@ -189,7 +191,7 @@ def _pool(recipe: str, progress: bool = False) -> tuple[Entry, ...]:
                                             P._size_ladder, P._close_packed, P._stacking, P._lattice_points, P._crystal_cloud,
                                             P._trim, P._random_close_packed, P.pair_table, P._histogram_to_table,
                                             P._cic, P.bulk_table)]
-    text = json.dumps([_CACHE_VERSION, recipe, n_range, code, P._X_STEP, P._NX, P._R_BIN, P._NN_TOL])
+    text = json.dumps([_CACHE_VERSION, recipe, n_range, code, P._X_STEP, P._NX, P._R_BIN, P._NN_TOL, N_SIZE_BANDS])
     path = _CACHE_DIR / f"pool-{recipe}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.npz"
     if path.exists():
         try:
@@ -242,14 +244,21 @@ def _train_structures() -> list[tuple[str, str, str, dict]]:
         specs.append(("decahedral", "decahedral", "decahedral", s))
         if i % 2 == 0 and s["p"] >= 3:  # partly grown outer shells
             specs.append(("decahedral", "decahedral_trim", "decahedral", {**s, "trim": 0.3, "seed": 200 + i}))
+    trim_rng = np.random.default_rng(20261)
     for i, s in enumerate(_ladder("octahedral", lambda i, n: 13 <= n <= 1500)):
         specs.append(("octahedral", "octahedral", "octahedral", s))
         if i % 2 == 0 and s["length"] >= 4:
             specs.append(("octahedral", "octahedral_trim", "octahedral", {**s, "trim": 0.4, "seed": i}))
+        if s["length"] >= 4:  # every shape also partly grown by a random fraction of the trained range
+            specs.append(("octahedral", "octahedral_trim", "octahedral",
+                          {**s, "trim": round(float(trim_rng.uniform(0.1, 0.4)), 3), "seed": 500 + i}))
     cp = math.sqrt(8 / 3)
     # fcc: twins, single intrinsic faults and random faulting (5–25 % hexagonal layers); hcp: c/a of
     # real hcp metals (Ru/Ti/Os 1.58–1.59 ... Co/Mg 1.62 ... Zn 1.86, Cd 1.89), one fault, or 5–40 %
-    # of the layers faulted (hexagonality 0.6–0.95)
+    # of the layers faulted (hexagonality 0.6–0.95). Sphere cuts are many (the octahedral ladder's
+    # 63 shapes plus trims are the fcc class's nearest rival: sparse sizes of cut spheres left gaps,
+    # e.g. no fcc sphere of 155-290 atoms with the earlier 50), their sizes stratified: an equal
+    # number log-uniform in each of N_SIZE_BANDS bands of 13-1500 atoms
     for lattice, n_sizes, stack, ca_ranges, hexa in (
             ("fcc", 50, ((None, 0.5), ("twin", 0.2), ("fault", 0.15), ("random", 0.15)), (), (0.05, 0.25)),
             ("hcp", 70, ((None, 0.5), ("hcp_fault", 0.2), ("random", 0.3)), ((0.6, 1.57, 1.65), (0.4, 1.65, 1.90)),
@@ -257,6 +266,15 @@ def _train_structures() -> list[tuple[str, str, str, dict]]:
             ("bcc", 40, ((None, 1.0),), (), (0.0, 0.0)), ("sc", 40, ((None, 1.0),), (), (0.0, 0.0))):
         for kind, shape in _crystal_shapes(lattice, rng, n_sizes, (13, 1500), 0.3, 1.3, stack, (cp,), ca_ranges, hexa):
             specs.append((lattice, kind, lattice, shape))
+    band_rng = np.random.default_rng(20262)
+    edges = np.exp(np.linspace(math.log(13), math.log(1500), N_SIZE_BANDS + 1))
+    for lattice, per_band, stack, ca_ranges, hexa in (
+            ("fcc", 15, ((None, 0.5), ("twin", 0.2), ("fault", 0.15), ("random", 0.15)), (), (0.05, 0.25)),
+            ("hcp", 6, ((None, 0.5), ("hcp_fault", 0.2), ("random", 0.3)), ((0.6, 1.57, 1.65), (0.4, 1.65, 1.90)),
+             (0.6, 0.95))):
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            for kind, shape in _crystal_shapes(lattice, band_rng, per_band, (lo, hi), 0.3, 1.3, stack, (cp,), ca_ranges, hexa):
+                specs.append((lattice, kind, lattice, shape))
     for i, n in enumerate(np.exp(rng.uniform(math.log(13), math.log(1500), 24))):
         specs.append(("other", "amorphous", "amorphous", {"n_atoms": int(n), "seed": 100 + i}))
     for lattice in ("fcc", "bcc", "hcp", "sc"):

@@ -2,11 +2,11 @@
 
 The shipped weights (sdl/techniques/pdf/weights/) were made with
 
-    OMP_NUM_THREADS=1 nice -n 10 sdl train pdf --n-per-class 4000 --seed 0 --epochs 24 --threads 1
+    OMP_NUM_THREADS=1 nice -n 10 sdl train pdf --n-per-class 8000 --seed 0 --epochs 30 --threads 1
 
-(32,000 G(r): simulation 16 s with the structure pool cached (building it first: ~1 min), training
-134 s, arbitration calibration 173 s, on one thread of a 2-core machine at load average ~1.5;
-0.8 MB.)
+(64,000 G(r): simulation 40 s with the structure pool cached (building it first: ~1 min), training
+375 s, arbitration calibration 298 s, on one thread of a 2-core machine shared with other jobs;
+12 min in all; 0.8 MB.)
 G(r) come from the training generator `simulators.pdf.dataset.simulate(recipe="train")` (ase clusters,
 Debye sums checked against debyecalculator, with the measurement artefacts that generator draws);
 the held-out recipe is never seen here. With `--candidates DIR` the classes are the structures in DIR instead (one class per
