@@ -259,6 +259,23 @@ def test_train_on_candidate_structures(tmp_path, capsys):
     assert res.info["method"] == "cnn" and res.descriptors[0].value in an.model.classes
 
 
+def test_shipped_weights_come_from_the_documented_command():
+    """The shipped weights' recorded command is the one sdl.techniques.pdf.train's docstring and
+    docs/analysers.md give (reproducible from that command), with the arbitration calibrated."""
+    import re
+
+    from sdl.techniques.pdf import train as pdf_train
+    from sdl.techniques.pdf.ml import WEIGHTS_DIR
+
+    meta = json.loads((WEIGHTS_DIR / "pdf_ml.json").read_text())
+    doc_cmds = re.findall(r"sdl train pdf (--n-per-class \d+ --seed \d+ --epochs \d+ --threads \d+)", pdf_train.__doc__)
+    assert doc_cmds and meta["command"] == "sdl train pdf " + doc_cmds[0]
+    md = (Path(__file__).resolve().parents[1] / "docs" / "analysers.md").read_text()
+    assert "nice -n 10 " + meta["command"] in md
+    assert meta["library"] and meta["arbitration"]["n_curves"] > 200
+    assert set(meta["classes"]) == {"sc", "bcc", "fcc", "hcp", "icosahedral", "decahedral", "octahedral", "other"}
+
+
 def test_cluster_motif_campaign_validates_and_dry_runs(tmp_path, embedded_broker, lab_id, capsys):
     import yaml
 
