@@ -278,8 +278,11 @@ def test_curve_the_model_cannot_fit_is_flagged_misfit(analyser):
     I = I + 0.3 * np.interp(0.1, q, I) * np.exp(-0.5 * ((q - 0.1) / 0.003) ** 2)
     res = analyser.analyse(_measurement(q, I, 0.01 * I, m["dq"]))
     model = _desc(res, "saxs.model")
-    assert model.value == "sphere" and model.probabilities["sphere"] > 0.9  # the CNN alone would be confident
+    assert model.value == "sphere" and res.info["ml_probabilities"]["sphere"] > 0.9  # the CNN alone would be confident
     assert "low_confidence" in model.flags and res.info["chi2_red"] > 4 and "misfit" in res.info, res.info
+    # the misfit is evidence of a curve off the training distribution: the reported probability is lower
+    assert res.info["calibration"]["features"]["misfit"] > 1.0
+    assert model.probabilities["sphere"] < res.info["calibration"]["probabilities_before"]["sphere"]
 
 
 def test_roughness_chi2_is_one_for_noise_and_large_for_a_structured_misfit():
@@ -348,3 +351,45 @@ def test_misfit_is_flagged_without_errors_from_the_residual_roughness(analyser):
     peaked = analyser.analyse(_measurement(q, I + 0.3 * np.interp(0.1, q, I0) * np.exp(-0.5 * ((q - 0.1) / 0.003) ** 2)))
     model = _desc(peaked, "saxs.model")
     assert "low_confidence" in model.flags and peaked.info["roughness_chi2"] > 4 and "misfit" in peaked.info, peaked.info
+
+
+def test_shift_shrinkage_keeps_the_ranking_and_grows_with_the_evidence():
+    """p' = (1 - λ) p + λ / K: sums to 1, same argmax; λ = 1 - exp(-w·f) is 0 on a typical training curve (no
+    evidence, every feature 0) and grows with each feature; no calibration, no change; the shipped
+    calibration has non-negative weights on the SHIFT_FEATURES."""
+    from sdl.techniques.saxs.ml import SHIFT_FEATURES, load_shift_calibration, shift_features, shift_lambda, shrink
+
+    p = np.array([0.9, 0.05, 0.03, 0.01, 0.005, 0.003, 0.002])
+    q = shrink(p, 0.4)
+    assert q.sum() == pytest.approx(1.0) and q.argmax() == 0 and q[0] < p[0] and q.min() > p.min()
+    np.testing.assert_allclose(shrink(p, 0.0), p)
+    typical = shift_features(0.02, 0.03, 0.5, n_beyond=0, chi2=1.1, bic_gap=12.0, overruled=False)
+    assert typical.shape == (len(SHIFT_FEATURES),) and np.all(typical == 0.0)
+    far = shift_features(0.25, 0.18, 0.9999, n_beyond=2, chi2=9.0, bic_gap=-3.0, overruled=True)
+    assert np.all(far > 0)
+    params = {"weights": [0.5] * len(SHIFT_FEATURES)}
+    assert shift_lambda(typical, params) == 0.0 and 0.0 < shift_lambda(far, params) < 1.0
+    assert shift_lambda(far, None) == 0.0
+    shipped = load_shift_calibration(WEIGHTS)
+    assert shipped is not None, "the shift calibration beside the shipped weights is missing"
+    for part in ("analyser", "cnn"):
+        assert len(shipped[part]["weights"]) == len(SHIFT_FEATURES) and min(shipped[part]["weights"]) >= 0.0
+
+
+def test_far_out_curve_reports_a_lower_probability_than_an_in_range_one(analyser):
+    """The same sphere measured as training did (2 % errors, dq/q 0.03) and far beyond it (30 % errors, dq/q
+    0.2, a strong upturn): the far-out curve's reported top probability is shrunk more and ends lower, and it
+    is flagged; the in-range one keeps its probability within a few per cent."""
+    rng = np.random.default_rng(21)
+    q = np.geomspace(0.003, 0.3, 250)
+    I_fine = D.form_factor("sphere", D.Q_FINE, {"radius": 60.0, "sld": 1.0, "sld_solvent": 0.0, "polydispersity": 0.08})
+    near = D.smear(D.Q_FINE, I_fine, q, 0.03) + 1e-4
+    good = analyser.analyse(_measurement(q, near * (1 + 0.02 * rng.normal(size=q.size)), 0.02 * near, 0.03 * q))
+    far_I = D.smear(D.Q_FINE, I_fine, q, 0.2) + 1e-4 + 0.3 * I_fine.max() * (q / q[0]) ** -3.5
+    bad = analyser.analyse(_measurement(q, far_I * (1 + 0.3 * rng.normal(size=q.size)), 0.3 * far_I, 0.2 * q))
+    pg, pb = (max(_desc(r, "saxs.model").probabilities.values()) for r in (good, bad))
+    assert _desc(good, "saxs.model").value == "sphere"
+    assert bad.info["calibration"]["shrink"] > good.info["calibration"]["shrink"] + 0.1, (good.info["calibration"], bad.info["calibration"])
+    assert pb < pg and pb < 0.9, (pg, pb)
+    assert pg > max(good.info["calibration"]["probabilities_before"].values()) - 0.05
+    assert "low_confidence" in _desc(bad, "saxs.model").flags

@@ -613,6 +613,76 @@ def roughness_chi2(q: np.ndarray, I: np.ndarray, fit: np.ndarray, window: int = 
     return float(np.mean((r[1:-1] / sd) ** 2))
 
 
+# ----- probabilities beyond the training distribution ----------------------------------------------------
+
+# The CNN's probabilities are temperature-scaled on curves of its own training distribution; off it (noisier
+# or more smeared data, particles beyond the training ranges, shapes the library lacks) they stay as sharp while
+# the accuracy drops. The analyser therefore reports p' = (1 - λ) p + λ / K (K classes: the ranking is kept)
+# with λ = 1 - exp(-w·f), w >= 0, where f is the evidence that the curve lies off the training distribution
+# (`shift_features`: each feature 0 on typical training curves, so without evidence the in-distribution
+# calibration stands), w fitted by likelihood on sdl's own generator with shifted artefacts and particles
+# beyond its ranges (sdl.techniques.saxs.calibrate), stored beside the weights (<stem>_shift.json).
+SHIFT_FEATURES = ("noise", "noise_beyond", "resolution", "distance", "beyond_training", "misfit", "ambiguity",
+                  "overruled")
+
+
+def shift_features(noise: float, dq_over_q: float | None, distance_cdf: float, n_beyond: int = 0,
+                   chi2: float | None = None, bic_gap: float | None = None, overruled: bool = False) -> np.ndarray:
+    """The evidence (SHIFT_FEATURES order; each 0 on typical training curves, growing off them) that a curve
+    lies off the training distribution: `noise` (median sigma/I in the low-q half, `noise_level`) above 5 %
+    (ln, at most 4) and beyond NOISE_ENVELOPE (0/1); `dq_over_q` (measured, or refined without a dq column)
+    above 0.10 in units of 0.03 (at most 5); the CNN embedding's Mahalanobis distance CDF (on in-distribution
+    validation curves) beyond 0.9, as ln(0.1 / (1 - cdf)); how many refined parameters lie beyond the training
+    ranges (`beyond_training`, at most 3); ln(χ²_red / 2) of the chosen fit (the roughness χ² without errors)
+    when above 0 (at most 5); the ambiguity 1 - gap/6 in [0, 1] of `bic_gap`, the BIC of the best other
+    refined shape minus the chosen one's (1 when another shape fits as well or better, 0 from a gap of 6 or
+    without another fit); and whether the fits overruled the CNN's top class (0/1)."""
+    nz = float(noise) if noise is not None and math.isfinite(noise) else 0.03
+    dqq = float(dq_over_q) if dq_over_q is not None and math.isfinite(dq_over_q) else 0.0
+    cdf = float(distance_cdf) if math.isfinite(distance_cdf) else 1.0
+    c2 = float(chi2) if chi2 is not None and math.isfinite(chi2) and chi2 > 0 else 1.0
+    gap = float(bic_gap) if bic_gap is not None and math.isfinite(bic_gap) else math.inf
+    return np.array([
+        min(max(math.log(max(nz, 1e-6) / 0.05), 0.0), 4.0),
+        float(nz > NOISE_ENVELOPE),
+        min(max((dqq - 0.10) / 0.03, 0.0), 5.0),
+        max(math.log(0.1 / (max(1.0 - cdf, 0.0) + 1e-3)), 0.0),
+        float(min(n_beyond, 3)),
+        min(max(math.log(c2 / 2.0), 0.0), 5.0),
+        min(max(1.0 - gap / 6.0, 0.0), 1.0),
+        float(overruled),
+    ])
+
+
+def shift_lambda(features: np.ndarray, params: dict[str, Any] | None) -> float | np.ndarray:
+    """λ = 1 - exp(-w·f) for `features` (one row or (n, F)) and calibration `params` {"weights": w}; 0 without
+    params or without evidence."""
+    if not params:
+        return 0.0 if np.ndim(features) == 1 else np.zeros(len(features))
+    return 1.0 - np.exp(-(np.asarray(features, float) @ np.asarray(params["weights"], float)))
+
+
+def shrink(p: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
+    """p' = (1 - λ) p + λ / K along the last axis (the ranking is kept)."""
+    p = np.asarray(p, float)
+    lam = np.asarray(lam, float)[..., None] if np.ndim(lam) else float(lam)
+    return (1.0 - lam) * p + lam / p.shape[-1]
+
+
+def load_shift_calibration(weights: Path) -> dict[str, Any] | None:
+    """The shift calibration stored beside `weights` (<stem>_shift.json); None when there is none or its
+    features are not SHIFT_FEATURES."""
+    import json
+
+    path = weights.with_name(weights.stem + "_shift.json")
+    if not path.is_file():
+        return None
+    blob = json.loads(path.read_text())
+    if tuple(blob.get("features", ())) != SHIFT_FEATURES:
+        return None
+    return blob
+
+
 # ----- the analyser ------------------------------------------------------------------------------------
 
 
@@ -622,18 +692,21 @@ class SaxsMLAnalyser:
     name: ClassVar[str] = "saxs_ml"
     technique: ClassVar[str] = "saxs"
 
-    def __init__(self, weights: str | Path | None = None, refine: bool = True, max_nfev: int = 60) -> None:
+    def __init__(self, weights: str | Path | None = None, refine: bool = True, max_nfev: int = 60,
+                 shift_calibration: bool = True) -> None:
         self.weights = Path(weights) if weights else WEIGHTS
         self.model = SasModel.load(self.weights)
         self.refine = refine
         self.max_nfev = max_nfev
+        self.shift = load_shift_calibration(self.weights) if shift_calibration else None
 
     # batched, no refinement -----------------------------------------------------------------------
     def predict_batch(self, q_list: Sequence[np.ndarray], I_list: Sequence[np.ndarray],
                       sigma_list: Sequence[np.ndarray | None] | None = None) -> dict[str, Any]:
         """ML predictions for many curves (no refinement).
 
-        Returns arrays: "probabilities" (n, 7, calibrated), "label" (n,), "model" (class names),
+        Returns arrays: "probabilities" (n, 7, calibrated; shrunk by the CNN-alone shift calibration, see
+        `shift_features`), "probabilities_cnn" (before that shrinkage), "distance_cdf" (n,), "label" (n,), "model" (class names),
         "values"/"uncertainty" (n, 5, Å and fraction, for the predicted class; NaN where the
         parameter does not apply), "ood_score" (n,), "ood" (n, bool), "valid_points" (n,),
         "noise" (n, `noise_level`, NaN without sigma), "low_confidence" (n, bool: top probability
@@ -658,9 +731,13 @@ class SaxsMLAnalyser:
                     val[i, j] = unc[i, j] = np.nan
         sigmas = list(sigma_list) if sigma_list is not None else [None] * n
         noise = np.array([noise_level(q, I, s) for q, I, s in zip(q_list, I_list, sigmas)])
+        p_cnn = p
+        if self.shift is not None:  # the CNN-alone calibration off the training distribution (no fit evidence)
+            f = np.array([shift_features(nz, None, c) for nz, c in zip(noise, cal["distance_cdf"])]).reshape(n, -1)
+            p = shrink(p, shift_lambda(f, self.shift["cnn"]))
         with np.errstate(invalid="ignore"):
             low = (p.max(axis=1) < LOW_CONFIDENCE) | (noise > NOISE_ENVELOPE)
-        return {"probabilities": p, "label": lab, "model": [CLASSES[i] for i in lab], "values": val,
+        return {"probabilities": p, "probabilities_cnn": p_cnn, "distance_cdf": cal["distance_cdf"], "label": lab, "model": [CLASSES[i] for i in lab], "values": val,
                 "uncertainty": unc, "ood_score": cal["ood_score"], "ood": cal["ood_score"] > self.model.threshold,
                 "valid_points": x[:, 1].sum(axis=1), "noise": noise, "low_confidence": low,
                 **dict(zip(("values_by_class", "uncertainty_by_class"), decode_targets(cal["mu"], cal["sd"])))}
@@ -701,7 +778,7 @@ class SaxsMLAnalyser:
                 f"saxs_ml is trained on that window: {q_unit_hint(measurement, bool(too_high))}"
             )
         pred = self.predict_batch([q], [I], [sigma])
-        p = pred["probabilities"][0]
+        p = pred["probabilities_cnn"][0]  # the fits weigh in below; the shift calibration comes last
         cls = pred["model"][0]
         info: dict[str, Any] = {
             "method": "1-D CNN (log I on a fixed log-q grid) with temperature-scaled probabilities, Gaussian-NLL "
@@ -778,6 +855,19 @@ class SaxsMLAnalyser:
             why = beyond_training(cls, r["values"], r["at_bound"], r["sld_core"])
             if why:
                 info["beyond_training"] = "; ".join(why) + ": the shape probabilities are not calibrated there"
+        # the reported probabilities: shrunk by the evidence that the curve lies off the training distribution
+        beyond = beyond_training(cls, r["values"], r["at_bound"], r["sld_core"]) if r is not None else []
+        chi2 = (r["chi2_red"] if sigma is not None else info.get("roughness_chi2")) if r is not None else None
+        gap = None
+        if "arbitration" in info and cls in info["arbitration"]:
+            others = [a["bic"] for c, a in info["arbitration"].items() if c != cls]
+            gap = min(others) - info["arbitration"][cls]["bic"] if others else None
+        feats = shift_features(noise, dqq if dqq is not None else (r["dq_over_q"] if r is not None else None),
+                               float(pred["distance_cdf"][0]), len(beyond), chi2, gap, cls != pred["model"][0])
+        lam = float(shift_lambda(feats, self.shift["analyser"] if self.shift else None))
+        info["calibration"] = {"features": dict(zip(SHIFT_FEATURES, map(float, feats))), "shrink": lam,
+                               "probabilities_before": {c: float(v) for c, v in zip(CLASSES, p)}}
+        p = shrink(p, lam)
         if p.max() < LOW_CONFIDENCE or quality or {"misfit", "fit_disagrees", "beyond_training"} & set(info):
             flags.append("low_confidence")
         info["ranking"] = sorted(((c, float(v)) for c, v in zip(CLASSES, p)), key=lambda t: -t[1])
