@@ -143,6 +143,7 @@ def main() -> None:
         say("")
         say(f"## Full analyser with refinement, {sub.size} in-range G(r) of DeepStruc's types")
         right, right_cnn, flag, conf, rel, exp_err, rws, secs = [], [], [], [], [], [], [], []
+        amb, conf_before = [], []  # flagged as ambiguous (another motif fits as well); confident errors without that flag
         p_fin, y_fin, changes = [], [], {"right -> wrong": 0, "wrong -> right": 0, "wrong -> wrong": 0}
         for i in sub:
             md = {f"{k}_inv_angstrom": float(data[k][i]) for k in ("qmin", "qmax", "qdamp")}  # as a .gr header gives them
@@ -160,6 +161,11 @@ def main() -> None:
             right_cnn.append(ok_cnn)
             flag.append(bool(mot.flags))
             conf.append((not ok) and not mot.flags and max(mot.probabilities.values()) >= 0.9)
+            amb.append("ambiguous_motifs" in res.info)
+            other_flag = d["pdf.ood_score"].flags or max(mot.probabilities.values()) < 0.6 or (
+                "pdf.rw" in d and d["pdf.rw"].value > 0.45) or "refinement_error" in res.info or any(
+                "pdf_ml was trained on 1-30" in w for w in res.info.get("warnings", []))
+            conf_before.append((not ok) and not other_flag and max(mot.probabilities.values()) >= 0.9)
             p_fin.append([mot.probabilities[c] for c in classes])
             y_fin.append(y[i])
             if "motif_changed_by_refinement" in res.info:
@@ -174,6 +180,11 @@ def main() -> None:
             f"changed the CNN's motif {sum(changes.values())}x ({', '.join(f'{k} {v}' for k, v in changes.items())})")
         say(f"right or flagged {np.mean(right | flag):.3f}; confident errors {np.mean(conf):.4f}; ECE of the final "
             f"probabilities {expected_calibration_error(np.array(p_fin), np.array(y_fin)):.3f}; flagged {flag.mean():.3f}")
+        amb = np.array(amb)
+        say(f"ambiguous (another refined motif fits within chi2 difference <= 2: flagged low_confidence): "
+            f"{amb.mean():.3f} of the curves, {amb[right].mean() if right.any() else 0:.3f} of the right answers, "
+            f"{amb[~right].mean() if (~right).any() else 0:.3f} of the wrong ones; confident errors without this "
+            f"flag {np.mean(conf_before):.4f}")
         yf = np.array(y_fin)
         say("  per class: " + ", ".join(f"{c} {right[yf == k].mean():.2f} (n={int((yf == k).sum())})"
                                         for k, c in enumerate(classes) if np.any(yf == k)))

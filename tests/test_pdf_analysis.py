@@ -203,6 +203,34 @@ def test_refinement_arbitrates_between_the_candidate_motifs():
     assert kept["best"]["motif"] == "decahedral" and kept["probabilities"]["decahedral"] == pytest.approx(0.7)
 
 
+def test_motifs_the_g_of_r_cannot_tell_apart_are_flagged(analyser):
+    """A 38-atom truncated octahedron is also the fcc sphere cut around an octahedral hole: the
+    network calls it fcc at p > 0.9, but the runner-up's (octahedral) refined fit is as good, so the
+    answer is flagged low_confidence with both motifs named; a 147-atom cuboctahedron, whose fcc
+    rivals fit clearly worse, is not. The runner-up motif is refined however improbable."""
+    from simulators.pdf import physics
+    from sdl.measurement import Measurement
+    from sdl.techniques.pdf.ml import DebyeGr, refine_candidates
+
+    assert refine_candidates(["fcc", "octahedral", "hcp", "other"], np.array([0.985, 0.01, 0.001, 0.004])) == \
+        ["fcc", "octahedral"]
+    r = np.arange(0.5, 30.0, 0.02)
+    md = {"qmin_inv_angstrom": 0.8, "qmax_inv_angstrom": 25.0, "qdamp_inv_angstrom": 0.03, "element": "Pt"}
+    out = {}
+    for n in (38, 147):
+        g = DebyeGr(np.asarray(physics.build_cluster("octahedral", "Pt", n).positions) * 1.005, r, 0.8, 25.0, 0.03)(1.0, 0.005)
+        g = g + np.random.default_rng(1).normal(0, 0.01 * np.abs(g).max(), r.size)
+        out[n] = analyser.analyse(Measurement(technique="pdf", arrays={"r_angstrom": r, "G_per_angstrom2": g}, metadata=md))
+    res = out[38]
+    motif = {x.name: x for x in res.descriptors}["pdf.motif"]
+    assert set(res.info["ambiguous_motifs"]) == {"fcc", "octahedral"} and motif.value in {"fcc", "octahedral"}
+    assert "low_confidence" in motif.flags and res.info["arbitration"]["closest"]["ambiguous"]
+    clear = out[147]
+    motif = {x.name: x for x in clear.descriptors}["pdf.motif"]
+    assert motif.value == "octahedral" and not motif.flags and "ambiguous_motifs" not in clear.info
+    assert clear.info["arbitration"]["closest"]["delta_chi2"] > 10
+
+
 def test_analyser_flags_what_it_does_not_know(analyser):
     from sdl.measurement import Measurement
 

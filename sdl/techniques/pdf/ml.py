@@ -31,7 +31,10 @@ Pipeline for one G(r):
    trusted; λ = 0: the CNN decides). The most probable motif after that is reported (with
    info["motif_changed_by_refinement"] when it is not the CNN's), with its probabilities in
    `pdf.motif`; below LOW_CONFIDENCE (two motifs fitting about equally well) it is flagged
-   `low_confidence`. Its nn distance, expansion and ADP are reported (n_atoms and diameter stay the
+   `low_confidence`. The runner-up motif is always refined: when its fit (or a third candidate's)
+   comes within AMBIGUOUS_DCHI2 of the reported motif's χ², or beats it, the G(r) does not tell the
+   two apart and the answer rests on the network's shape prior alone: flagged `low_confidence`,
+   info["ambiguous_motifs"] (info["arbitration"]["closest"] holds the rival and its χ² difference). Its nn distance, expansion and ADP are reported (n_atoms and diameter stay the
    CNN's, which are closer than the library's discrete sizes; the refined clusters are in
    info["refined"], the arbitration in info["arbitration"]). Rw above RW_POOR flags
    `low_confidence` (the structure does not explain the data).
@@ -68,7 +71,12 @@ TARGETS = ("ln_n_atoms", "nn_distance_angstrom", "adp_angstrom2", "ln_diameter_n
 LOW_CONFIDENCE = 0.6
 RW_POOR = 0.45
 MAX_CANDIDATES = 3  # motifs refined: the CNN's top ones ...
-CANDIDATE_FLOOR = 0.03  # ... with at least this calibrated probability (the top one always)
+CANDIDATE_FLOOR = 0.03  # ... with at least this calibrated probability (the top two always)
+# the reported motif is `ambiguous` (flagged low_confidence) when another refined motif fits within
+# this χ² (over the independent points, the best fit's noise) of it, or better: the G(r) does not tell
+# them apart and the answer rests on the network's learned shape prior alone. 2 = a BIC difference
+# "not worth more than a bare mention" (Kass & Raftery 1995); not tuned on the held-out generator
+AMBIGUOUS_DCHI2 = 2.0
 # library variants tried on the nearest size (the neighbouring sizes then at the best one): hcp c/a
 # (Ru/Ti ... ideal ... Zn), fcc spheres cut around an atom, an octahedral hole, a tetrahedral hole
 # and a bond centre (fractions of the cubic cell)
@@ -444,6 +452,17 @@ class PdfMLAnalyser:
                     info["motif_changed_by_refinement"] = f"{top} -> {motif}"
                 # the calibrated CNN probability reweighed by the fits: two motifs that fit about
                 # equally well (or a CNN that the fits overrule only narrowly) leave the answer open
+                close = ref["arbitration"].get("closest")
+                if close and close["ambiguous"]:
+                    # another motif's library cluster explains the G(r) within the noise: the data do not
+                    # decide, the network's shape prior does (truncated octahedra are cuts of the fcc
+                    # lattice; a faulted hcp stack fits an fcc one), and that prior does not transfer to
+                    # shapes outside its training pool
+                    low_conf = True
+                    info["ambiguous_motifs"] = [motif, close["motif"]]
+                    info["warnings"].append(f"{close['motif']} fits this G(r) as well as {motif} (χ² difference "
+                                            f"{close['delta_chi2']:.1f} <= {AMBIGUOUS_DCHI2:g}): the motif rests on "
+                                            "the network alone")
                 if float(p_final.max()) < LOW_CONFIDENCE:
                     low_conf = True
                     runner = classes[int(np.argsort(-p_final)[1])]
@@ -475,11 +494,12 @@ class PdfMLAnalyser:
 
 
 def refine_candidates(classes: Sequence[str], p: np.ndarray) -> list[str]:
-    """The motifs the refinement tries: the CNN's top MAX_CANDIDATES, the first always, the others
-    when their calibrated probability is at least CANDIDATE_FLOOR ("other" never)."""
-    order = np.argsort(-np.asarray(p))
-    return [classes[i] for i in order[:MAX_CANDIDATES] if classes[i] != "other"
-            and (i == order[0] or p[i] >= CANDIDATE_FLOOR)]
+    """The motifs the refinement tries: the CNN's top MAX_CANDIDATES motifs ("other" never), the first
+    two always (the runner-up however improbable: whether it fits as well is what tells an honest
+    answer from one that rests on the network alone), the third when its calibrated probability is
+    at least CANDIDATE_FLOOR."""
+    order = [i for i in np.argsort(-np.asarray(p)) if classes[i] != "other"][:MAX_CANDIDATES]
+    return [classes[i] for k, i in enumerate(order) if k < 2 or p[i] >= CANDIDATE_FLOOR]
 
 
 def neighbouring_clusters(motif: str, element: str, n_atoms: float, k: int = 3, **shape: Any) -> list[Any]:
@@ -627,6 +647,11 @@ def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Seque
         c.pop("_resid", None)
     arb = {"n_eff": round(n_eff, 1), "temper": temper, "motifs": {m: {"rw": best_by[m]["rw"], **stats[m], "p_cnn": float(prior.get(m, 0.0)),
                                                     "p": float(post[m])} for m in best_by}}
+    rivals = [m for m in best_by if m != winner]
+    if rivals:  # the other motif that fits the G(r) most nearly as well as the reported one (or better)
+        rival = min(rivals, key=lambda m: stats[m]["chi2"])
+        dchi2 = float(stats[rival]["chi2"] - stats[winner]["chi2"])
+        arb["closest"] = {"motif": rival, "delta_chi2": round(dchi2, 3), "ambiguous": bool(dchi2 <= AMBIGUOUS_DCHI2)}
     return {"best": best, "tried": tried, "probabilities": post, "arbitration": arb, "q": q, "q_assumed": q_assumed}
 
 
