@@ -1,13 +1,18 @@
-"""Fit the saxs_ml shift calibration: how far to shrink the reported shape probabilities off the training
-distribution (sdl.techniques.saxs.ml.shift_features, shift_lambda, shrink).
+"""Fit the saxs_ml calibration off the training distribution: how far to move probability between two shapes whose
+refined fits are indistinguishable and how far to shrink the reported shape probabilities (sdl.techniques.saxs.ml:
+fit_contests, pair_features, spread_pair, shift_features, shift_lambda, shrink).
 
-    python -m sdl.techniques.saxs.calibrate --n-per-class 20 --seed 11 [--cache DIR]
+    python -m sdl.techniques.saxs.calibrate --n-per-class 20 --seed 13 [--cache DIR]
 
 The curves come from sdl's own training generator (simulators.saxs.dataset: its sasmodels shapes, Schulz
 polydispersity, Gaussian smearing, backgrounds and noise), never from a benchmark's held-out generator,
-with its own seeds, in three regimes of `--n-per-class` curves per class each:
+with its own seeds, in four regimes of `--n-per-class` curves per class each:
 
 * ``train``: the training instrument and parameter ranges (the probabilities must stay as they are there);
+* ``varied``: the training particles measured with the instrument varied inside its ranges (q windows other than
+  the five trained centres, linear or log spacing, 100-500 points, any dq/q up to 0.12, relative errors with an
+  absolute error floor of 1e-5 to 1e-3 of the peak or Poisson counts of 1e4-3e7 at the peak); with ``train``
+  the in-range part;
 * ``shifted``: the training particles measured beyond the training instrument (dq/q 0.12-0.2, relative
   errors 12-35 % or 100-3000 peak counts, strong low-q upturns, linear or log q spacing);
 * ``beyond``: particles beyond the training ranges (polydispersity above the trained maximum, ellipsoid
@@ -17,11 +22,12 @@ with its own seeds, in three regimes of `--n-per-class` curves per class each:
   training instrument.
 
 Each curve goes through the whole analyser (refinement and flags) with the calibration off; the features
-and probabilities it reports are kept (`--cache`), then two shrinkage models λ = 1 - exp(-w·f), w >= 0, are
-fitted by maximum likelihood of the true class under p' = (1 - λ) p + λ / K (each "train"-regime curve weighing
-IN_RANGE_WEIGHT times a shifted or beyond one): one on the
-analyser's final probabilities with all features ("analyser"), one on the CNN's alone with the features it
-has without refinement ("cnn", for predict_batch). Written to <weights stem>_shift.json.
+and probabilities it reports are kept (`--cache`, a speed-up only), then the calibration is fitted by maximum
+likelihood of the true class (each in-range curve weighing IN_RANGE_WEIGHT times a shifted or beyond one): for
+the analyser's final probabilities, the pair spread μ = 1 - exp(-v·g) towards the other refined shape (g: its
+PAIR_FEATURES), then p' = (1 - λ) p + λ / K with λ = 1 - exp(-w·f), v, w >= 0 ("analyser"); for the CNN's alone,
+the shrinkage with the features it has without refinement ("cnn", for predict_batch). Written to
+<weights stem>_shift.json.
 """
 
 from __future__ import annotations
@@ -36,13 +42,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdl.techniques.saxs.ml import CLASSES, SHIFT_FEATURES, WEIGHTS, shift_lambda, shrink
+from sdl.techniques.saxs.ml import (CLASSES, PAIR_FEATURES, SHIFT_FEATURES, WEIGHTS, pair_features, pair_mu, shift_lambda, shrink,
+                                   spread_pair)
 
-REGIMES = ("train", "shifted", "beyond")
+REGIMES = ("train", "varied", "shifted", "beyond")
+IN_RANGE = ("train", "varied")  # regimes of the training distribution
 # likelihood weight of each "train"-regime curve against a shifted or beyond one; chosen by 2-fold CV on the
 # calibration set (3 splits): in-range ECE 5.0 % at weight 1, 2.9 % at 8, shifted 19.5 / 19.2 %, beyond 18.5 / 17.9 %
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
+MAX_CONTESTS = 3  # other refined shapes per curve (runner-up, nested alternative, its nested one)
 
 
 def _logu(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -116,6 +125,58 @@ def measure_shifted(I_fine: np.ndarray, qmin: float, qmax: float, rng: np.random
     return {"q": q, "I": I_obs, "sigma": sigma, "dq": dqq * q}
 
 
+def varied_window(rng: np.random.Generator) -> tuple[float, float]:
+    """A q window inside the training windows' span (q_min 0.0013-0.011, q_max 0.11-0.9 Å⁻¹) but not only their
+    five centres: q_max/q_min from 40 to 300 (trained: 80-100, jittered)."""
+    while True:
+        qmin = _logu(rng, 0.0013, 0.011)
+        qmax = min(qmin * _logu(rng, 40.0, 300.0), 0.9)
+        if qmax >= 0.11:
+            return qmin, qmax
+
+
+def measure_varied(I_fine: np.ndarray, qmin: float, qmax: float, rng: np.random.Generator) -> dict[str, Any]:
+    """The training instrument's measurement (simulators.saxs.dataset.measure) with its settings varied inside
+    (or at the edge of) the training ranges, as reduced data from other instruments come: log or linear q
+    spacing, 100-500 points, any dq/q in 0-0.12 (training: two bands), relative errors 0.3-12 % with an
+    absolute error floor of 1e-5 to 1e-3 of the peak (training: 1e-4 always) or Poisson counts with 1e4-3e7 at
+    the peak (training: 3e4-3e5 and 1e6-1e7), the training backgrounds, slopes, upturns, beamstop and gaps.
+    (Floors of 1e-3 to 1e-2 or 3e3 counts cost a tenth of the accuracy on this generator: beyond the training
+    envelope, not part of this regime.)"""
+    from simulators.saxs import dataset as D
+
+    inst = D.TRAIN
+    n = int(rng.integers(100, 501))
+    q = np.geomspace(qmin, qmax, n) if rng.random() < 0.5 else np.linspace(qmin, qmax, n)
+    dqq = float(rng.uniform(0.0, 0.12))
+    I = D.smear(D.Q_FINE, I_fine, q, dqq)
+    I = I / I.max()
+    bg = I[-1] * 10 ** rng.uniform(*inst.background) if rng.random() < 0.9 else 0.0
+    slope = rng.uniform(*inst.slope) if rng.random() < 0.5 else 0.0
+    Itot = I + bg * np.clip(1.0 + slope * q / qmax, 0.05, None)
+    if rng.random() < inst.p_upturn:
+        Itot = Itot + I[0] * 10 ** rng.uniform(-2.0, -0.3) * (q / q[0]) ** -rng.uniform(3.0, 4.0)
+    scale = 10 ** rng.uniform(-3, 3)
+    if rng.random() < 0.6:
+        sd = Itot * _logu(rng, 0.003, 0.12) + _logu(rng, 1e-5, 1e-3) * Itot.max()
+        I_obs, sigma = (Itot + rng.normal(0.0, sd)) * scale, sd * scale
+    else:
+        factor = _logu(rng, 1e4, 3e7) / Itot.max()
+        counts = rng.poisson(Itot * factor).astype(float)
+        I_obs, sigma = counts / factor * scale, np.sqrt(np.maximum(counts, 1.0)) / factor * scale
+    keep = np.ones(n, bool)
+    lq = np.log(q / qmin)
+    if rng.random() < inst.p_beamstop:
+        keep &= lq >= rng.uniform(0.0, math.log(1.25))
+    if rng.random() < inst.p_gaps:
+        span = math.log(qmax / qmin)
+        for _ in range(int(rng.integers(1, 4))):
+            w = rng.uniform(0.03, 0.12)
+            st = rng.uniform(0.0, max(span - w, 1e-9))
+            keep &= ~((lq >= st) & (lq < st + w))
+    return {"q": q[keep], "I": I_obs[keep], "sigma": sigma[keep], "dq": (dqq * q)[keep]}
+
+
 def generate(n_per_class: int, seed: int, regime: str) -> dict[str, list]:
     """`n_per_class` curves per class of one REGIMES regime (seeded; disjoint from training's seeds)."""
     from simulators.saxs import dataset as D
@@ -125,7 +186,7 @@ def generate(n_per_class: int, seed: int, regime: str) -> dict[str, list]:
         rng = np.random.default_rng([seed, 7000 + REGIMES.index(regime), ci])
         k = 0
         while k < n_per_class:
-            qmin, qmax = D.draw_window(D.TRAIN, rng)
+            qmin, qmax = varied_window(rng) if regime == "varied" else D.draw_window(D.TRAIN, rng)
             if regime == "beyond":
                 got = beyond_params(cls, qmin, qmax, rng)
                 if isinstance(got, np.ndarray):
@@ -138,7 +199,12 @@ def generate(n_per_class: int, seed: int, regime: str) -> dict[str, list]:
                 I_fine = D.form_factor(model, D.Q_FINE, params)
             if not (np.all(np.isfinite(I_fine)) and I_fine.max() > 0):
                 continue
-            m = measure_shifted(I_fine, qmin, qmax, rng) if regime == "shifted" else D.measure(I_fine, qmin, qmax, D.TRAIN, rng)
+            if regime == "shifted":
+                m = measure_shifted(I_fine, qmin, qmax, rng)
+            elif regime == "varied":
+                m = measure_varied(I_fine, qmin, qmax, rng)
+            else:
+                m = D.measure(I_fine, qmin, qmax, D.TRAIN, rng)
             if (m["I"] > 0).sum() < 20:
                 continue
             out["q"].append(m["q"]); out["I"].append(m["I"]); out["family"].append(model); out["label"].append(ci)
@@ -150,11 +216,13 @@ def generate(n_per_class: int, seed: int, regime: str) -> dict[str, list]:
 
 
 def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]:
-    """Run the analyser (calibration off) on every curve: features, the analyser's and the CNN's
-    probabilities, labels. Curves the analyser refuses are left out."""
+    """Run the analyser (calibration off) on every curve: shift features, the analyser's probabilities after the
+    fits' arbitration and the CNN's, the chosen class, the other refined shapes (class index, -1 for none) with
+    their PAIR_FEATURES, labels. Curves the analyser refuses are left out."""
     from sdl.measurement import Measurement
 
-    rows: dict[str, list] = {"features": [], "p": [], "p_cnn": [], "label": []}
+    rows: dict[str, list] = {"features": [], "p": [], "p_cnn": [], "label": [], "chosen": [], "alt": [], "pair": [],
+                             "contest": []}
     t0 = time.perf_counter()
     for i, (q, I, s, dq, y) in enumerate(zip(data["q"], data["I"], data["sigma"], data["dq"], data["label"])):
         arrays = {"q_inv_angstrom": q, "intensity": I}
@@ -169,47 +237,79 @@ def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]
             continue
         cal = r.info["calibration"]
         rows["features"].append([cal["features"][k] for k in SHIFT_FEATURES])
-        rows["p"].append([cal["probabilities_before"][c] for c in CLASSES])
+        pb = [cal["probabilities_before"][c] for c in CLASSES]
+        rows["p"].append(pb)
         cnn = r.info.get("ml_probabilities") or cal["probabilities_before"]  # before the fits weighed in
         rows["p_cnn"].append([cnn[c] for c in CLASSES])
         rows["label"].append(y)
+        rows["chosen"].append(int(np.argmax(pb)))
+        alt = np.full(MAX_CONTESTS, -1)
+        pair = np.zeros((MAX_CONTESTS, len(PAIR_FEATURES)))
+        contest = np.full((MAX_CONTESTS, 2), np.nan)  # (Δχ², extra parameters): the features' inputs
+        for j, c in enumerate(cal.get("contests", [])[:MAX_CONTESTS]):
+            alt[j] = CLASSES.index(c["alternative"])
+            pair[j] = pair_features(c)
+            contest[j] = c["delta_chi2"], c["extra_params"]
+        rows["alt"].append(alt)
+        rows["pair"].append(pair)
+        rows["contest"].append(contest)
         if (i + 1) % 25 == 0:
             log(f"  {i + 1}/{len(data['q'])} curves, {time.perf_counter() - t0:.0f} s")
-    return {k: np.asarray(v, float if k != "label" else int) for k, v in rows.items()}
+    return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else float) for k, v in rows.items()}
 
 
-def fit_shrink(features: np.ndarray, p: np.ndarray, labels: np.ndarray, use: Sequence[str] = SHIFT_FEATURES,
-               weights: np.ndarray | None = None, l2: float = 1e-3) -> dict[str, Any]:
-    """Maximum-likelihood w >= 0 (only the features in `use`; the others get 0) of p' = (1 - λ) p + λ / K,
-    λ = 1 - exp(-w·f), each curve's log-likelihood weighted by `weights`, with a small L2 penalty on w."""
+def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:
+    """The probabilities the analyser reports with calibration `params`: for the analyser's ("p"), the pair spread
+    towards the other refined shape of the largest μ (`spread_pair`, `pair_mu`), then the shrinkage; for the
+    CNN's alone ("p_cnn"), the shrinkage with the features predict_batch has."""
+    p = part[key]
+    if key != "p":
+        return shrink(p, shift_lambda(_cnn_only(part["features"]), params))
+    out = np.array(p, float)
+    if params and params.get("pair_weights") and "pair" in part:
+        mu = pair_mu(part["pair"].reshape(-1, len(PAIR_FEATURES)), params).reshape(part["alt"].shape)
+        mu = np.where(part["alt"] >= 0, mu, 0.0)
+        j = mu.argmax(axis=1)
+        for n, (c, a, m) in enumerate(zip(part["chosen"], part["alt"][np.arange(len(j)), j], mu[np.arange(len(j)), j])):
+            if a >= 0 and m > 0:
+                out[n] = spread_pair(out[n], int(c), int(a), float(m))
+    return shrink(out, shift_lambda(part["features"], params))
+
+
+def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p", use: Sequence[str] = SHIFT_FEATURES,
+                    pair: bool = True, l2: float = 1e-3) -> dict[str, Any]:
+    """Maximum-likelihood calibration parameters >= 0 (shift weights on the features in `use`, the others 0, and
+    with `pair` the PAIR_FEATURES weights) of the true class under `calibrated`, each curve's log-likelihood
+    weighted by `weights`, with a small L2 penalty."""
     from scipy.optimize import minimize
 
     cols = [SHIFT_FEATURES.index(u) for u in use]
-    f = features[:, cols]
-    py = p[np.arange(len(labels)), labels]
-    k = p.shape[1]
-    wt = np.ones(len(labels)) if weights is None else np.asarray(weights, float)
-    wt = wt / wt.sum()
+    n_pair = len(PAIR_FEATURES) if pair else 0
+    wt = np.asarray(weights, float) / np.sum(weights)
+    y = part["label"]
 
-    def nll(x: np.ndarray) -> tuple[float, np.ndarray]:
-        e = np.exp(-(f @ x))  # 1 - λ
-        pr = np.maximum(e * py + (1 - e) / k, 1e-12)
-        dz = (1.0 / k - py) * e / pr  # d ln p'_y / d(w·f)
-        return float(-np.sum(wt * np.log(pr)) + l2 * np.sum(x ** 2)), -(f.T @ (wt * dz)) + 2 * l2 * x
+    def unpack(x: np.ndarray) -> dict[str, Any]:
+        w = np.zeros(len(SHIFT_FEATURES))
+        w[cols] = x[:len(cols)]
+        out: dict[str, Any] = {"weights": [float(v) for v in w]}
+        if pair:
+            out["pair_weights"] = [float(v) for v in x[len(cols):]]
+        return out
 
-    res = minimize(nll, np.full(len(cols), 0.1), jac=True, method="L-BFGS-B", bounds=[(0.0, 20.0)] * len(cols))
-    w = np.zeros(len(SHIFT_FEATURES))
-    w[cols] = res.x
-    return {"weights": [float(v) for v in w], "nll": float(res.fun)}
+    def nll(x: np.ndarray) -> float:
+        pr = calibrated(part, unpack(x), key)[np.arange(len(y)), y]
+        return float(-np.sum(wt * np.log(np.maximum(pr, 1e-12))) + l2 * np.sum(x ** 2))
+
+    res = minimize(nll, np.full(len(cols) + n_pair, 0.1), method="L-BFGS-B", bounds=[(0.0, 20.0)] * (len(cols) + n_pair))
+    return {**unpack(res.x), "nll": float(res.fun)}
 
 
 def report(name: str, part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> str:
-    """Accuracy, ECE and mean top probability before/after the shrinkage on one regime."""
+    """Accuracy, ECE and mean top probability before/after the calibration on one regime."""
     from sdl.analysis.calibration import expected_calibration_error
 
     p, y = part[key], part["label"]
-    lam = shift_lambda(part["features"] if key == "p" else _cnn_only(part["features"]), params)
-    q = shrink(p, lam)
+    q = calibrated(part, params, key)
     return (f"{name:<8} n={len(y):4d} accuracy {np.mean(p.argmax(1) == y):6.1%}  ECE {expected_calibration_error(p, y):5.1%} -> "
             f"{expected_calibration_error(q, y):5.1%}  mean top p {p.max(1).mean():.3f} -> {q.max(1).mean():.3f}  "
             f"confident (p>=0.9) errors {np.mean((p.argmax(1) != y) & (p.max(1) >= 0.9)):5.1%} -> "
@@ -224,13 +324,19 @@ def _cnn_only(features: np.ndarray) -> np.ndarray:
     return f
 
 
+def regime_weights(parts: dict[str, dict[str, np.ndarray]], in_range_weight: float = IN_RANGE_WEIGHT) -> np.ndarray:
+    """Likelihood weight per curve, REGIMES order: `in_range_weight` for the IN_RANGE regimes, 1 for the others."""
+    return np.concatenate([np.full(len(parts[r]["label"]), in_range_weight if r in IN_RANGE else 1.0) for r in REGIMES])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sdl.techniques.saxs.calibrate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n-per-class", type=int, default=20, help="curves per class and regime (default 20)")
-    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--n-per-class", type=int, default=16, help="curves per class and regime (default 16)")
+    ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--out", type=Path, default=None, help="default: <weights stem>_shift.json beside the weights")
-    ap.add_argument("--cache", type=Path, default=None, help="folder to keep/reuse the analysed curves (npz)")
+    ap.add_argument("--cache", type=Path, default=None, help="folder to keep/reuse the analysed curves (npz; a speed-up "
+                    "only: the result is the same without it)")
     args = ap.parse_args(list(argv) if argv is not None else None)
     import torch
 
@@ -255,25 +361,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, **parts[regime])
-    allp = {k: np.concatenate([parts[r][k] for r in REGIMES]) for k in ("features", "p", "p_cnn", "label")}
+    allp = {k: np.concatenate([parts[r][k] for r in REGIMES]) for k in parts[REGIMES[0]]}
     # the curves of the training distribution weigh more: without the weight the unflagged errors beyond the
     # ranges (no feature tells them from right answers) would buy a shrinkage of right in-range answers
-    wt = np.concatenate([np.full(len(parts[r]["label"]), IN_RANGE_WEIGHT if r == "train" else 1.0) for r in REGIMES])
-    analyser = fit_shrink(allp["features"], allp["p"], allp["label"], weights=wt)
-    cnn = fit_shrink(_cnn_only(allp["features"]), allp["p_cnn"], allp["label"], use=CNN_FEATURES, weights=wt)
+    wt = regime_weights(parts)
+    analyser = fit_calibration(allp, wt)
+    cnn = fit_calibration(allp, wt, key="p_cnn", use=CNN_FEATURES, pair=False)
     lines = [report(r, parts[r], analyser) for r in REGIMES] + [report("cnn " + r, parts[r], cnn, "p_cnn") for r in REGIMES]
     for line in lines:
         print(line)
-    blob = {"features": list(SHIFT_FEATURES), "analyser": analyser, "cnn": cnn,
-            "fitted_with": {"command": "python -m sdl.techniques.saxs.calibrate " + " ".join(argv or sys.argv[1:]),
-                            "generator": "simulators.saxs.dataset (sdl's training generator) with shifted artefacts and "
-                                         "particles beyond its ranges (sdl.techniques.saxs.calibrate)",
+    # the recorded command regenerates the file (the cache only saves time, so it is not part of it)
+    cmd = f"python -m sdl.techniques.saxs.calibrate --n-per-class {args.n_per_class} --seed {args.seed}"
+    if args.weights.resolve() != WEIGHTS.resolve():
+        cmd += f" --weights {args.weights}"
+    blob = {"features": list(SHIFT_FEATURES), "pair_features": list(PAIR_FEATURES), "analyser": analyser, "cnn": cnn,
+            "fitted_with": {"command": cmd,
+                            "generator": "simulators.saxs.dataset (sdl's training generator): its instrument, the same "
+                                         "varied inside its ranges, shifted artefacts and particles beyond its ranges "
+                                         "(sdl.techniques.saxs.calibrate)",
                             "n_per_class": args.n_per_class, "seed": args.seed, "regimes": list(REGIMES),
-                            "n_curves": int(len(allp["label"])), "weights": args.weights.name,
-                            "seconds": round(time.perf_counter() - t0, 1)},
+                            "in_range_weight": IN_RANGE_WEIGHT,
+                            "n_curves": int(len(allp["label"])), "weights": args.weights.name},
             "report": lines}
     out.write_text(json.dumps(blob, indent=2) + "\n")
-    print(f"written {out}")
+    print(f"written {out} ({time.perf_counter() - t0:.0f} s)")
     return 0
 
 

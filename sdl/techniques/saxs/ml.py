@@ -167,6 +167,26 @@ def noise_level(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float
     return float(np.median(sigma[ok][low] / I[ok][low]))
 
 
+def informative_noise(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float:
+    """Relative error sigma/I where a curve carries its shape information: the lower quartile over the positive
+    points in the lower half (in ln q) of the curve (without sigma, of the errors `estimate_sigma` reads from the
+    curve). Unlike `noise_level` (the median) it does not grow with an absolute error floor (sigma >= a fraction
+    of I_max, as reduced data carry) that only swamps the weak points of a steep curve: with sigma = r I + f I_max
+    it stays near r while at least a quarter of those points lie well above f I_max; uniformly noisy data and
+    low counts (whose best points are noisy too) still show."""
+    if sigma is None:
+        if np.asarray(q).size < 3:
+            return float("nan")
+        sigma = estimate_sigma(q, I)
+    q, I, sigma = (np.asarray(a, float) for a in (q, I, sigma))
+    ok = (I > 0) & (q > 0) & np.isfinite(sigma) & np.isfinite(I)
+    if ok.sum() < 2:
+        return float("nan")
+    lq = np.log(q[ok])
+    low = lq <= np.median(lq)
+    return float(np.percentile(sigma[ok][low] / I[ok][low], 25))
+
+
 def median_dq_over_q(q: np.ndarray, dq: np.ndarray | None) -> float | None:
     """Median relative resolution dq/q of a curve (0.0 when no ratio is finite); None without dq."""
     if dq is None:
@@ -622,26 +642,29 @@ def roughness_chi2(q: np.ndarray, I: np.ndarray, fit: np.ndarray, window: int = 
 # (`shift_features`: each feature 0 on typical training curves, so without evidence the in-distribution
 # calibration stands), w fitted by likelihood on sdl's own generator with shifted artefacts and particles
 # beyond its ranges (sdl.techniques.saxs.calibrate), stored beside the weights (<stem>_shift.json).
-SHIFT_FEATURES = ("noise", "noise_beyond", "resolution", "distance", "beyond_training", "misfit", "ambiguity",
-                  "overruled")
+SHIFT_FEATURES = ("noise", "noise_beyond", "resolution", "distance", "beyond_training", "misfit", "overruled")
+# Where the chosen shape's refined fit and another shape's are indistinguishable the data cannot tell them apart,
+# and the CNN's prior alone decides: off the training distribution (a shell thinner than trained, an axial ratio
+# beyond it) that prior is wrong as often as not. The analyser then moves probability between the two
+# (`spread_pair`, before the shrinkage above) by μ = 1 - exp(-v·g), g the PAIR_FEATURES of the two fits.
+PAIR_FEATURES = ("tie", "nested_gain")
+TIE_CHI2 = 10.0  # χ² (in ĉ units) by which an alternative of no more parameters must fit worse to be told apart
 
 
 def shift_features(noise: float, dq_over_q: float | None, distance_cdf: float, n_beyond: int = 0,
-                   chi2: float | None = None, bic_gap: float | None = None, overruled: bool = False) -> np.ndarray:
+                   chi2: float | None = None, overruled: bool = False) -> np.ndarray:
     """The evidence (SHIFT_FEATURES order; each 0 on typical training curves, growing off them) that a curve
-    lies off the training distribution: `noise` (median sigma/I in the low-q half, `noise_level`) above 5 %
-    (ln, at most 4) and beyond NOISE_ENVELOPE (0/1); `dq_over_q` (measured, or refined without a dq column)
-    above 0.10 in units of 0.03 (at most 5); the CNN embedding's Mahalanobis distance CDF (on in-distribution
+    lies off the training distribution: `noise` (the relative error where the shape information is,
+    `informative_noise`: an error floor that swamps only the weak high-q points does not count) above 5 % (ln,
+    at most 4) and beyond NOISE_ENVELOPE (0/1); `dq_over_q` (measured, or refined without a dq column) above
+    0.10 in units of 0.03 (at most 5); the CNN embedding's Mahalanobis distance CDF (on in-distribution
     validation curves) beyond 0.9, as ln(0.1 / (1 - cdf)); how many refined parameters lie beyond the training
     ranges (`beyond_training`, at most 3); ln(χ²_red / 2) of the chosen fit (the roughness χ² without errors)
-    when above 0 (at most 5); the ambiguity 1 - gap/6 in [0, 1] of `bic_gap`, the BIC of the best other
-    refined shape minus the chosen one's (1 when another shape fits as well or better, 0 from a gap of 6 or
-    without another fit); and whether the fits overruled the CNN's top class (0/1)."""
+    when above 0 (at most 5); and whether the fits overruled the CNN's top class (0/1)."""
     nz = float(noise) if noise is not None and math.isfinite(noise) else 0.03
     dqq = float(dq_over_q) if dq_over_q is not None and math.isfinite(dq_over_q) else 0.0
     cdf = float(distance_cdf) if math.isfinite(distance_cdf) else 1.0
     c2 = float(chi2) if chi2 is not None and math.isfinite(chi2) and chi2 > 0 else 1.0
-    gap = float(bic_gap) if bic_gap is not None and math.isfinite(bic_gap) else math.inf
     return np.array([
         min(max(math.log(max(nz, 1e-6) / 0.05), 0.0), 4.0),
         float(nz > NOISE_ENVELOPE),
@@ -649,9 +672,56 @@ def shift_features(noise: float, dq_over_q: float | None, distance_cdf: float, n
         max(math.log(0.1 / (max(1.0 - cdf, 0.0) + 1e-3)), 0.0),
         float(min(n_beyond, 3)),
         min(max(math.log(c2 / 2.0), 0.0), 5.0),
-        min(max(1.0 - gap / 6.0, 0.0), 1.0),
         float(overruled),
     ])
+
+
+def fit_contests(cls: str, fits: dict[str, dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """The chosen shape `cls` against each other refined shape in `fits` (`refine` results on `n` points):
+    [{"alternative", "delta_chi2": (χ²_alt - χ²_cls)/ĉ (total χ², ĉ the best χ²_red when above 1; < 0 when the
+    alternative fits better), "extra_params": k_alt - k_cls}]; empty without another fit."""
+    if cls not in fits or len(fits) < 2:
+        return []
+    c_hat = max(1.0, min(f["chi2_red"] for f in fits.values()))
+    tot = {c: f["chi2_red"] * max(n - f["n_params"], 1) / c_hat for c, f in fits.items()}
+    return [{"alternative": a, "delta_chi2": float(tot[a] - tot[cls]), "extra_params": int(fits[a]["n_params"] - fits[cls]["n_params"])}
+            for a in fits if a != cls]
+
+
+def pair_features(contest: dict[str, Any] | None) -> np.ndarray:
+    """PAIR_FEATURES of one of `fit_contests`: `tie` = 1 - Δχ²/TIE_CHI2 in [0, 1] when the alternative has no more
+    parameters than the chosen shape (1: it fits as well or better, 0 from TIE_CHI2 worse; ellipsoid against
+    cylinder, a core-shell shape against its plain core); `nested_gain` in [0, 1] when it has more (a shell the
+    chosen plain shape lacks, which always fits at least as well): its χ² gain beyond the Δk a superfluous
+    parameter set buys by chance, (gain - Δk) / (4 Δk), so 1 at a gain of 5 Δk, below the BIC's k ln n that
+    would have overruled the CNN. Both 0 without another fit."""
+    if not contest:
+        return np.zeros(len(PAIR_FEATURES))
+    d, dk = float(contest["delta_chi2"]), int(contest["extra_params"])
+    if not math.isfinite(d):
+        return np.zeros(len(PAIR_FEATURES))
+    if dk <= 0:
+        return np.array([min(max(1.0 - d / TIE_CHI2, 0.0), 1.0), 0.0])
+    return np.array([0.0, min(max((-d - dk) / (4.0 * dk), 0.0), 1.0)])
+
+
+def spread_pair(p: np.ndarray, i: int, j: int, mu: float) -> np.ndarray:
+    """Probabilities `p` with classes i and j moved a fraction `mu` towards their mean (their sum, the others
+    and the ranking are kept)."""
+    out = np.array(p, dtype=float)
+    if i == j or mu <= 0:
+        return out
+    m = 0.5 * (out[i] + out[j])
+    out[i], out[j] = (1 - mu) * out[i] + mu * m, (1 - mu) * out[j] + mu * m
+    return out
+
+
+def pair_mu(features: np.ndarray, params: dict[str, Any] | None) -> float | np.ndarray:
+    """μ = 1 - exp(-v·g) for PAIR_FEATURES `features` (one row or (n, 2)), v = params["pair_weights"] (0 when absent)."""
+    v = (params or {}).get("pair_weights")
+    if not v:
+        return 0.0 if np.ndim(features) == 1 else np.zeros(len(features))
+    return 1.0 - np.exp(-(np.asarray(features, float) @ np.asarray(v, float)))
 
 
 def shift_lambda(features: np.ndarray, params: dict[str, Any] | None) -> float | np.ndarray:
@@ -671,14 +741,14 @@ def shrink(p: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
 
 def load_shift_calibration(weights: Path) -> dict[str, Any] | None:
     """The shift calibration stored beside `weights` (<stem>_shift.json); None when there is none or its
-    features are not SHIFT_FEATURES."""
+    features are not SHIFT_FEATURES and PAIR_FEATURES."""
     import json
 
     path = weights.with_name(weights.stem + "_shift.json")
     if not path.is_file():
         return None
     blob = json.loads(path.read_text())
-    if tuple(blob.get("features", ())) != SHIFT_FEATURES:
+    if tuple(blob.get("features", ())) != SHIFT_FEATURES or tuple(blob.get("pair_features", ())) != PAIR_FEATURES:
         return None
     return blob
 
@@ -709,7 +779,7 @@ class SaxsMLAnalyser:
         `shift_features`), "probabilities_cnn" (before that shrinkage), "distance_cdf" (n,), "label" (n,), "model" (class names),
         "values"/"uncertainty" (n, 5, Å and fraction, for the predicted class; NaN where the
         parameter does not apply), "ood_score" (n,), "ood" (n, bool), "valid_points" (n,),
-        "noise" (n, `noise_level`, NaN without sigma), "low_confidence" (n, bool: top probability
+        "noise" (n, `noise_level`), "noise_informative" (n, `informative_noise`), "low_confidence" (n, bool: top probability
         below LOW_CONFIDENCE or noise beyond NOISE_ENVELOPE), "values_by_class" (n, 7, 5: each
         class's own size heads, the starting values when a runner-up class is refined too) and
         "uncertainty_by_class".
@@ -731,15 +801,16 @@ class SaxsMLAnalyser:
                     val[i, j] = unc[i, j] = np.nan
         sigmas = list(sigma_list) if sigma_list is not None else [None] * n
         noise = np.array([noise_level(q, I, s) for q, I, s in zip(q_list, I_list, sigmas)])
+        noise_info = np.array([informative_noise(q, I, s) for q, I, s in zip(q_list, I_list, sigmas)])
         p_cnn = p
         if self.shift is not None:  # the CNN-alone calibration off the training distribution (no fit evidence)
-            f = np.array([shift_features(nz, None, c) for nz, c in zip(noise, cal["distance_cdf"])]).reshape(n, -1)
+            f = np.array([shift_features(nz, None, c) for nz, c in zip(noise_info, cal["distance_cdf"])]).reshape(n, -1)
             p = shrink(p, shift_lambda(f, self.shift["cnn"]))
         with np.errstate(invalid="ignore"):
             low = (p.max(axis=1) < LOW_CONFIDENCE) | (noise > NOISE_ENVELOPE)
         return {"probabilities": p, "probabilities_cnn": p_cnn, "distance_cdf": cal["distance_cdf"], "label": lab, "model": [CLASSES[i] for i in lab], "values": val,
                 "uncertainty": unc, "ood_score": cal["ood_score"], "ood": cal["ood_score"] > self.model.threshold,
-                "valid_points": x[:, 1].sum(axis=1), "noise": noise, "low_confidence": low,
+                "valid_points": x[:, 1].sum(axis=1), "noise": noise, "noise_informative": noise_info, "low_confidence": low,
                 **dict(zip(("values_by_class", "uncertainty_by_class"), decode_targets(cal["mu"], cal["sd"])))}
 
     # one measurement ------------------------------------------------------------------------------
@@ -789,6 +860,7 @@ class SaxsMLAnalyser:
             "sasmodels_model": None,
             "refined": False,
             "noise_level": float(pred["noise"][0]),
+            "noise_informative": float(pred["noise_informative"][0]),
         }
         r: dict[str, Any] | None = None
         if cls != "other" and self.refine:
@@ -858,15 +930,22 @@ class SaxsMLAnalyser:
         # the reported probabilities: shrunk by the evidence that the curve lies off the training distribution
         beyond = beyond_training(cls, r["values"], r["at_bound"], r["sld_core"]) if r is not None else []
         chi2 = (r["chi2_red"] if sigma is not None else info.get("roughness_chi2")) if r is not None else None
-        gap = None
-        if "arbitration" in info and cls in info["arbitration"]:
-            others = [a["bic"] for c, a in info["arbitration"].items() if c != cls]
-            gap = min(others) - info["arbitration"][cls]["bic"] if others else None
-        feats = shift_features(noise, dqq if dqq is not None else (r["dq_over_q"] if r is not None else None),
-                               float(pred["distance_cdf"][0]), len(beyond), chi2, gap, cls != pred["model"][0])
-        lam = float(shift_lambda(feats, self.shift["analyser"] if self.shift else None))
+        feats = shift_features(info["noise_informative"], dqq if dqq is not None else (r["dq_over_q"] if r is not None else None),
+                               float(pred["distance_cdf"][0]), len(beyond), chi2, cls != pred["model"][0])
+        params = self.shift["analyser"] if self.shift else None
+        lam = float(shift_lambda(feats, params))
+        # fits the data cannot tell apart: probability moved between the chosen shape and that alternative
+        contests = fit_contests(cls, fits, q.size) if r is not None else []
+        for c in contests:
+            c["features"] = dict(zip(PAIR_FEATURES, map(float, pair_features(c))))
+            c["mu"] = float(pair_mu(pair_features(c), params))
         info["calibration"] = {"features": dict(zip(SHIFT_FEATURES, map(float, feats))), "shrink": lam,
+                               "contests": contests,
                                "probabilities_before": {c: float(v) for c, v in zip(CLASSES, p)}}
+        top = max(contests, key=lambda c: c["mu"], default=None)
+        if top is not None and top["mu"] > 0:
+            p = spread_pair(p, CLASSES.index(cls), CLASSES.index(top["alternative"]), top["mu"])
+            info["calibration"]["spread"] = {"alternative": top["alternative"], "mu": top["mu"]}
         p = shrink(p, lam)
         if p.max() < LOW_CONFIDENCE or quality or {"misfit", "fit_disagrees", "beyond_training"} & set(info):
             flags.append("low_confidence")
