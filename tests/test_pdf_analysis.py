@@ -231,6 +231,38 @@ def test_motifs_the_g_of_r_cannot_tell_apart_are_flagged(analyser):
     assert clear.info["arbitration"]["closest"]["delta_chi2"] > 10
 
 
+def test_faulted_hcp_is_refined_as_the_faulted_hcp_it_is(monkeypatch):
+    """The training pool's hcp class holds faulted stacks (one fault, or 5-40 % of the layers
+    faulted), so the refinement's hcp candidates must too: a 104-atom Pt hcp cluster with one
+    stacking fault, cut around an off-lattice centre, is fitted better by an fcc cut than by any
+    ideal hcp stack (the library without its stacking variants, ml.STACKINGS empty, points to fcc),
+    and with them by a faulted hcp stack, clearly better than by fcc (twinned and faulted fcc
+    included)."""
+    from simulators.pdf import physics
+    from sdl.techniques.pdf import ml
+
+    r = np.arange(0.5, 30.0, 0.02)
+    md = {"qmin_inv_angstrom": 0.8, "qmax_inv_angstrom": 25.0, "qdamp_inv_angstrom": 0.03}
+    atoms = physics.build_cluster("hcp", "Pt", 104, stacking="hcp_fault", where=0.62, centre=[0.52, 0.29, 0.05])
+    g = ml.DebyeGr(np.asarray(atoms.positions) * 1.005, r, 0.8, 25.0, 0.03)(1.0, 0.005)
+    g = g + np.random.default_rng(1).normal(0, 0.01 * np.abs(g).max(), r.size)
+    kw = dict(metadata=md, motifs=["hcp", "fcc"], element="Pt", n_atoms=len(atoms), nn_distance=2.775 * 1.005,
+              adp=0.005, p=None, temper=0.0)
+
+    def dchi2(ref):  # > 0: hcp fits better
+        m = ref["arbitration"]["motifs"]
+        return m["fcc"]["chi2"] - m["hcp"]["chi2"]
+
+    ref = ml.refine(r, g, **kw)
+    best_hcp = min((c for c in ref["tried"] if c["motif"] == "hcp"), key=lambda c: c["rw"])
+    assert dchi2(ref) > 10 and best_hcp["stacking"] in ("hcp_fault", "random")
+    assert {c.get("stacking") for c in ref["tried"] if c["motif"] == "fcc"} >= {None, "twin", "fault", "random"}
+    monkeypatch.setattr(ml, "STACKINGS", {})
+    ideal = ml.refine(r, g, **kw)
+    assert dchi2(ideal) < 0 and not any("stacking" in c for c in ideal["tried"])
+    assert best_hcp["rw"] < 0.7 * ideal["arbitration"]["motifs"]["hcp"]["rw"]
+
+
 def test_analyser_flags_what_it_does_not_know(analyser):
     from sdl.measurement import Measurement
 

@@ -21,7 +21,8 @@ Pipeline for one G(r):
 4. Refinement (`refine`): for the CNN's top motifs (up to MAX_CANDIDATES with calibrated
    probability ≥ CANDIDATE_FLOOR; the first always) the library clusters (simulators.pdf.physics)
    nearest the predicted size and its neighbouring sizes (hcp also at several c/a, fcc spheres cut
-   around several centres: VARIANTS); for each, its Debye sum is tabulated once and G(r)
+   around several centres: VARIANTS; both also twinned/faulted as the training pool makes them:
+   STACKINGS); for each, its Debye sum is tabulated once and G(r)
    calculated by the Debye scattering equation with the measurement's Qmin/Qmax/Qdamp (`DebyeGr`);
    scale (linear), expansion and U_iso are fitted by scipy least_squares. Per motif the size with
    the lowest Rw (pdffit2's definition, unit weights) stands for it. `arbitrate` then reweighs the
@@ -83,6 +84,24 @@ AMBIGUOUS_DCHI2 = 2.0
 VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {
     "hcp": tuple({"c_over_a": round(ca, 3)} for ca in (1.59, math.sqrt(8.0 / 3.0), 1.74, 1.86)),
     "fcc": tuple({"centre": c} for c in ([0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.25, 0.25, 0.25], [0.25, 0.25, 0.0])),
+}
+# stacking variants, tried next on the nearest size (hcp at the best c/a of VARIANTS): the stacks the
+# training pool puts in each class (simulators.pdf.dataset._train_structures: hcp with one fault or
+# 5–40 % of its layers faulted, hexagonality 0.6–0.95; fcc twinned, with one intrinsic fault, or
+# 5–25 % of its layers hexagonal), so that the refinement compares the CNN's classes as trained and
+# not ideal stacks only (an ideal hcp cut fits a faulted hcp cluster worse than an fcc cut does).
+# Random stacks: the middle of the class's range, two fixed draws.
+# Each cut around an atom and around a hollow between two layers (fractional offsets in the
+# close-packed cell; what decides the shape of a cluster of a few tens of atoms).
+_CP_CENTRES = ([0.0, 0.0, 0.0], [0.5, 0.333, 0.5])
+STACKINGS: dict[str, tuple[dict[str, Any], ...]] = {
+    "hcp": tuple({**st, "centre": c} for st in ({"stacking": "hcp_fault", "where": 0.5},
+                                                 {"stacking": "random", "hexagonality": 0.8, "stack_seed": 1},
+                                                 {"stacking": "random", "hexagonality": 0.8, "stack_seed": 2})
+                 for c in _CP_CENTRES),
+    "fcc": tuple({**st, "centre": c} for st in ({"stacking": "twin", "where": 0.5}, {"stacking": "fault", "where": 0.5},
+                                                 {"stacking": "random", "hexagonality": 0.15, "stack_seed": 1})
+                 for c in _CP_CENTRES),
 }
 DEFAULT_Q = {"qmin_inv_angstrom": 0.8, "qmax_inv_angstrom": 25.0, "qdamp_inv_angstrom": 0.03}
 GUESS_ELEMENTS = ("Pt", "Pd", "Au", "Ag", "Cu", "Ni", "Rh", "Ir")  # metals an unnamed element is guessed from
@@ -508,6 +527,11 @@ def neighbouring_clusters(motif: str, element: str, n_atoms: float, k: int = 3, 
     size: the nearest, and its neighbours."""
     from simulators.pdf import physics
 
+    if k == 1:  # the nearest size only: the one cut or ladder shape nearest `n_atoms`
+        try:
+            return [physics.build_cluster(motif, element, max(13, int(round(n_atoms))), **shape)]
+        except ValueError:
+            pass
     found: dict[int, Any] = {}
     for f in np.exp(np.linspace(np.log(0.45), np.log(2.2), 13)):
         try:
@@ -587,7 +611,8 @@ def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Seque
            n_atoms: float, nn_distance: float, adp: float, p: dict[str, float] | None = None,
            temper: float | dict[str, float] = 1.0) -> dict[str, Any]:
     """Refine each candidate motif's library clusters nearest in size to `n_atoms` (the nearest, one
-    smaller, one larger; hcp and fcc in the VARIANTS, c/a and cut centres) against G(r) over 1.5–30 Å, then
+    smaller, one larger; hcp and fcc in the VARIANTS, c/a and cut centres, and the STACKINGS, faulted
+    and twinned stacks, on the nearest size first) against G(r) over 1.5–30 Å, then
     `arbitrate` between the motifs with the CNN's probabilities `p` (uniform when None) as prior.
     Returns {"best" (the most probable motif's best cluster), "tried", "probabilities" (reweighed),
     "arbitration" ({"n_eff", "motifs": {motif: rw, chi2, bic, p_cnn, p}}), "q", "q_assumed"}."""
@@ -611,16 +636,21 @@ def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Seque
         c = {"motif": motif, "n_atoms": len(pos), **shape, "rw": f["rw"], "s": f["s"], "s_sd": f["s_sd"],
              "u": f["u"], "u_sd": f["u_sd"], "scale": f["scale"], "nn_distance_angstrom": f["s"] * f["nn_mean"],
              "expansion": f["s"], "diameter_nm": (f["d_max"] + nn0) * f["s"] / 10.0, "nfev": f["nfev"],
-             "_pos": pos, "_resid": f["fit"] - gg}
+             "_pos": pos, "_resid": f["fit"] - gg, "_shape": dict(shape)}
         tried.append(c)
         return c
 
     for motif in motifs:
-        if motif in VARIANTS:
-            # the variants on the nearest size first, then the neighbouring sizes of the best variant
-            near = [fit(motif, neighbouring_clusters(motif, element, n_atoms, k=1, **v)[0], v) for v in VARIANTS[motif]]
+        if motif in VARIANTS or motif in STACKINGS:
+            # the variants on the nearest size first (hcp: c/a, fcc: cut centres), then the stacking
+            # variants (hcp at the best c/a), then the neighbouring sizes of the best of all
+            near = [fit(motif, neighbouring_clusters(motif, element, n_atoms, k=1, **v)[0], v)
+                    for v in VARIANTS.get(motif, ({},))]
+            ca = {k: v for k, v in min(near, key=lambda c: c["rw"])["_shape"].items() if k == "c_over_a"}
+            near += [fit(motif, neighbouring_clusters(motif, element, n_atoms, k=1, **{**ca, **v})[0], {**ca, **v})
+                     for v in STACKINGS.get(motif, ())]
             bestv = min(near, key=lambda c: c["rw"])
-            v = {k: bestv[k] for k in VARIANTS[motif][0]}
+            v = bestv["_shape"]
             for cluster in neighbouring_clusters(motif, element, n_atoms, **v):
                 if len(cluster) != bestv["n_atoms"]:
                     fit(motif, cluster, v)
@@ -642,9 +672,11 @@ def refine(r: np.ndarray, g: np.ndarray, metadata: dict[str, Any], motifs: Seque
     full = DebyeGr(best.pop("_pos"), r, q["qmin_inv_angstrom"], q["qmax_inv_angstrom"], q["qdamp_inv_angstrom"])
     best.pop("_resid")
     best["fit_full"] = best["scale"] * full(best["s"], best["u"])
+    best.pop("_shape", None)
     for c in tried:
         c.pop("_pos", None)
         c.pop("_resid", None)
+        c.pop("_shape", None)
     arb = {"n_eff": round(n_eff, 1), "temper": temper, "motifs": {m: {"rw": best_by[m]["rw"], **stats[m], "p_cnn": float(prior.get(m, 0.0)),
                                                     "p": float(post[m])} for m in best_by}}
     rivals = [m for m in best_by if m != winner]
