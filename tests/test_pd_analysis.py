@@ -211,3 +211,16 @@ def test_a_phase_is_accepted_only_by_its_own_peaks():
         with_ = refine(tt, y, s, 1.5406, ["TiO2_rutile", "NiO"], [1.0, 1.0], [30.0, 30.0])
         test = candidate_test(without, with_)
         assert test["accepted"] == present, test
+
+
+def test_a_minor_phase_near_the_noise_level_is_accepted():
+    """6 wt% NiO beside rutile at 3,000 counts: the fit without it is already near the noise level
+    (χ² ~1.08), so its relative χ² drop is < 10 %, but it removes most of the misfit left."""
+    from sdl.techniques.pd.ml import ADD_MIN_CHI2_GAIN, candidate_test, refine
+
+    tt = np.arange(15, 80, 0.02)
+    y, s = _pattern([spd.PhaseComponent("TiO2_rutile", 0.94, 1.0, 30.0), spd.PhaseComponent("NiO", 0.06, 1.0, 30.0)],
+                    tt, 1, counts=3e3)
+    without = refine(tt, y, s, 1.5406, ["TiO2_rutile"], [1.0], [30.0])
+    test = candidate_test(without, refine(tt, y, s, 1.5406, ["TiO2_rutile", "NiO"], [1.0, 1.0], [30.0, 30.0]))
+    assert test["chi2_gain"] < ADD_MIN_CHI2_GAIN < test["misfit_gain"] and test["accepted"], test

@@ -90,7 +90,9 @@ MAX_MATCH_CANDIDATES = 2  # library phases whose pattern best matches the residu
 UNEXPLAINED_SIGMA = 5.0  # an unexplained peak: smoothed residual maximum above this many σ ...
 UNEXPLAINED_REL_HEIGHT = 0.03  # ... and above this fraction of the strongest fitted peak
 ADD_MIN_FRACTION = 0.04
-ADD_MIN_CHI2_GAIN = 0.10
+ADD_MIN_CHI2_GAIN = 0.10  # of the misfit beyond noise (_misfit_gain)
+MISFIT_FLOOR = 0.1  # reduced χ² excess below which a fit counts as at the noise level (_misfit_gain)
+MIN_DELTA_CHI2 = 25.0  # a phase must lower the total χ² by at least this much (~5σ for a few parameters)
 MAX_PHASES = 4
 CONFIRM_PROB = 0.9  # a called phase below this CNN probability stays only if the fit needs it or its own peaks show
 UNIQUE_MIN_SHARE = 0.1
@@ -799,7 +801,7 @@ class PdMLAnalyser:
             if len(ref["phases"]) < 2 or p not in ref["phases"]:
                 continue
             rest = fit([q for q in ref["phases"] if q != p], as_prev(ref))
-            if _chi2_gain(rest, ref) < ADD_MIN_CHI2_GAIN and not _supported(_own_peaks(rest, ref, ref["phases"].index(p))):
+            if _misfit_gain(rest, ref) < ADD_MIN_CHI2_GAIN and not _supported(_own_peaks(rest, ref, ref["phases"].index(p))):
                 ref = rest
                 dropped.append(p)
         added: list[str] = []
@@ -860,21 +862,35 @@ def _chi2_gain(without: dict[str, Any], with_: dict[str, Any]) -> float:
     return float(1.0 - with_["chi2_reduced"] / max(without["chi2_reduced"], 1e-300))
 
 
+def _misfit_gain(without: dict[str, Any], with_: dict[str, Any]) -> float:
+    """The part of the misfit beyond counting noise (reduced χ² − 1, floored at MISFIT_FLOOR) of
+    the fit `without` a phase that the fit `with_` it removes; 0 unless the total χ² drops by
+    MIN_DELTA_CHI2. Far from the noise level this is about the relative χ² drop; near it (a good
+    fit of the major phases, χ² 1.1–1.3) a minor phase that explains most of what is left counts,
+    where a relative drop of 10 % would have asked more than the noise allows it to show."""
+    drop = without["chi2_reduced"] - with_["chi2_reduced"]
+    if drop * without["y"].size < MIN_DELTA_CHI2:
+        return 0.0
+    return float(drop / max(without["chi2_reduced"] - 1.0, MISFIT_FLOOR))
+
+
 def _supported(share_support: tuple[float, float]) -> bool:
     return share_support[0] >= UNIQUE_MIN_SHARE and share_support[1] >= UNIQUE_MIN_SUPPORT
 
 
 def candidate_test(without: dict[str, Any], trial: dict[str, Any]) -> dict[str, Any]:
     """Whether the last phase of the fit `trial` belongs in the sample: its refined weight fraction
-    reaches ADD_MIN_FRACTION, it lowers χ² by ADD_MIN_CHI2_GAIN (relative) against the fit
-    `without` it, and its own peaks are seen (_own_peaks) or it lowers χ² by STRONG_CHI2_GAIN (a
-    polymorph or solid solution whose lines the phases already fitted absorb in the fit without it)."""
+    reaches ADD_MIN_FRACTION, it removes ADD_MIN_CHI2_GAIN of the misfit beyond noise of the fit
+    `without` it (_misfit_gain), and its own peaks are seen (_own_peaks) or it lowers χ² by
+    STRONG_CHI2_GAIN, relative (a polymorph or solid solution whose lines the phases already fitted
+    absorb in the fit without it)."""
     f_c = float(trial["fractions"][-1])
-    gain = _chi2_gain(without, trial)
+    gain, misfit_gain = _chi2_gain(without, trial), _misfit_gain(without, trial)
     share, support = _own_peaks(without, trial, len(trial["phases"]) - 1)
-    ok = f_c >= ADD_MIN_FRACTION and gain >= ADD_MIN_CHI2_GAIN and (gain >= STRONG_CHI2_GAIN or _supported((share, support)))
-    return {"refined_fraction": f_c, "chi2_gain": gain, "own_peak_share": share, "own_peak_support": support,
-            "accepted": bool(ok)}
+    ok = f_c >= ADD_MIN_FRACTION and misfit_gain >= ADD_MIN_CHI2_GAIN and (
+        gain >= STRONG_CHI2_GAIN or _supported((share, support)))
+    return {"refined_fraction": f_c, "chi2_gain": gain, "misfit_gain": misfit_gain, "own_peak_share": share,
+            "own_peak_support": support, "accepted": bool(ok)}
 
 
 def _finite(v):
