@@ -9,7 +9,10 @@ the number of experiments needed to meet the target, then success counts and med
         [--set 'strategy.cost={"base": 0.083, "per": {"time_min": 0.0167}}' --tag cost]
 
 Besides experiments, it prints the simulated lab time (h, the instruments' own clock) spent until
-the target was met, which is what a cost-aware strategy saves.
+the target was met, which is what a cost-aware strategy saves, and whether the sample that met the
+target (as analysed) truly meets the simulated world's own target ("true" / "FALSE"): the world
+remakes that very sample from its seed and sample id, so an early "target met" that is an
+analyser's misreading shows up.
 """
 
 from __future__ import annotations
@@ -48,6 +51,28 @@ def run(path: Path, seed: int, kind: str, broker: str, tmp: Path, analysers: lis
     return run_campaign(c, store=store), store, time.perf_counter() - t
 
 
+def _word(true: bool | None) -> str:
+    return "-" if true is None else ("true" if true else "FALSE")
+
+
+def truly_met(campaign, store: Store, campaign_id: str, at: int | None) -> bool | None:
+    """Whether the sample of experiment `at` (from 1) meets the simulated world's own target
+    (`sample.truth["meets_target"]`); None when there is no such sample or the world keeps no truth.
+    The world is rebuilt from the lab's entry point and seed; its drivers are made, not started."""
+    if not at or campaign.lab.world is None:
+        return None
+    from importlib.metadata import entry_points
+
+    trial = [t for t in store.trials(campaign_id) if not t.manual][at - 1]
+    seed = campaign.lab.seed if campaign.lab.seed is not None else campaign.strategy.seed
+    (ep,) = [e for e in entry_points(group="sdl.labs") if e.name == campaign.lab.world]
+    worlds = [d.world for d in ep.load()("truth-check", "mqtt://127.0.0.1:1", seed=seed) if hasattr(d, "world")]
+    if not worlds:
+        return None
+    truth = getattr(worlds[0].synthesize(json.loads(trial.parameters_json), trial.sample_id), "truth", None)
+    return None if not isinstance(truth, dict) or "meets_target" not in truth else bool(truth["meets_target"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=10)
@@ -70,8 +95,9 @@ def main() -> None:
 
     results: dict[str, list[int | None]] = {k: [] for k in kinds}
     hours: dict[str, list[float]] = {k: [] for k in kinds}
+    truth: dict[str, list[bool | None]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker() as broker:
-        say(f"{'seed':>4} " + " ".join(f"{k + ' (exp to target / lab h / run / s)':>44}" for k in kinds))
+        say(f"{'seed':>4} " + " ".join(f"{k + ' (exp to target / truly / lab h / run / s)':>52}" for k in kinds))
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             cells = []
             for k in kinds:
@@ -83,8 +109,11 @@ def main() -> None:
                 tl = instrument_timeline(c for c in store.commands(s.campaign_id) if c.trial_index in upto)
                 hours[k].append(tl.makespan_s / 3600 if tl else float("nan"))
                 results[k].append(met)
-                cells.append(f"{str(met) if met else 'not met':>12} / {hours[k][-1]:7.1f} / {s.n_trials:>3} / {secs:6.0f}")
-            say(f"{seed:>4} " + " ".join(f"{c:>44}" for c in cells))
+                true = truly_met(load_campaign(path, **{"strategy.seed": seed}), store, s.campaign_id, met)
+                truth[k].append(true)
+                cells.append(f"{str(met) if met else 'not met':>12} / {_word(true):>5} / {hours[k][-1]:7.1f} / "
+                             f"{s.n_trials:>3} / {secs:6.0f}")
+            say(f"{seed:>4} " + " ".join(f"{c:>52}" for c in cells))
     c = load_campaign(path, **{"strategy.noise": args.noise, **extra})
     budget = args.budget or c.budget.max_experiments
     say("")
@@ -96,6 +125,9 @@ def main() -> None:
         say(f"{k:>9}: target met in {len(met)}/{len(results[k])} seeds within {budget} experiments; "
             f"experiments to target median {statistics.median(filled):.1f} (IQR {q[0]:.1f}-{q[2]:.1f}; unmet = {budget + 1}); "
             f"lab time to target (or to the end) median {statistics.median(hours[k]):.1f} h")
+        checked = [t for t in truth[k] if t is not None]
+        if checked:
+            say(f"{'':>9}  the sample that met the target truly meets the world's own target in {sum(checked)}/{len(checked)} seeds")
     suffix = ("_" + "_".join(analysers) if analysers else "") + ("_noise_" + args.noise if args.noise else "") + (
         "_" + args.tag if args.tag else "")
     say.write(args.out or ROOT / "benchmarks" / "results" / f"campaign_{c.name}{suffix}.txt",
