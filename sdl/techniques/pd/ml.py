@@ -29,7 +29,7 @@ Method (`info["method"]`):
    fit repeated. Search-match, in rounds: the CNN's next most probable phases, the CNN's top
    phases on the data minus the fitted phases, and the library phases whose patterns best match
    the positive residual are tried; the one with the largest χ² gain that passes candidate_test
-   (≥ 4 wt %, χ² ≥ 10 % lower, its own peaks seen or χ² halved) is kept. A March–Dollase texture
+   (≥ 4 wt %, ≥ 10 % of the misfit beyond noise removed, its own peaks seen or χ² halved) is kept. A March–Dollase texture
    ratio is refined per phase. A Kα2 line is fitted when the metadata say the scan has one. Uncertainties: covariance from the Jacobian scaled by the reduced χ².
    If the fit fails, the CNN estimates are reported (method "cnn", flag low_confidence).
 4. OOD score: the unexplained intensity after refinement — the positive part of the smoothed
