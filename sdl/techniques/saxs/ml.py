@@ -151,40 +151,38 @@ def estimate_sigma(q: np.ndarray, I: np.ndarray, window: int = 15) -> np.ndarray
     return out
 
 
-def noise_level(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float:
-    """Median relative error sigma/I over the positive points in the lower half (in ln q) of the curve,
-    where the shape information is; without sigma, of the errors `estimate_sigma` reads from the curve."""
+def _low_q_relative_errors(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> np.ndarray | None:
+    """sigma/I over the positive points in the lower half (in ln q) of the curve, where the shape
+    information is; without sigma, of the errors `estimate_sigma` reads from the curve. None when
+    fewer than 2 (or, without sigma, 3) points allow it."""
     if sigma is None:
         if np.asarray(q).size < 3:
-            return float("nan")
+            return None
         sigma = estimate_sigma(q, I)
     q, I, sigma = (np.asarray(a, float) for a in (q, I, sigma))
     ok = (I > 0) & (q > 0) & np.isfinite(sigma) & np.isfinite(I)
     if ok.sum() < 2:
-        return float("nan")
+        return None
     lq = np.log(q[ok])
     low = lq <= np.median(lq)
-    return float(np.median(sigma[ok][low] / I[ok][low]))
+    return sigma[ok][low] / I[ok][low]
+
+
+def noise_level(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float:
+    """Median relative error sigma/I over the lower half (in ln q) of the curve (_low_q_relative_errors)."""
+    r = _low_q_relative_errors(q, I, sigma)
+    return float("nan") if r is None else float(np.median(r))
 
 
 def informative_noise(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float:
-    """Relative error sigma/I where a curve carries its shape information: the lower quartile over the positive
-    points in the lower half (in ln q) of the curve (without sigma, of the errors `estimate_sigma` reads from the
-    curve). Unlike `noise_level` (the median) it does not grow with an absolute error floor (sigma >= a fraction
-    of I_max, as reduced data carry) that only swamps the weak points of a steep curve: with sigma = r I + f I_max
-    it stays near r while at least a quarter of those points lie well above f I_max; uniformly noisy data and
-    low counts (whose best points are noisy too) still show."""
-    if sigma is None:
-        if np.asarray(q).size < 3:
-            return float("nan")
-        sigma = estimate_sigma(q, I)
-    q, I, sigma = (np.asarray(a, float) for a in (q, I, sigma))
-    ok = (I > 0) & (q > 0) & np.isfinite(sigma) & np.isfinite(I)
-    if ok.sum() < 2:
-        return float("nan")
-    lq = np.log(q[ok])
-    low = lq <= np.median(lq)
-    return float(np.percentile(sigma[ok][low] / I[ok][low], 25))
+    """Relative error sigma/I where a curve carries its shape information: the lower quartile over the
+    lower half (in ln q) of the curve (_low_q_relative_errors). Unlike `noise_level` (the median) it does
+    not grow with an absolute error floor (sigma >= a fraction of I_max, as reduced data carry) that only
+    swamps the weak points of a steep curve: with sigma = r I + f I_max it stays near r while at least a
+    quarter of those points lie well above f I_max; uniformly noisy data and low counts (whose best points
+    are noisy too) still show."""
+    r = _low_q_relative_errors(q, I, sigma)
+    return float("nan") if r is None else float(np.percentile(r, 25))
 
 
 def median_dq_over_q(q: np.ndarray, dq: np.ndarray | None) -> float | None:
