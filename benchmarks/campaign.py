@@ -109,7 +109,7 @@ def main() -> None:
                 tl = instrument_timeline(c for c in store.commands(s.campaign_id) if c.trial_index in upto)
                 hours[k].append(tl.makespan_s / 3600 if tl else float("nan"))
                 results[k].append(met)
-                true = truly_met(load_campaign(path, **{"strategy.seed": seed}), store, s.campaign_id, met)
+                true = truly_met(load_campaign(path, **{"strategy.seed": seed, **extra}), store, s.campaign_id, met)
                 truth[k].append(true)
                 cells.append(f"{str(met) if met else 'not met':>12} / {_word(true):>5} / {hours[k][-1]:7.1f} / "
                              f"{s.n_trials:>3} / {secs:6.0f}")

@@ -935,8 +935,9 @@ class SaxsMLAnalyser:
         # fits the data cannot tell apart: probability moved between the chosen shape and that alternative
         contests = fit_contests(cls, fits, q.size) if r is not None else []
         for c in contests:
-            c["features"] = dict(zip(PAIR_FEATURES, map(float, pair_features(c))))
-            c["mu"] = float(pair_mu(pair_features(c), params))
+            g = pair_features(c)
+            c["features"] = dict(zip(PAIR_FEATURES, map(float, g)))
+            c["mu"] = float(pair_mu(g, params))
         info["calibration"] = {"features": dict(zip(SHIFT_FEATURES, map(float, feats))), "shrink": lam,
                                "contests": contests,
                                "probabilities_before": {c: float(v) for c, v in zip(CLASSES, p)}}
