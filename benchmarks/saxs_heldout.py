@@ -26,7 +26,8 @@ Splits (labels are the 7 classes of saxs_ml):
 Reported per split: accuracy, ECE (15 bins of the top probability, as training reports it), "right or flagged" (flag = ood or
 low_confidence), confident errors (wrong, p >= 0.9, not flagged) — first for the CNN alone on every curve, then for the
 whole analyser (refinement of the two most probable shapes and the nested (core-)shell alternative weighed by BIC; flags
-for a misfit, a better-fitting other shape, refined parameters beyond the training ranges) on the first `--full` curves of
+for a misfit, a better-fitting other shape, another shape fitting as well (ambiguous), refined parameters beyond the
+training ranges) on the first `--full` curves of
 each split (`--workers` processes), with how often each flag fires, the unflagged errors, and the radius error of the
 right-class in_range spheres/ellipsoids/cylinders. Prints and writes benchmarks/results/saxs_heldout.txt.
 
@@ -240,7 +241,7 @@ def concentrated(an, n: int, seed: int, out: Printout) -> None:
     out()
 
 
-FLAG_KINDS = ("ood", "other", "low_probability", "data_quality", "misfit", "fit_disagrees", "beyond_training")
+FLAG_KINDS = ("ood", "other", "low_probability", "data_quality", "misfit", "fit_disagrees", "ambiguous", "beyond_training")
 _WORKER: dict[str, object] = {}
 
 
@@ -340,9 +341,9 @@ def main() -> None:
             out("    unflagged errors: " + ", ".join(f"{k} {v}" for k, v in sorted(wrong.items(), key=lambda t: -t[1])[:6]))
     out()
     # the whole analyser (refinement of the CNN's two most probable shapes and of the nested alternative, BIC
-    # arbitration, misfit / fit-disagreement / beyond-training flags), per split
+    # arbitration, misfit / fit-disagreement / ambiguous / beyond-training flags), per split
     out(f"whole analyser (CNN, then refinement of the two most probable shapes and the nested (core-)shell alternative weighed "
-        f"by BIC; flags: misfit, fit disagrees, beyond training), first {args.full} curves of each split:")
+        f"by BIC; flags: misfit, fit disagrees, ambiguous, beyond training), first {args.full} curves of each split:")
     out(f"{'split':<10} {'n':>5} {'accuracy':>9} {'ECE':>6} {'right or flagged':>17} {'flagged':>8} {'confident errors':>17} "
         f"{'cpu s/curve':>12}")
     rel, details = [], []

@@ -329,7 +329,8 @@ def test_fit_disagreement_and_nested_starts():
     assert fit_disagreement("sphere", {"sphere": {"bic": 300.0}, "core_shell_sphere": {"bic": 295.0}}) is None
     starts = nested_starts("sphere", {"values": {"radius": 100.0, "polydispersity": 0.1}})
     assert starts and all(s["radius"] + s["shell"] == pytest.approx(100.0) for s in starts)
-    assert {s["sld_core"] for s in starts} == {0.0, 3.0}  # a dense and a hollow core
+    # a dense and a hollow core, the plain shape itself (contrast 1) and a weak shell either way
+    assert {s["sld_core"] for s in starts} == {0.0, 0.6, 1.0, 1.5, 3.0}
     back = nested_starts("core_shell_cylinder", {"values": {"radius": 40.0, "shell": 10.0, "length": 600.0, "polydispersity": 0.1}})
     assert {s["radius"] for s in back} == {50.0, 40.0} and all(s["length"] == 600.0 for s in back)
 
@@ -416,7 +417,7 @@ def test_indistinguishable_fits_spread_the_probability_between_the_two_shapes():
     assert tie["alternative"] == "ellipsoid" and tie["delta_chi2"] == pytest.approx(0.0)
     g_tie, g_apart = pair_features(tie), pair_features(apart)
     assert g_tie[PAIR_FEATURES.index("tie")] == 1.0 and np.all(g_apart == 0.0)
-    params = {"pair_weights": [1.0, 1.0]}
+    params = {"pair_weights": [1.0, 1.0, 0.0]}
     mu = pair_mu(g_tie, params)
     assert 0.5 < mu < 1.0 and pair_mu(g_apart, params) == 0.0 and pair_mu(g_tie, None) == 0.0
     p = np.zeros(len(CLASSES))
@@ -430,6 +431,65 @@ def test_indistinguishable_fits_spread_the_probability_between_the_two_shapes():
     (plain,) = fit_contests("sphere", {"sphere": fit(1.0, 5), "core_shell_sphere": fit(1.005, 7)}, n)  # gain ≈ 1
     assert shell["extra_params"] == 2
     assert pair_features(shell)[PAIR_FEATURES.index("nested_gain")] > 0.5 and np.all(pair_features(plain) == 0.0)
+
+
+def test_ambiguous_contests_tie_or_a_determined_shell_that_changes_the_fit():
+    """`is_ambiguous`: an alternative with no more parameters is a tie within AMBIGUOUS_CHI2 (and when it fits
+    better), not 10 worse; one with more parameters only when its χ² gain passes the likelihood-ratio test (5.99
+    for two extra parameters) and, for an added shell, `shell_z` says the shell is determined: a fitted core that
+    matches its shell within its errors (or a shell thinner than its error) only reproduces the plain shape."""
+    from sdl.techniques.saxs.ml import AMBIGUOUS_CHI2, PAIR_FEATURES, is_ambiguous, pair_features, shell_z
+
+    assert is_ambiguous(0.0, 0) and is_ambiguous(AMBIGUOUS_CHI2 - 0.5, 0) and is_ambiguous(-20.0, -2)
+    assert not is_ambiguous(10.0, 0) and not is_ambiguous(AMBIGUOUS_CHI2 + 0.5, -1) and not is_ambiguous(math.nan, 0)
+    assert is_ambiguous(-7.0, 2) and not is_ambiguous(-5.0, 2) and not is_ambiguous(-3.0, 1) and is_ambiguous(-4.5, 1)
+
+    def cs(c, sc, shell, ss):
+        return {"values": {"radius": 100.0, "shell": shell}, "uncertainty": {"radius": 1.0, "shell": ss},
+                "sld_core": c, "sld_core_uncertainty": sc}
+
+    determined, matched, thin = cs(0.0, 0.1, 20.0, 2.0), cs(1.1, 0.1, 20.0, 2.0), cs(0.0, 0.1, 3.0, 2.5)
+    assert shell_z(determined) == pytest.approx(10.0) and shell_z(matched) == pytest.approx(1.0)
+    assert shell_z(thin) == pytest.approx(1.2) and math.isnan(shell_z({"values": {"radius": 1.0}, "uncertainty": {}, "sld_core": None}))
+    assert is_ambiguous(-8.0, 2, shell_z(determined))
+    assert not is_ambiguous(-8.0, 2, shell_z(matched)) and not is_ambiguous(-8.0, 2, shell_z(thin))
+    k = PAIR_FEATURES.index("ambiguous")
+    assert pair_features({"delta_chi2": 1.0, "extra_params": 0})[k] == 1.0
+    assert pair_features({"delta_chi2": -8.0, "extra_params": 2, "shell_z": 1.0})[k] == 0.0
+
+
+def _sas_curve(model: str, params: dict, seed: int, rel: float):
+    q = np.geomspace(0.004, 0.3, 250)
+    I = D.smear(D.Q_FINE, D.form_factor(model, D.Q_FINE, params), q, 0.03)
+    I = I / I.max() + 1e-4
+    sigma = rel * I
+    return _measurement(q, I + np.random.default_rng(seed).normal(0.0, sigma), sigma, 0.03 * q)
+
+
+def test_shapes_the_data_do_not_tell_apart_are_flagged_and_a_clear_sphere_is_not(analyser):
+    """A core-shell sphere with a thin shell (12 Å on 150 Å) barely unlike its core (core SLD 0.9 × the shell's):
+    the CNN reads a sphere, and the refined core-shell alternative fits better by a likelihood-ratio-significant
+    Δχ² with a determined shell, yet not by enough to overrule the CNN: the analyser reports the tie
+    (info["ambiguous_shapes"]), flags saxs.model low_confidence and the fits' evidence lowers the reported
+    probability. A clear sphere (60 Å, 2 % errors) is neither: its core-shell alternative only reproduces it
+    (a shell core matching the shell within the errors), so no tie, no flag, p > 0.9."""
+    from sdl.techniques.saxs.ml import AMBIGUOUS_SHELL_Z
+
+    shell = analyser.analyse(_sas_curve("core_shell_sphere", {"radius": 150.0, "thickness": 12.0, "sld_core": 0.9, "sld_shell": 1.0,
+                                                              "sld_solvent": 0.0, "polydispersity": 0.08}, 1, 0.03))
+    model = _desc(shell, "saxs.model")
+    assert model.value in ("sphere", "core_shell_sphere") and "low_confidence" in model.flags, (model.value, model.flags)
+    other = "core_shell_sphere" if model.value == "sphere" else "sphere"
+    assert other in shell.info.get("ambiguous_shapes", {}), shell.info["calibration"]["contests"]
+    assert other in shell.info["ambiguous"] and max(model.probabilities.values()) < 0.9, model.probabilities
+    (contest,) = [c for c in shell.info["calibration"]["contests"] if c["alternative"] == other]
+    assert contest["features"]["ambiguous"] == 1.0
+    clear = analyser.analyse(_sas_curve("sphere", {"radius": 60.0, "sld": 1.0, "sld_solvent": 0.0, "polydispersity": 0.08}, 3, 0.02))
+    model = _desc(clear, "saxs.model")
+    assert model.value == "sphere" and not model.flags and model.probabilities["sphere"] > 0.9, (model.flags, model.probabilities)
+    assert "ambiguous_shapes" not in clear.info and "ambiguous" not in clear.info
+    (nested,) = [c for c in clear.info["calibration"]["contests"] if c["alternative"] == "core_shell_sphere"]
+    assert nested["delta_chi2"] <= 0.5 and nested["shell_z"] < AMBIGUOUS_SHELL_Z, nested  # nested: it fits at least as well
 
 
 def test_far_out_curve_reports_a_lower_probability_than_an_in_range_one(analyser):

@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdl.techniques.saxs.ml import (CLASSES, PAIR_FEATURES, SHIFT_FEATURES, WEIGHTS, pair_features, pair_mu, shift_lambda, shrink,
+from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, PAIR_FEATURES, SHIFT_FEATURES, WEIGHTS, pair_features, pair_mu, shift_lambda, shrink,
                                    spread_pair)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
@@ -51,6 +51,7 @@ IN_RANGE = ("train", "varied")  # regimes of the training distribution
 # calibration set (3 splits): in-range ECE 5.0 % at weight 1, 2.9 % at 8, shifted 19.5 / 19.2 %, beyond 18.5 / 17.9 %
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
+CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z")  # what `collect` keeps of each fit contest
 MAX_CONTESTS = 3  # other refined shapes per curve (runner-up, nested alternative, its nested one)
 
 
@@ -218,11 +219,13 @@ def generate(n_per_class: int, seed: int, regime: str) -> dict[str, list]:
 def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]:
     """Run the analyser (calibration off) on every curve: shift features, the analyser's probabilities after the
     fits' arbitration and the CNN's, the chosen class, the other refined shapes (class index, -1 for none) with
-    their PAIR_FEATURES, labels. Curves the analyser refuses are left out."""
+    the (Δχ², extra parameters) of each contest, whether saxs.model is flagged for a reason other than an ambiguous
+    fit or a low calibrated probability ("flagged": ood, other, data quality, misfit, fit disagrees, beyond
+    training), labels. Curves the analyser refuses are left out."""
     from sdl.measurement import Measurement
 
-    rows: dict[str, list] = {"features": [], "p": [], "p_cnn": [], "label": [], "chosen": [], "alt": [], "pair": [],
-                             "contest": []}
+    rows: dict[str, list] = {"features": [], "p": [], "p_cnn": [], "label": [], "chosen": [], "alt": [], "contest": [],
+                             "flagged": []}
     t0 = time.perf_counter()
     for i, (q, I, s, dq, y) in enumerate(zip(data["q"], data["I"], data["sigma"], data["dq"], data["label"])):
         arrays = {"q_inv_angstrom": q, "intensity": I}
@@ -244,18 +247,17 @@ def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]
         rows["label"].append(y)
         rows["chosen"].append(int(np.argmax(pb)))
         alt = np.full(MAX_CONTESTS, -1)
-        pair = np.zeros((MAX_CONTESTS, len(PAIR_FEATURES)))
-        contest = np.full((MAX_CONTESTS, 2), np.nan)  # (Δχ², extra parameters): the features' inputs
+        contest = np.full((MAX_CONTESTS, len(CONTEST_KEYS)), np.nan)  # the pair features' inputs
         for j, c in enumerate(cal.get("contests", [])[:MAX_CONTESTS]):
             alt[j] = CLASSES.index(c["alternative"])
-            pair[j] = pair_features(c)
-            contest[j] = c["delta_chi2"], c["extra_params"]
+            contest[j] = [c[k] for k in CONTEST_KEYS]
         rows["alt"].append(alt)
-        rows["pair"].append(pair)
+        rows["flagged"].append(bool({"data_quality", "misfit", "fit_disagrees", "beyond_training"} & set(r.info))
+                               or "ood" in next(d for d in r.descriptors if d.name == "saxs.model").flags)
         rows["contest"].append(contest)
         if (i + 1) % 25 == 0:
             log(f"  {i + 1}/{len(data['q'])} curves, {time.perf_counter() - t0:.0f} s")
-    return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else float) for k, v in rows.items()}
+    return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k == "flagged" else float) for k, v in rows.items()}
 
 
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:
@@ -266,14 +268,23 @@ def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: 
     if key != "p":
         return shrink(p, shift_lambda(_cnn_only(part["features"]), params))
     out = np.array(p, float)
-    if params and params.get("pair_weights") and "pair" in part:
-        mu = pair_mu(part["pair"].reshape(-1, len(PAIR_FEATURES)), params).reshape(part["alt"].shape)
+    if params and params.get("pair_weights") and "contest" in part:
+        mu = pair_mu(contest_pair_features(part["contest"]), params).reshape(part["alt"].shape)
         mu = np.where(part["alt"] >= 0, mu, 0.0)
         j = mu.argmax(axis=1)
         for n, (c, a, m) in enumerate(zip(part["chosen"], part["alt"][np.arange(len(j)), j], mu[np.arange(len(j)), j])):
             if a >= 0 and m > 0:
                 out[n] = spread_pair(out[n], int(c), int(a), float(m))
     return shrink(out, shift_lambda(part["features"], params))
+
+
+def contest_pair_features(contest: np.ndarray) -> np.ndarray:
+    """(n·MAX_CONTESTS, len(PAIR_FEATURES)) PAIR_FEATURES of the stored CONTEST_KEYS of each contest (the
+    `collect` "contest" array; NaN rows, no contest, give zeros): computed here rather than stored, so that the
+    features are those of the code that fits."""
+    rows = contest.reshape(-1, len(CONTEST_KEYS))
+    return np.array([pair_features(dict(zip(CONTEST_KEYS, row))) if np.isfinite(row[0]) else np.zeros(len(PAIR_FEATURES))
+                     for row in rows]).reshape(len(rows), len(PAIR_FEATURES))
 
 
 def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p", use: Sequence[str] = SHIFT_FEATURES,
@@ -310,10 +321,18 @@ def report(name: str, part: dict[str, np.ndarray], params: dict[str, Any] | None
 
     p, y = part[key], part["label"]
     q = calibrated(part, params, key)
-    return (f"{name:<8} n={len(y):4d} accuracy {np.mean(p.argmax(1) == y):6.1%}  ECE {expected_calibration_error(p, y):5.1%} -> "
+    line = (f"{name:<8} n={len(y):4d} accuracy {np.mean(p.argmax(1) == y):6.1%}  ECE {expected_calibration_error(p, y):5.1%} -> "
             f"{expected_calibration_error(q, y):5.1%}  mean top p {p.max(1).mean():.3f} -> {q.max(1).mean():.3f}  "
             f"confident (p>=0.9) errors {np.mean((p.argmax(1) != y) & (p.max(1) >= 0.9)):5.1%} -> "
             f"{np.mean((q.argmax(1) != y) & (q.max(1) >= 0.9)):5.1%}")
+    if key == "p" and "flagged" in part:  # the analyser's flags: the fit-based ones, an ambiguous contest, low p
+        amb = contest_pair_features(part["contest"])[:, PAIR_FEATURES.index("ambiguous")].reshape(part["alt"].shape) > 0
+        right = q.argmax(1) == y
+        for label, fl in (("without ambiguity", part["flagged"] | (q.max(1) < LOW_CONFIDENCE)),
+                          ("with ambiguity", part["flagged"] | (q.max(1) < LOW_CONFIDENCE) | amb.any(axis=1))):
+            line += (f"; {label}: flagged {fl.mean():5.1%}, right or flagged {np.mean(right | fl):5.1%}, "
+                     f"unflagged confident errors {np.mean(~right & ~fl & (q.max(1) >= 0.9)):5.1%}")
+    return line
 
 
 def _cnn_only(features: np.ndarray) -> np.ndarray:

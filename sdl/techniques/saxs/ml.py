@@ -20,12 +20,14 @@ Pipeline for one curve I(q):
    spheres are also refined times a hard-sphere and a charged (Hayter-Penfold MSA) structure
    factor; the structure factor (or none) is chosen by BIC. Without a sigma column the errors are
    estimated from the curve's roughness (`estimate_sigma`).
-5. Arbitration: the runner-up shape and the nested alternative (`NESTED`: shell or no shell) are
-   refined too and weighed against the CNN's choice by BIC (`arbitrate`).
+5. Arbitration: the runner-up shape (the most probable other library shape, however unlikely) and
+   the nested alternative (`NESTED`: shell or no shell) are refined too and weighed against the CNN's
+   choice by BIC (`arbitrate`).
 6. Flags: `low_confidence` when the top probability is low, the data lie beyond the training
    instrument, the chosen fit misfits (χ²_red against the file's errors, or `roughness_chi2`
-   without them), another refined shape fits clearly better (`fit_disagreement`), or the refined
-   parameters lie beyond the training ranges (`beyond_training`).
+   without them), another refined shape fits clearly better (`fit_disagreement`), another refined
+   shape fits as well, so the data do not tell the two apart (`is_ambiguous`; info["ambiguous_shapes"]),
+   or the refined parameters lie beyond the training ranges (`beyond_training`).
 
 The shipped weights live in sdl/techniques/saxs/weights/saxs_ml.pt (loaded with weights_only=True).
 Train new ones with `sdl train saxs` (sdl.techniques.saxs.train).
@@ -344,7 +346,6 @@ SF_FIT: dict[str, tuple[tuple[str, float, float, bool], ...]] = {
 SF_FIXED: dict[str, dict[str, float]] = {
     "hard_sphere": {}, "charged": {"temperature": 298.0, "concentration_salt": 1e-3, "dielectconst": 78.0}}
 SF_MARGIN = 10.0  # ΔBIC each added parameter must earn before a structure factor is preferred
-ARBITRATE_MIN_P = 0.02  # a runner-up shape at least this probable is refined too, and the fits weigh in
 MISFIT_CHI2 = 4.0  # chosen fit's χ²_red (against the file's own errors) above which saxs.model is low_confidence
 # the same bound for files without errors, on χ² against the noise estimated from the residual's roughness
 # (`roughness_chi2`), which a structured misfit inflates and plain noise does not
@@ -353,6 +354,9 @@ MISFIT_ROUGHNESS_CHI2 = 4.0
 # one): refined too, started from the chosen fit, so a shell the CNN missed or invented shows in the fits
 NESTED = {"sphere": "core_shell_sphere", "core_shell_sphere": "sphere", "cylinder": "core_shell_cylinder",
           "core_shell_cylinder": "cylinder"}
+# core SLD / shell SLD of the shell-split starts (`nested_starts`): a dense and a hollow core, and a core a little
+# unlike its shell, from which a weak shell the plain fit hides is reached (from the first two only a far minimum is)
+NESTED_CORE_CONTRASTS = (3.0, 0.0, 0.6, 1.0, 1.5)
 FIT_DISAGREE_BIC = 10.0  # another refined shape fits better than the chosen one by this ΔBIC: low_confidence
 # training ranges of the refined parameters (simulators.saxs.dataset.sample_params), with 15 % tolerance
 # on ratios and 0.05 on polydispersity: a chosen fit beyond them is an extrapolation of the classifier
@@ -559,16 +563,25 @@ def arbitrate(p: np.ndarray, fits: dict[str, dict[str, Any]], n: int) -> tuple[n
     return out, {c: {"chi2_red": float(fits[c]["chi2_red"]), "bic": float(bic[c])} for c in fits}
 
 
+def fit_summary(f: dict[str, Any]) -> dict[str, Any]:
+    """The numbers of one `refine` result that say what the fit is (info["fits"]): χ²_red, parameter count,
+    refined values (Å, fraction) with their one-sigma uncertainties, core contrast (core-shell)."""
+    return {"chi2_red": float(f["chi2_red"]), "n_params": int(f["n_params"]),
+            "values": {k: float(v) for k, v in f["values"].items()},
+            "uncertainty": {k: float(v) for k, v in f["uncertainty"].items()},
+            "sld_core": f["sld_core"], "sld_core_uncertainty": f["sld_core_uncertainty"]}
+
+
 def nested_starts(cls: str, fitted: dict[str, Any]) -> list[dict[str, float]]:
     """Starting values (Å) for NESTED[cls] from `fitted`, a `refine` result of `cls`: a sphere's radius
-    split into core + shell (10, 20 and 35 % shell, dense or hollow core), a core-shell particle's core or
+    split into core + shell (10, 20 and 35 % shell, each core contrast of NESTED_CORE_CONTRASTS), a core-shell particle's core or
     outer radius as the plain one's; lengths and polydispersity carried over."""
     t = fitted["values"]
     pd = {"polydispersity": t["polydispersity"]}
     length = {"length": t["length"]} if "length" in t else {}
     if cls in ("sphere", "cylinder"):
         return [dict(radius=t["radius"] * (1 - f), shell=t["radius"] * f, sld_core=c, **pd, **length)
-                for f in (0.1, 0.2, 0.35) for c in (3.0, 0.0)]
+                for f in (0.1, 0.2, 0.35) for c in NESTED_CORE_CONTRASTS]
     if cls in ("core_shell_sphere", "core_shell_cylinder"):
         return [dict(radius=r, **pd, **length) for r in (t["radius"] + t["shell"], t["radius"])]
     return []
@@ -645,8 +658,20 @@ SHIFT_FEATURES = ("noise", "noise_beyond", "resolution", "distance", "beyond_tra
 # and the CNN's prior alone decides: off the training distribution (a shell thinner than trained, an axial ratio
 # beyond it) that prior is wrong as often as not. The analyser then moves probability between the two
 # (`spread_pair`, before the shrinkage above) by μ = 1 - exp(-v·g), g the PAIR_FEATURES of the two fits.
-PAIR_FEATURES = ("tie", "nested_gain")
+PAIR_FEATURES = ("tie", "nested_gain", "ambiguous")
 TIE_CHI2 = 10.0  # χ² (in ĉ units) by which an alternative of no more parameters must fit worse to be told apart
+# `ambiguous` (flag and pair feature): the data do not tell the chosen shape from a refined alternative.
+# An alternative with no more parameters is a tie when it fits worse by less than AMBIGUOUS_CHI2 (in ĉ units):
+# Kass & Raftery's "strong" evidence starts at a BIC difference of 6, and with no parameters saved the χ²
+# difference is the BIC difference (a simpler alternative would also be favoured by parsimony). An alternative
+# with more parameters (a shell or an axial ratio the chosen plain shape lacks) always fits at least as well;
+# it is a tie only when it changes the fit: its χ² gain passes the likelihood-ratio test at AMBIGUOUS_LRT_P
+# (χ² with Δk degrees of freedom), which a superfluous shell that only reproduces the plain shape does not.
+# A shell must also be determined (`shell_z`: core unlike the shell and a thickness, each beyond AMBIGUOUS_SHELL_Z
+# sigma): a fitted core matching its shell within the errors is the plain shape again.
+AMBIGUOUS_CHI2 = 6.0
+AMBIGUOUS_LRT_P = 0.05
+AMBIGUOUS_SHELL_Z = 2.0
 
 
 def shift_features(noise: float, dq_over_q: float | None, distance_cdf: float, n_beyond: int = 0,
@@ -677,13 +702,28 @@ def shift_features(noise: float, dq_over_q: float | None, distance_cdf: float, n
 def fit_contests(cls: str, fits: dict[str, dict[str, Any]], n: int) -> list[dict[str, Any]]:
     """The chosen shape `cls` against each other refined shape in `fits` (`refine` results on `n` points):
     [{"alternative", "delta_chi2": (χ²_alt - χ²_cls)/ĉ (total χ², ĉ the best χ²_red when above 1; < 0 when the
-    alternative fits better), "extra_params": k_alt - k_cls}]; empty without another fit."""
+    alternative fits better), "extra_params": k_alt - k_cls, "shell_z": `shell_z` of the alternative (NaN when it
+    has no shell)}]; empty without another fit."""
     if cls not in fits or len(fits) < 2:
         return []
     c_hat = max(1.0, min(f["chi2_red"] for f in fits.values()))
     tot = {c: f["chi2_red"] * max(n - f["n_params"], 1) / c_hat for c, f in fits.items()}
-    return [{"alternative": a, "delta_chi2": float(tot[a] - tot[cls]), "extra_params": int(fits[a]["n_params"] - fits[cls]["n_params"])}
-            for a in fits if a != cls]
+    return [{"alternative": a, "delta_chi2": float(tot[a] - tot[cls]), "extra_params": int(fits[a]["n_params"] - fits[cls]["n_params"]),
+             "shell_z": shell_z(fits[a])} for a in fits if a != cls]
+
+
+def shell_z(f: dict[str, Any]) -> float:
+    """How well a core-shell `refine` result determines its shell: the smaller of |core contrast - 1| (1: core and
+    shell alike, the plain shape) and the shell thickness, each over its one-sigma uncertainty; NaN for a shape
+    without a shell. Below about 2 the shell only reproduces the plain shape within the data's errors."""
+    if f.get("sld_core") is None or "shell" not in f["values"]:
+        return float("nan")
+    sc, ss = f.get("sld_core_uncertainty"), f["uncertainty"].get("shell")
+
+    def z(v: float, u: float | None) -> float:
+        return abs(v) / u if u is not None and math.isfinite(u) and u > 0 else (math.inf if u == 0 else 0.0)
+
+    return float(min(z(f["sld_core"] - 1.0, sc), z(f["values"]["shell"], ss)))
 
 
 def pair_features(contest: dict[str, Any] | None) -> np.ndarray:
@@ -698,9 +738,26 @@ def pair_features(contest: dict[str, Any] | None) -> np.ndarray:
     d, dk = float(contest["delta_chi2"]), int(contest["extra_params"])
     if not math.isfinite(d):
         return np.zeros(len(PAIR_FEATURES))
+    amb = float(is_ambiguous(d, dk, float(contest.get("shell_z", math.nan))))
     if dk <= 0:
-        return np.array([min(max(1.0 - d / TIE_CHI2, 0.0), 1.0), 0.0])
-    return np.array([0.0, min(max((-d - dk) / (4.0 * dk), 0.0), 1.0)])
+        return np.array([min(max(1.0 - d / TIE_CHI2, 0.0), 1.0), 0.0, amb])
+    return np.array([0.0, min(max((-d - dk) / (4.0 * dk), 0.0), 1.0), amb])
+
+
+def is_ambiguous(delta_chi2: float, extra_params: int, shell: float = math.nan) -> bool:
+    """Whether the data do not tell the chosen shape from an alternative that fits worse by `delta_chi2` (ĉ units;
+    < 0: better) with `extra_params` more parameters: with none more, it fits worse by less than AMBIGUOUS_CHI2;
+    with more, its gain -delta_chi2 passes the likelihood-ratio test (χ²_Δk quantile 1 - AMBIGUOUS_LRT_P) and,
+    when the alternative adds a shell, that shell is determined (`shell` = its `shell_z` >= AMBIGUOUS_SHELL_Z)."""
+    if not math.isfinite(delta_chi2):
+        return False
+    if extra_params <= 0:
+        return delta_chi2 < AMBIGUOUS_CHI2
+    from scipy.stats import chi2
+
+    if math.isfinite(shell) and shell < AMBIGUOUS_SHELL_Z:
+        return False
+    return -delta_chi2 > float(chi2.ppf(1.0 - AMBIGUOUS_LRT_P, extra_params))
 
 
 def spread_pair(p: np.ndarray, i: int, j: int, mu: float) -> np.ndarray:
@@ -715,7 +772,7 @@ def spread_pair(p: np.ndarray, i: int, j: int, mu: float) -> np.ndarray:
 
 
 def pair_mu(features: np.ndarray, params: dict[str, Any] | None) -> float | np.ndarray:
-    """μ = 1 - exp(-v·g) for PAIR_FEATURES `features` (one row or (n, 2)), v = params["pair_weights"] (0 when absent)."""
+    """μ = 1 - exp(-v·g) for PAIR_FEATURES `features` (one row or (n, len(PAIR_FEATURES))), v = params["pair_weights"] (0 when absent)."""
     v = (params or {}).get("pair_weights")
     if not v:
         return 0.0 if np.ndim(features) == 1 else np.zeros(len(features))
@@ -863,8 +920,10 @@ class SaxsMLAnalyser:
         r: dict[str, Any] | None = None
         if cls != "other" and self.refine:
             t0 = time.perf_counter()
-            runner_up = CLASSES[int(np.argsort(-p)[1])]
-            cands = [cls] + ([runner_up] if runner_up != "other" and p[CLASSES.index(runner_up)] >= ARBITRATE_MIN_P else [])
+            # the most probable other library shape is always refined too, however unlikely the CNN finds it:
+            # where the CNN extrapolates, its runner-up's probability says little
+            runner_up = next(CLASSES[i] for i in np.argsort(-p) if CLASSES[i] not in (cls, "other"))
+            cands = [cls, runner_up]
             fits: dict[str, dict[str, Any]] = {}
 
             def _refine(c: str, extra_starts: Sequence[dict[str, float]] = ()) -> None:
@@ -887,6 +946,7 @@ class SaxsMLAnalyser:
                         fits[alt] = kept
                 else:
                     _refine(alt, extra)
+            info["fits"] = {c: fit_summary(f) for c, f in fits.items()}
             if len(fits) > 1:
                 info["ml_probabilities"] = {c: float(v) for c, v in zip(CLASSES, p)}
                 p, info["arbitration"] = arbitrate(p, fits, q.size)
@@ -941,12 +1001,18 @@ class SaxsMLAnalyser:
         info["calibration"] = {"features": dict(zip(SHIFT_FEATURES, map(float, feats))), "shrink": lam,
                                "contests": contests,
                                "probabilities_before": {c: float(v) for c, v in zip(CLASSES, p)}}
+        tied = [c for c in contests if c["features"]["ambiguous"]]
+        if tied:
+            info["ambiguous_shapes"] = {c["alternative"]: round(c["delta_chi2"], 2) for c in tied}
+            info["ambiguous"] = (f"the data do not tell {cls} from " + ", ".join(
+                f"{c['alternative']} (Δχ² {c['delta_chi2']:+.1f}, {c['extra_params']:+d} parameters)" for c in tied)
+                + ": both refined shapes fit as well")
         top = max(contests, key=lambda c: c["mu"], default=None)
         if top is not None and top["mu"] > 0:
             p = spread_pair(p, CLASSES.index(cls), CLASSES.index(top["alternative"]), top["mu"])
             info["calibration"]["spread"] = {"alternative": top["alternative"], "mu": top["mu"]}
         p = shrink(p, lam)
-        if p.max() < LOW_CONFIDENCE or quality or {"misfit", "fit_disagrees", "beyond_training"} & set(info):
+        if p.max() < LOW_CONFIDENCE or quality or {"misfit", "fit_disagrees", "beyond_training", "ambiguous"} & set(info):
             flags.append("low_confidence")
         info["ranking"] = sorted(((c, float(v)) for c, v in zip(CLASSES, p)), key=lambda t: -t[1])
         info["sasmodels_model"] = SASMODEL.get(cls)
