@@ -29,7 +29,8 @@ Method (`info["method"]`):
    fit repeated. Search-match, in rounds: the CNN's next most probable phases, the CNN's top
    phases on the data minus the fitted phases, and the library phases whose patterns best match
    the positive residual are tried; the one with the largest χ² gain that passes candidate_test
-   (≥ 4 wt %, ≥ 10 % of the misfit beyond noise removed, its own peaks seen or χ² halved) is kept. A March–Dollase texture
+   (≥ 4 wt %, ≥ 10 % of the misfit beyond noise removed, its own peaks seen, χ² halved or the
+   fit brought to the noise level) is kept. A March–Dollase texture
    ratio is refined per phase. A Kα2 line is fitted when the metadata say the scan has one. Uncertainties: covariance from the Jacobian scaled by the reduced χ².
    If the fit fails, the CNN estimates are reported (method "cnn", flag low_confidence).
 4. OOD score: the unexplained intensity after refinement — the positive part of the smoothed
@@ -98,6 +99,7 @@ CONFIRM_PROB = 0.9  # a called phase below this CNN probability stays only if th
 UNIQUE_MIN_SHARE = 0.1
 UNIQUE_MIN_SUPPORT = 0.5
 STRONG_CHI2_GAIN = 0.5  # a candidate that halves χ² needs no own-peak evidence
+NOISE_LEVEL_GAIN = 0.9  # nor does one that removes this much of the misfit beyond noise (_misfit_gain)
 PO_RANGE = (0.6, 1.6)  # March–Dollase ratio r refined per phase (1 = random orientation)
 N_BACKGROUND = 8
 DEFAULT_CAGLIOTI = {"lab": (0.004, -0.002, 0.003), "synchrotron": (0.0, 0.0, 5e-5)}
@@ -881,14 +883,16 @@ def _supported(share_support: tuple[float, float]) -> bool:
 def candidate_test(without: dict[str, Any], trial: dict[str, Any]) -> dict[str, Any]:
     """Whether the last phase of the fit `trial` belongs in the sample: its refined weight fraction
     reaches ADD_MIN_FRACTION, it removes ADD_MIN_CHI2_GAIN of the misfit beyond noise of the fit
-    `without` it (_misfit_gain), and its own peaks are seen (_own_peaks) or it lowers χ² by
+    `without` it (_misfit_gain), and its own peaks are seen (_own_peaks), or it lowers χ² by
     STRONG_CHI2_GAIN, relative (a polymorph or solid solution whose lines the phases already fitted
-    absorb in the fit without it)."""
+    absorb in the fit without it), or it removes NOISE_LEVEL_GAIN of the misfit beyond noise (with
+    it the data are explained to the counting noise; a phase of small crystallites, whose broad
+    peaks the background of the fit without it partly absorbs, shows little own-peak support)."""
     f_c = float(trial["fractions"][-1])
     gain, misfit_gain = _chi2_gain(without, trial), _misfit_gain(without, trial)
     share, support = _own_peaks(without, trial, len(trial["phases"]) - 1)
     ok = f_c >= ADD_MIN_FRACTION and misfit_gain >= ADD_MIN_CHI2_GAIN and (
-        gain >= STRONG_CHI2_GAIN or _supported((share, support)))
+        gain >= STRONG_CHI2_GAIN or misfit_gain >= NOISE_LEVEL_GAIN or _supported((share, support)))
     return {"refined_fraction": f_c, "chi2_gain": gain, "misfit_gain": misfit_gain, "own_peak_share": share,
             "own_peak_support": support, "accepted": bool(ok)}
 
