@@ -42,7 +42,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, PAIR_FEATURES, SHIFT_FEATURES, WEIGHTS, pair_features, pair_mu, shift_lambda, shrink,
+from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, LOW_CONFIDENCE_REASONS, PAIR_FEATURES, SHIFT_FEATURES, WEIGHTS, pair_features, pair_mu, shift_lambda, shrink,
                                    spread_pair)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
@@ -252,7 +252,7 @@ def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]
             alt[j] = CLASSES.index(c["alternative"])
             contest[j] = [c[k] for k in CONTEST_KEYS]
         rows["alt"].append(alt)
-        rows["flagged"].append(bool({"data_quality", "misfit", "fit_disagrees", "beyond_training"} & set(r.info))
+        rows["flagged"].append(bool((set(LOW_CONFIDENCE_REASONS) - {"ambiguous"}) & set(r.info))
                                or "ood" in next(d for d in r.descriptors if d.name == "saxs.model").flags)
         rows["contest"].append(contest)
         if (i + 1) % 25 == 0:

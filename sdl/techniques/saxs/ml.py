@@ -358,6 +358,8 @@ NESTED = {"sphere": "core_shell_sphere", "core_shell_sphere": "sphere", "cylinde
 # unlike its shell, from which a weak shell the plain fit hides is reached (from the first two only a far minimum is)
 NESTED_CORE_CONTRASTS = (3.0, 0.0, 0.6, 1.0, 1.5)
 FIT_DISAGREE_BIC = 10.0  # another refined shape fits better than the chosen one by this ΔBIC: low_confidence
+# info keys whose presence makes saxs.model low_confidence (besides a top probability below LOW_CONFIDENCE)
+LOW_CONFIDENCE_REASONS = ("data_quality", "misfit", "fit_disagrees", "beyond_training", "ambiguous")
 # training ranges of the refined parameters (simulators.saxs.dataset.sample_params), with 15 % tolerance
 # on ratios and 0.05 on polydispersity: a chosen fit beyond them is an extrapolation of the classifier
 TRAINED_PD_MAX = {"sphere": 0.35, "core_shell_sphere": 0.15, "ellipsoid": 0.3, "cylinder": 0.25, "disc": 0.25,
@@ -1012,7 +1014,7 @@ class SaxsMLAnalyser:
             p = spread_pair(p, CLASSES.index(cls), CLASSES.index(top["alternative"]), top["mu"])
             info["calibration"]["spread"] = {"alternative": top["alternative"], "mu": top["mu"]}
         p = shrink(p, lam)
-        if p.max() < LOW_CONFIDENCE or quality or {"misfit", "fit_disagrees", "beyond_training", "ambiguous"} & set(info):
+        if p.max() < LOW_CONFIDENCE or set(LOW_CONFIDENCE_REASONS) & set(info):
             flags.append("low_confidence")
         info["ranking"] = sorted(((c, float(v)) for c, v in zip(CLASSES, p)), key=lambda t: -t[1])
         info["sasmodels_model"] = SASMODEL.get(cls)
