@@ -37,7 +37,13 @@ often `saxs.structure_factor` is hard_sphere, the radius and volume-fraction err
 rate of a structure factor on the dilute ones. `--only concentrated` skips the splits (results then in
 benchmarks/results/saxs_heldout_concentrated.txt).
 
-    python benchmarks/saxs_heldout.py [--n 6000] [--n-other 3000] [--seed 7] [--full 140] [--workers 2] [--concentrated 100] [--only concentrated]
+`--cache FILE` keeps what the calibration acts on for each curve of the whole-analyser section (its
+probabilities before the calibration, the shift features, the fit contests and the flags that do not depend on it,
+sdl.techniques.saxs.calibrate.calibration_record), so that `--rescore FILE` prints that section again in seconds
+with the calibration file as it is now (a report only: nothing is ever fitted on this generator).
+
+    python benchmarks/saxs_heldout.py [--n 6000] [--n-other 3000] [--seed 7] [--full 140] [--workers 2] [--concentrated 100] [--only concentrated] [--cache FILE]
+    python benchmarks/saxs_heldout.py --rescore FILE
 """
 
 from __future__ import annotations
@@ -257,8 +263,10 @@ def _init_worker(weights, analyser=None) -> None:
 
 def _analyse_one(job) -> dict | None:
     """The whole analyser on one curve: probabilities, the reasons it is flagged (FLAG_KINDS), χ²_red, the
-    roughness χ² of the chosen fit, the radius (Å), CPU seconds; None when the analyser raises."""
+    roughness χ² of the chosen fit, the radius (Å), CPU seconds, its `calibration_record`; None when the analyser
+    raises."""
     from sdl.measurement import Measurement
+    from sdl.techniques.saxs.calibrate import calibration_record
     from sdl.techniques.saxs.ml import LOW_CONFIDENCE, roughness_chi2
 
     split, i, q, I, sigma = job
@@ -276,7 +284,76 @@ def _analyse_one(job) -> dict | None:
     return {"split": split, "i": i, "p": p, "flags": flags, "chi2_red": r.info.get("chi2_red", math.nan),
             "rough": roughness_chi2(q, I, fit) if fit is not None and np.isfinite(fit).all() else math.nan,
             "radius": got["saxs.radius_nm"].value * 10 if "saxs.radius_nm" in got else math.nan,
-            "cpu": time.process_time() - t}
+            "cpu": time.process_time() - t, "cal": calibration_record(r)}
+
+
+def whole_analyser_table(rows: list[dict], out) -> tuple[list[float], list[str]]:
+    """Print (with `out`) the table of the whole-analyser rows of `_analyse_one` (with "label", "model" and
+    "truth_radius" added) per split: accuracy, ECE, right or flagged, flagged, confident errors, CPU. Returns the
+    in-range relative radius errors (right class) and the detail lines (flag rates, the unflagged errors)."""
+    from sdl.analysis.calibration import expected_calibration_error
+    from sdl.techniques.saxs.ml import MISFIT_ROUGHNESS_CHI2
+
+    out(f"{'split':<10} {'n':>5} {'accuracy':>9} {'ECE':>6} {'right or flagged':>17} {'flagged':>8} {'confident errors':>17} "
+        f"{'cpu s/curve':>12}")
+    rel, details = [], []
+    for split in ("in_range", "shifted", "out_range"):
+        rs = [r for r in rows if r["split"] == split]
+        if not rs:
+            continue
+        p = np.array([r["p"] for r in rs])
+        lab = np.array([r["label"] for r in rs])
+        fl = np.array([bool(r["flags"]) for r in rs])
+        correct = p.argmax(axis=1) == lab
+        conf = (~correct) & (p.max(axis=1) >= 0.9) & ~fl
+        out(f"{split:<10} {len(lab):>5} {correct.mean():>8.1%} {expected_calibration_error(p, lab):>6.1%} "
+            f"{(correct | fl).mean():>16.1%} {fl.mean():>8.1%} {conf.mean():>16.1%} {np.mean([r['cpu'] for r in rs]):>12.2f}")
+        rates = {k: np.mean([k in r["flags"] for r in rs]) for k in FLAG_KINDS}
+        rough = np.array([r["rough"] for r in rs])
+        details.append(f"    {split}: flag rates " + ", ".join(f"{k} {v:.1%}" for k, v in rates.items())
+                       + f"; roughness chi2 > {MISFIT_ROUGHNESS_CHI2:g} (the misfit test used without sigma) on "
+                       f"{np.mean(rough[np.isfinite(rough)] > MISFIT_ROUGHNESS_CHI2):.1%} of the refined fits")
+        wrong = [r for r, ok in zip(rs, correct) if not ok and not r["flags"]]
+        if wrong:
+            details.append("      unflagged errors: " + ", ".join(
+                f"{r['model']} -> {CLASSES[int(np.argmax(r['p']))]} (p {max(r['p']):.2f}, chi2_red {r['chi2_red']:.2f})"
+                for r in wrong))
+        if split == "in_range":
+            rel = [abs(r["radius"] / r["truth_radius"] - 1) for r, ok in zip(rs, correct)
+                   if ok and CLASSES[r["label"]] in ("sphere", "ellipsoid", "cylinder")]
+    return rel, details
+
+
+CACHE_KEYS = ("split", "i", "label", "model", "truth_radius", "flags", "chi2_red", "rough", "radius", "cpu")
+
+
+def save_cache(path: Path, rows: list[dict]) -> None:
+    """The whole-analyser rows (CACHE_KEYS, the flags without low_probability, and the calibration record) as npz."""
+    z = {k: np.array([r[k] if k != "flags" else ",".join(f for f in r["flags"] if f != "low_probability") for r in rows])
+         for k in CACHE_KEYS}
+    z.update({"cal_" + k: np.array([r["cal"][k] for r in rows]) for k in rows[0]["cal"]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **z)
+
+
+def rescore(path: Path, weights: Path | None) -> list[dict]:
+    """The cached rows (`save_cache`) with the probabilities and the low_probability flag the calibration file
+    beside `weights` gives now (sdl.techniques.saxs.calibrate.calibrated: the same steps as the analyser)."""
+    from sdl.techniques.saxs.calibrate import calibrated
+    from sdl.techniques.saxs.ml import LOW_CONFIDENCE, WEIGHTS, load_shift_calibration
+
+    z = np.load(path)
+    shift = load_shift_calibration(weights or WEIGHTS)
+    part = {k[4:]: z[k] for k in z.files if k.startswith("cal_")}
+    p = calibrated(part, shift["analyser"] if shift else None)
+    rows = []
+    for n in range(len(z["i"])):
+        r = {k: z[k][n].item() for k in CACHE_KEYS}
+        flags = [f for f in r["flags"].split(",") if f]
+        if p[n].max() < LOW_CONFIDENCE:
+            flags.append("low_probability")
+        rows.append({**r, "p": list(p[n]), "flags": flags})
+    return rows
 
 
 def main() -> None:
@@ -292,13 +369,22 @@ def main() -> None:
     ap.add_argument("--concentrated", type=int, default=100, help="concentrated (hard-sphere S(q)) and dilute spheres "
                     "analysed with refinement (structure factor, radius, volume fraction)")
     ap.add_argument("--only", choices=("concentrated",), default=None, help="run only this section")
+    ap.add_argument("--cache", type=Path, default=None, help="npz file to keep the whole-analyser section's per-curve "
+                    "calibration inputs in (for --rescore)")
+    ap.add_argument("--rescore", type=Path, default=None, help="print the whole-analyser section of a --cache file with "
+                    "the calibration as it is now, and nothing else (writes no results file)")
     ap.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/saxs_heldout.txt, "
                     "saxs_heldout_concentrated.txt with --only concentrated)")
     args = ap.parse_args()
+    if args.rescore:
+        rel, details = whole_analyser_table(rescore(args.rescore, args.weights), print)
+        for line in details:
+            print(line)
+        return
     args.out = args.out or ROOT / "benchmarks" / "results" / f"saxs_heldout{'_' + args.only if args.only else ''}.txt"
     import torch
 
-    from sdl.techniques.saxs.ml import MISFIT_ROUGHNESS_CHI2, SaxsMLAnalyser
+    from sdl.techniques.saxs.ml import SaxsMLAnalyser
     from sdl.analysis.calibration import expected_calibration_error
 
     torch.set_num_threads(2)
@@ -344,9 +430,6 @@ def main() -> None:
     # arbitration, misfit / fit-disagreement / ambiguous / beyond-training flags), per split
     out(f"whole analyser (CNN, then refinement of the two most probable shapes and the nested (core-)shell alternative weighed "
         f"by BIC; flags: misfit, fit disagrees, ambiguous, beyond training), first {args.full} curves of each split:")
-    out(f"{'split':<10} {'n':>5} {'accuracy':>9} {'ECE':>6} {'right or flagged':>17} {'flagged':>8} {'confident errors':>17} "
-        f"{'cpu s/curve':>12}")
-    rel, details = [], []
     jobs = [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for split, d in data.items()
             for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: args.full]]
     t = time.perf_counter()
@@ -359,28 +442,11 @@ def main() -> None:
         _init_worker(args.weights, an)
         results = [_analyse_one(j) for j in jobs]
     wall = time.perf_counter() - t
-    for split, d in data.items():
-        rows = [r for r in results if r is not None and r["split"] == split]
-        p = np.array([r["p"] for r in rows])
-        lab = np.array([d["label"][r["i"]] for r in rows])
-        fl = np.array([bool(r["flags"]) for r in rows])
-        correct = p.argmax(axis=1) == lab
-        conf = (~correct) & (p.max(axis=1) >= 0.9) & ~fl
-        out(f"{split:<10} {len(lab):>5} {correct.mean():>8.1%} {expected_calibration_error(p, lab):>6.1%} "
-            f"{(correct | fl).mean():>16.1%} {fl.mean():>8.1%} {conf.mean():>16.1%} {np.mean([r['cpu'] for r in rows]):>12.2f}")
-        rates = {k: np.mean([k in r["flags"] for r in rows]) for k in FLAG_KINDS}
-        rough = np.array([r["rough"] for r in rows])
-        details.append(f"    {split}: flag rates " + ", ".join(f"{k} {v:.1%}" for k, v in rates.items())
-                       + f"; roughness chi2 > {MISFIT_ROUGHNESS_CHI2:g} (the misfit test used without sigma) on "
-                       f"{np.mean(rough[np.isfinite(rough)] > MISFIT_ROUGHNESS_CHI2):.1%} of the refined fits")
-        wrong = [r for r, ok in zip(rows, correct) if not ok and not r["flags"]]
-        if wrong:
-            details.append("      unflagged errors: " + ", ".join(
-                f"{d['model'][r['i']]} -> {CLASSES[int(np.argmax(r['p']))]} (p {max(r['p']):.2f}, chi2_red {r['chi2_red']:.2f})"
-                for r in wrong))
-        if split == "in_range":
-            rel = [abs(r["radius"] / d["truth"][r["i"]]["radius"] - 1) for r, ok in zip(rows, correct)
-                   if ok and CLASSES[d["label"][r["i"]]] in ("sphere", "ellipsoid", "cylinder")]
+    rows = [dict(r, label=int(data[r["split"]]["label"][r["i"]]), model=data[r["split"]]["model"][r["i"]],
+                 truth_radius=data[r["split"]]["truth"][r["i"]].get("radius", math.nan)) for r in results if r is not None]
+    rel, details = whole_analyser_table(rows, out)
+    if args.cache:
+        save_cache(args.cache, rows)
     out(f"({len(jobs)} curves in {wall:.0f} s wall, {args.workers} worker(s))")
     for line in details:
         out(line)

@@ -1,6 +1,6 @@
 """Fit the saxs_ml calibration off the training distribution: how far to move probability between two shapes whose
 refined fits are indistinguishable and how far to shrink the reported shape probabilities (sdl.techniques.saxs.ml:
-fit_contests, pair_features, spread_pair, shift_features, shift_lambda, shrink).
+fit_contests, pair_features, bic_share, share_pair, shift_features, shift_lambda, shrink).
 
     python -m sdl.techniques.saxs.calibrate --n-per-class 20 --seed 13 [--cache DIR]
 
@@ -24,8 +24,8 @@ with its own seeds, in four regimes of `--n-per-class` curves per class each:
 Each curve goes through the whole analyser (refinement and flags) with the calibration off; the features
 and probabilities it reports are kept (`--cache`, a speed-up only), then the calibration is fitted by maximum
 likelihood of the true class (each in-range curve weighing IN_RANGE_WEIGHT times a shifted or beyond one): for
-the analyser's final probabilities, the pair spread μ = 1 - exp(-v·g) towards the other refined shape (g: its
-PAIR_FEATURES), then p' = (1 - λ) p + λ / K with λ = 1 - exp(-w·f), v, w >= 0 ("analyser"); for the CNN's alone,
+the analyser's final probabilities, the pair's move a fraction μ = 1 - exp(-v·g) towards the split by BIC with the
+other refined shape (g: its PAIR_FEATURES; `share_pair`), then p' = (1 - λ) p + λ / K with λ = 1 - exp(-w·f), v, w >= 0 ("analyser"); for the CNN's alone,
 the shrinkage with the features it has without refinement ("cnn", for predict_batch). Written to
 <weights stem>_shift.json.
 """
@@ -42,8 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, LOW_CONFIDENCE_REASONS, PAIR_FEATURES, SHIFT_FEATURES, WEIGHTS, pair_features, pair_mu, shift_lambda, shrink,
-                                   spread_pair)
+from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, LOW_CONFIDENCE_REASONS, PAIR_FEATURES, SHIFT_FEATURES, WEIGHTS, bic_share, pair_features,
+                                   pair_mu, share_pair, shift_lambda, shrink)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
 IN_RANGE = ("train", "varied")  # regimes of the training distribution
@@ -51,7 +51,7 @@ IN_RANGE = ("train", "varied")  # regimes of the training distribution
 # calibration set (3 splits): in-range ECE 5.0 % at weight 1, 2.9 % at 8, shifted 19.5 / 19.2 %, beyond 18.5 / 17.9 %
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
-CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z")  # what `collect` keeps of each fit contest
+CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z", "delta_bic")  # what `collect` keeps of each fit contest
 MAX_CONTESTS = 3  # other refined shapes per curve (runner-up, nested alternative, its nested one)
 
 
@@ -217,11 +217,8 @@ def generate(n_per_class: int, seed: int, regime: str) -> dict[str, list]:
 
 
 def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]:
-    """Run the analyser (calibration off) on every curve: shift features, the analyser's probabilities after the
-    fits' arbitration and the CNN's, the chosen class, the other refined shapes (class index, -1 for none) with
-    the (Δχ², extra parameters) of each contest, whether saxs.model is flagged for a reason other than an ambiguous
-    fit or a low calibrated probability ("flagged": ood, other, data quality, misfit, fit disagrees, beyond
-    training), labels. Curves the analyser refuses are left out."""
+    """Run the analyser (calibration off) on every curve: its `calibration_record` and the label, as arrays.
+    Curves the analyser refuses are left out."""
     from sdl.measurement import Measurement
 
     rows: dict[str, list] = {"features": [], "p": [], "p_cnn": [], "label": [], "chosen": [], "alt": [], "contest": [],
@@ -238,43 +235,50 @@ def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]
         except Exception as exc:  # noqa: BLE001 - a refused curve is not calibration data
             log(f"  curve {i}: {type(exc).__name__}: {exc}")
             continue
-        cal = r.info["calibration"]
-        rows["features"].append([cal["features"][k] for k in SHIFT_FEATURES])
-        pb = [cal["probabilities_before"][c] for c in CLASSES]
-        rows["p"].append(pb)
-        cnn = r.info.get("ml_probabilities") or cal["probabilities_before"]  # before the fits weighed in
-        rows["p_cnn"].append([cnn[c] for c in CLASSES])
+        for k, v in calibration_record(r).items():
+            rows[k].append(v)
         rows["label"].append(y)
-        rows["chosen"].append(int(np.argmax(pb)))
-        alt = np.full(MAX_CONTESTS, -1)
-        contest = np.full((MAX_CONTESTS, len(CONTEST_KEYS)), np.nan)  # the pair features' inputs
-        for j, c in enumerate(cal.get("contests", [])[:MAX_CONTESTS]):
-            alt[j] = CLASSES.index(c["alternative"])
-            contest[j] = [c[k] for k in CONTEST_KEYS]
-        rows["alt"].append(alt)
-        rows["flagged"].append(bool((set(LOW_CONFIDENCE_REASONS) - {"ambiguous"}) & set(r.info))
-                               or "ood" in next(d for d in r.descriptors if d.name == "saxs.model").flags)
-        rows["contest"].append(contest)
         if (i + 1) % 25 == 0:
             log(f"  {i + 1}/{len(data['q'])} curves, {time.perf_counter() - t0:.0f} s")
     return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k == "flagged" else float) for k, v in rows.items()}
 
 
+def calibration_record(result) -> dict[str, Any]:
+    """What the calibration needs of one analyser result (`SaxsMLAnalyser.analyse`, calibration on or off: these
+    are taken before it acts): "features" (SHIFT_FEATURES), "p" (after the fits' arbitration), "p_cnn" (the CNN's),
+    "chosen" (class index), "alt" (MAX_CONTESTS class indices of the other refined shapes, -1 for none), "contest"
+    (their CONTEST_KEYS, NaN for none), "flagged" (saxs.model flagged for a reason other than an ambiguous fit or a
+    low calibrated probability: ood, other, data quality, misfit, fit disagrees, beyond training)."""
+    cal = result.info["calibration"]
+    pb = [cal["probabilities_before"][c] for c in CLASSES]
+    cnn = result.info.get("ml_probabilities") or cal["probabilities_before"]  # before the fits weighed in
+    alt = np.full(MAX_CONTESTS, -1)
+    contest = np.full((MAX_CONTESTS, len(CONTEST_KEYS)), np.nan)  # the pair features' inputs
+    for j, c in enumerate(cal.get("contests", [])[:MAX_CONTESTS]):
+        alt[j] = CLASSES.index(c["alternative"])
+        contest[j] = [c[k] for k in CONTEST_KEYS]
+    flagged = bool((set(LOW_CONFIDENCE_REASONS) - {"ambiguous"}) & set(result.info)) or \
+        "ood" in next(d for d in result.descriptors if d.name == "saxs.model").flags
+    return {"features": [cal["features"][k] for k in SHIFT_FEATURES], "p": pb, "p_cnn": [cnn[c] for c in CLASSES],
+            "chosen": int(np.argmax(pb)), "alt": alt, "contest": contest, "flagged": flagged}
+
+
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:
-    """The probabilities the analyser reports with calibration `params`: for the analyser's ("p"), the pair spread
-    towards the other refined shape of the largest μ (`spread_pair`, `pair_mu`), then the shrinkage; for the
-    CNN's alone ("p_cnn"), the shrinkage with the features predict_batch has."""
+    """The probabilities the analyser reports with calibration `params`: for the analyser's ("p"), the pair's move
+    towards the split by BIC with the other refined shape whose μ × share is largest (`share_pair`, `pair_mu`,
+    `bic_share`), then the shrinkage; for the CNN's alone ("p_cnn"), the shrinkage with the features predict_batch has."""
     p = part[key]
     if key != "p":
         return shrink(p, shift_lambda(_cnn_only(part["features"]), params))
     out = np.array(p, float)
     if params and params.get("pair_weights") and "contest" in part:
         mu = pair_mu(contest_pair_features(part["contest"]), params).reshape(part["alt"].shape)
-        mu = np.where(part["alt"] >= 0, mu, 0.0)
-        j = mu.argmax(axis=1)
-        for n, (c, a, m) in enumerate(zip(part["chosen"], part["alt"][np.arange(len(j)), j], mu[np.arange(len(j)), j])):
-            if a >= 0 and m > 0:
-                out[n] = spread_pair(out[n], int(c), int(a), float(m))
+        share = contest_shares(part["contest"])
+        move = np.where(part["alt"] >= 0, mu * share, 0.0)
+        j = move.argmax(axis=1)
+        for n, (c, jn) in enumerate(zip(part["chosen"], j)):
+            if move[n, jn] > 0:
+                out[n] = share_pair(out[n], int(c), int(part["alt"][n, jn]), float(mu[n, jn]), float(share[n, jn]))
     return shrink(out, shift_lambda(part["features"], params))
 
 
@@ -285,6 +289,12 @@ def contest_pair_features(contest: np.ndarray) -> np.ndarray:
     rows = contest.reshape(-1, len(CONTEST_KEYS))
     return np.array([pair_features(dict(zip(CONTEST_KEYS, row))) if np.isfinite(row[0]) else np.zeros(len(PAIR_FEATURES))
                      for row in rows]).reshape(len(rows), len(PAIR_FEATURES))
+
+
+def contest_shares(contest: np.ndarray) -> np.ndarray:
+    """(n, MAX_CONTESTS) `bic_share` of each stored contest (0 where there is none)."""
+    d = contest[..., CONTEST_KEYS.index("delta_bic")]
+    return np.vectorize(lambda x: bic_share(x) if np.isfinite(x) else 0.0, otypes=[float])(d)
 
 
 def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p", use: Sequence[str] = SHIFT_FEATURES,

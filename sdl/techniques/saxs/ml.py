@@ -335,6 +335,9 @@ _REFINE = {
     "disc": ("radius", "length"),
     "core_shell_cylinder": ("radius", "shell", "length"),
 }
+# upper bound of the refined Schulz polydispersity: spheres up to 0.6, beyond the trained 0.35, so that a broad
+# distribution of spheres is fitted as one (and flagged beyond_training) rather than imitated by an ellipsoid
+FIT_PD_MAX = {"sphere": 0.6, "default": 0.35}
 CORE_CONTRASTS = (-0.5, 0.0, 0.2, 3.0)  # core SLD / shell SLD (solvent 0) tried before refining; 0: hollow
 # structure factors (D.STRUCTURE_FACTORS) refined on D.SF_CLASSES: fitted sasmodels parameters as
 # (name, lower, upper, fitted in ln), the starting values tried, the fixed ones (Hayter-Penfold: 1 mM
@@ -406,7 +409,7 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     "structure_probabilities", "volfraction" and "volfraction_uncertainty" (None without S(q)), "charge" (e),
     "structure" ({kind: {"chi2_red", "bic", "delta_bic" (vs the chosen), "volfraction", "charge"}}),
     "at_bound" (refined parameters that ended on a bound of the fit: a size at ×3 from the starts, or
-    the polydispersity at its 0.35 cap)}.
+    the polydispersity at its FIT_PD_MAX cap)}.
     """
     from scipy.optimize import least_squares, nnls
 
@@ -483,12 +486,13 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
         return {"res": res, "fit": c[0], "coef": c[1], "chi2": chi2, "k": k, "chi2_red": chi2_red, "sd": sd}
 
     start_list = [start] if isinstance(start, dict) else list(start)
-    xs = [[math.log(max(st[n], 1.0)) for n in names] + [float(np.clip(st.get("polydispersity", 0.05), 0.0, 0.34))]
+    pd_max = FIT_PD_MAX.get(cls, FIT_PD_MAX["default"])
+    xs = [[math.log(max(st[n], 1.0)) for n in names] + [float(np.clip(st.get("polydispersity", 0.05), 0.0, min(pd_max - 0.01, 0.34)))]
           for st in start_list]
     x_ml = xs[0]
     # polydispersity from 0.005: below it sasmodels is monodisperse (D._sasmodels_pars), a flat trap for the fit
     lb = [min(x[i] for x in xs) - math.log(3.0) for i in range(len(names))] + [0.005]
-    ub = [max(x[i] for x in xs) + math.log(3.0) for i in range(len(names))] + [0.35]
+    ub = [max(x[i] for x in xs) + math.log(3.0) for i in range(len(names))] + [pd_max]
     if core_shell:
         lb += [-1.5]; ub += [5.0]
     if fit_dq:
@@ -657,11 +661,14 @@ def roughness_chi2(q: np.ndarray, I: np.ndarray, fit: np.ndarray, window: int = 
 # beyond its ranges (sdl.techniques.saxs.calibrate), stored beside the weights (<stem>_shift.json).
 SHIFT_FEATURES = ("noise", "noise_beyond", "resolution", "distance", "beyond_training", "misfit", "overruled")
 # Where the chosen shape's refined fit and another shape's are indistinguishable the data cannot tell them apart,
-# and the CNN's prior alone decides: off the training distribution (a shell thinner than trained, an axial ratio
-# beyond it) that prior is wrong as often as not. The analyser then moves probability between the two
-# (`spread_pair`, before the shrinkage above) by μ = 1 - exp(-v·g), g the PAIR_FEATURES of the two fits.
-PAIR_FEATURES = ("tie", "nested_gain", "ambiguous")
-TIE_CHI2 = 10.0  # χ² (in ĉ units) by which an alternative of no more parameters must fit worse to be told apart
+# and the CNN's prior alone decides (`arbitrate` weighs the fits' BIC by it): off the training distribution (a
+# shell thinner than trained, an axial ratio beyond it) that prior is wrong as often as not, and a prior near 1
+# overrules even a BIC that favours the alternative. The analyser therefore moves the pair's probability a
+# fraction μ = 1 - exp(-v·g) of the way towards the split the fits alone give, the alternative's BIC weight
+# 1 / (1 + exp(ΔBIC / 2)) capped at an even split (`share_pair`, before the shrinkage above); g: PAIR_FEATURES
+# (the kind of contest: an alternative with no more parameters, one with more, ambiguous), v >= 0 fitted. A nested
+# shell that does not improve the fit has a BIC weight near 0 and takes nothing; one the data favour takes up to half.
+PAIR_FEATURES = ("alike", "more_params", "ambiguous")
 # `ambiguous` (flag and pair feature): the data do not tell the chosen shape from a refined alternative.
 # An alternative with no more parameters is a tie when it fits worse by less than AMBIGUOUS_CHI2 (in ĉ units):
 # Kass & Raftery's "strong" evidence starts at a BIC difference of 6, and with no parameters saved the χ²
@@ -670,7 +677,9 @@ TIE_CHI2 = 10.0  # χ² (in ĉ units) by which an alternative of no more paramet
 # it is a tie only when it changes the fit: its χ² gain passes the likelihood-ratio test at AMBIGUOUS_LRT_P
 # (χ² with Δk degrees of freedom), which a superfluous shell that only reproduces the plain shape does not.
 # A shell must also be determined (`shell_z`: core unlike the shell and a thickness, each beyond AMBIGUOUS_SHELL_Z
-# sigma): a fitted core matching its shell within the errors is the plain shape again.
+# sigma): a fitted core matching its shell within the errors is the plain shape again — unless the alternative's
+# BIC, which charges its extra parameters k ln n, is the lower: then the data favour it (core and thickness of a
+# thin shell are correlated, so each alone can be undetermined while the shell as a whole is not).
 AMBIGUOUS_CHI2 = 6.0
 AMBIGUOUS_LRT_P = 0.05
 AMBIGUOUS_SHELL_Z = 2.0
@@ -704,14 +713,18 @@ def shift_features(noise: float, dq_over_q: float | None, distance_cdf: float, n
 def fit_contests(cls: str, fits: dict[str, dict[str, Any]], n: int) -> list[dict[str, Any]]:
     """The chosen shape `cls` against each other refined shape in `fits` (`refine` results on `n` points):
     [{"alternative", "delta_chi2": (χ²_alt - χ²_cls)/ĉ (total χ², ĉ the best χ²_red when above 1; < 0 when the
-    alternative fits better), "extra_params": k_alt - k_cls, "shell_z": `shell_z` of the alternative (NaN when it
-    has no shell)}]; empty without another fit."""
+    alternative fits better), "extra_params": k_alt - k_cls, "delta_bic": delta_chi2 + extra_params ln n,
+    "shell_z": `shell_z` of the alternative (NaN when it has no shell)}]; empty without another fit."""
     if cls not in fits or len(fits) < 2:
         return []
     c_hat = max(1.0, min(f["chi2_red"] for f in fits.values()))
     tot = {c: f["chi2_red"] * max(n - f["n_params"], 1) / c_hat for c, f in fits.items()}
-    return [{"alternative": a, "delta_chi2": float(tot[a] - tot[cls]), "extra_params": int(fits[a]["n_params"] - fits[cls]["n_params"]),
-             "shell_z": shell_z(fits[a])} for a in fits if a != cls]
+    out = []
+    for a in (a for a in fits if a != cls):
+        d, dk = float(tot[a] - tot[cls]), int(fits[a]["n_params"] - fits[cls]["n_params"])
+        out.append({"alternative": a, "delta_chi2": d, "extra_params": dk, "delta_bic": d + dk * math.log(max(n, 2)),
+                    "shell_z": shell_z(fits[a])})
+    return out
 
 
 def shell_z(f: dict[str, Any]) -> float:
@@ -729,47 +742,57 @@ def shell_z(f: dict[str, Any]) -> float:
 
 
 def pair_features(contest: dict[str, Any] | None) -> np.ndarray:
-    """PAIR_FEATURES of one of `fit_contests`: `tie` = 1 - Δχ²/TIE_CHI2 in [0, 1] when the alternative has no more
-    parameters than the chosen shape (1: it fits as well or better, 0 from TIE_CHI2 worse; ellipsoid against
-    cylinder, a core-shell shape against its plain core); `nested_gain` in [0, 1] when it has more (a shell the
-    chosen plain shape lacks, which always fits at least as well): its χ² gain beyond the Δk a superfluous
-    parameter set buys by chance, (gain - Δk) / (4 Δk), so 1 at a gain of 5 Δk, below the BIC's k ln n that
-    would have overruled the CNN. Both 0 without another fit."""
+    """PAIR_FEATURES of one of `fit_contests` (each 0 or 1): `alike` when the alternative has no more parameters
+    than the chosen shape (ellipsoid against cylinder, a core-shell shape against its plain core), `more_params`
+    when it has more (a shell or an axial ratio the chosen plain shape lacks), `ambiguous` when `is_ambiguous`.
+    How far the fits favour the alternative is in `bic_share`, not here. All 0 without another fit."""
     if not contest:
         return np.zeros(len(PAIR_FEATURES))
     d, dk = float(contest["delta_chi2"]), int(contest["extra_params"])
     if not math.isfinite(d):
         return np.zeros(len(PAIR_FEATURES))
-    amb = float(is_ambiguous(d, dk, float(contest.get("shell_z", math.nan))))
-    if dk <= 0:
-        return np.array([min(max(1.0 - d / TIE_CHI2, 0.0), 1.0), 0.0, amb])
-    return np.array([0.0, min(max((-d - dk) / (4.0 * dk), 0.0), 1.0), amb])
+    amb = float(is_ambiguous(d, dk, float(contest.get("shell_z", math.nan)), float(contest.get("delta_bic", math.nan))))
+    return np.array([float(dk <= 0), float(dk > 0), amb])
 
 
-def is_ambiguous(delta_chi2: float, extra_params: int, shell: float = math.nan) -> bool:
+def bic_share(delta_bic: float) -> float:
+    """The alternative's share of a pair by the fits alone: its BIC weight 1 / (1 + exp(ΔBIC / 2)) (ΔBIC =
+    BIC_alt - BIC_chosen, χ² in ĉ units), capped at 0.5 so that the chosen shape stays first; 0 when not finite."""
+    if not math.isfinite(delta_bic):
+        return 0.0
+    return min(1.0 / (1.0 + math.exp(min(delta_bic / 2.0, 700.0))), 0.5)
+
+
+def is_ambiguous(delta_chi2: float, extra_params: int, shell: float = math.nan, delta_bic: float = math.nan) -> bool:
     """Whether the data do not tell the chosen shape from an alternative that fits worse by `delta_chi2` (ĉ units;
     < 0: better) with `extra_params` more parameters: with none more, it fits worse by less than AMBIGUOUS_CHI2;
-    with more, its gain -delta_chi2 passes the likelihood-ratio test (χ²_Δk quantile 1 - AMBIGUOUS_LRT_P) and,
-    when the alternative adds a shell, that shell is determined (`shell` = its `shell_z` >= AMBIGUOUS_SHELL_Z)."""
+    with more, its BIC (`delta_bic` = delta_chi2 + Δk ln n, when given) is below the chosen shape's — the gain
+    pays for the extra parameters, so the data favour the alternative however its single parameters are
+    determined — or its gain -delta_chi2 passes the likelihood-ratio test (χ²_Δk quantile 1 - AMBIGUOUS_LRT_P)
+    and, when the alternative adds a shell, that shell is determined (`shell` = its `shell_z` >= AMBIGUOUS_SHELL_Z)."""
     if not math.isfinite(delta_chi2):
         return False
     if extra_params <= 0:
         return delta_chi2 < AMBIGUOUS_CHI2
     from scipy.stats import chi2
 
+    if math.isfinite(delta_bic) and delta_bic < 0:
+        return True
     if math.isfinite(shell) and shell < AMBIGUOUS_SHELL_Z:
         return False
     return -delta_chi2 > float(chi2.ppf(1.0 - AMBIGUOUS_LRT_P, extra_params))
 
 
-def spread_pair(p: np.ndarray, i: int, j: int, mu: float) -> np.ndarray:
-    """Probabilities `p` with classes i and j moved a fraction `mu` towards their mean (their sum, the others
-    and the ranking are kept)."""
+def share_pair(p: np.ndarray, i: int, j: int, mu: float, share: float) -> np.ndarray:
+    """Probabilities `p` with the pair of the chosen class i and the alternative j moved a fraction `mu` towards
+    the split that gives j `share` (<= 0.5, `bic_share`) of their sum: p_j' = (1 - μ) p_j + μ share (p_i + p_j).
+    Their sum and the other classes are kept, and so is the ranking when p_i >= p_j."""
     out = np.array(p, dtype=float)
     if i == j or mu <= 0:
         return out
-    m = 0.5 * (out[i] + out[j])
-    out[i], out[j] = (1 - mu) * out[i] + mu * m, (1 - mu) * out[j] + mu * m
+    m = out[i] + out[j]
+    out[j] = (1 - mu) * out[j] + mu * min(share, 0.5) * m
+    out[i] = m - out[j]
     return out
 
 
@@ -1009,10 +1032,12 @@ class SaxsMLAnalyser:
             info["ambiguous"] = (f"the data do not tell {cls} from " + ", ".join(
                 f"{c['alternative']} (Δχ² {c['delta_chi2']:+.1f}, {c['extra_params']:+d} parameters)" for c in tied)
                 + ": both refined shapes fit as well")
-        top = max(contests, key=lambda c: c["mu"], default=None)
-        if top is not None and top["mu"] > 0:
-            p = spread_pair(p, CLASSES.index(cls), CLASSES.index(top["alternative"]), top["mu"])
-            info["calibration"]["spread"] = {"alternative": top["alternative"], "mu": top["mu"]}
+        # the contest that would move the most: μ × the alternative's share by BIC
+        top = max(contests, key=lambda c: c["mu"] * bic_share(c["delta_bic"]), default=None)
+        if top is not None and top["mu"] * bic_share(top["delta_bic"]) > 0:
+            share = bic_share(top["delta_bic"])
+            p = share_pair(p, CLASSES.index(cls), CLASSES.index(top["alternative"]), top["mu"], share)
+            info["calibration"]["shared"] = {"alternative": top["alternative"], "mu": top["mu"], "bic_share": share}
         p = shrink(p, lam)
         if p.max() < LOW_CONFIDENCE or set(LOW_CONFIDENCE_REASONS) & set(info):
             flags.append("low_confidence")
