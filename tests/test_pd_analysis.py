@@ -239,3 +239,21 @@ def test_a_broad_peaked_phase_that_brings_the_fit_to_the_noise_level_is_accepted
     test = candidate_test(without, refine(tt, y, s, 1.5406, ["TiO2_rutile", "NiO"], [1.0, 1.0], [30.0, 10.0]))
     assert test["own_peak_support"] < UNIQUE_MIN_SUPPORT and test["chi2_gain"] < STRONG_CHI2_GAIN, test
     assert test["misfit_gain"] >= NOISE_LEVEL_GAIN and test["accepted"], test
+
+
+def test_search_match_ranks_a_weak_broad_peaked_phase_by_the_chi2_it_would_remove():
+    """10 vol% anatase of 6 nm crystallites beside 60 nm CeO2 (a far stronger scatterer): the
+    search-match stage ranks the phases by the weighted χ² drop they would bring with the background
+    refitted, at the main phase's size and at a small one, so anatase comes first (a plain
+    correlation with the residual at the main phase's size put brookite first), and a phase
+    whose drop is below what candidate_test asks is not proposed."""
+    from sdl.techniques.pd.ml import PdMLAnalyser, refine
+
+    tt = np.arange(15, 80, 0.02)
+    y, s = _pattern([spd.PhaseComponent("CeO2", 0.9, 1.0, 60.0), spd.PhaseComponent("TiO2_anatase", 0.1, 1.0, 6.0)], tt, 0)
+    an = PdMLAnalyser()
+    ref = refine(tt, y, s, 1.5406, ["CeO2"], [1.0], [30.0])
+    assert an._residual_matches(tt, 1.5406, "unpolarised", None, ref, {"CeO2"})[0] == "TiO2_anatase"
+    pure, sp = _pattern([spd.PhaseComponent("CeO2", 1.0, 1.0, 60.0)], tt, 0)
+    assert an._residual_matches(tt, 1.5406, "unpolarised", None, refine(tt, pure, sp, 1.5406, ["CeO2"], [1.0], [30.0]),
+                                {"CeO2"}) == []

@@ -88,6 +88,7 @@ DETECTION_LIMIT = DROP_FRACTION  # wt fraction: refinement drops phases below it
 CANDIDATE_MIN_PROB = 0.03  # library phases the CNN did not call but gives at least this probability
 MAX_CANDIDATES = 2
 MAX_MATCH_CANDIDATES = 2  # library phases whose pattern best matches the residual (search-match stage)
+MATCH_SMALL_SIZE_NM = 6.0  # search-match also tries each phase at this crystallite size (broad peaks)
 UNEXPLAINED_SIGMA = 5.0  # an unexplained peak: smoothed residual maximum above this many σ ...
 UNEXPLAINED_REL_HEIGHT = 0.03  # ... and above this fraction of the strongest fitted peak
 ADD_MIN_FRACTION = 0.04
@@ -728,32 +729,39 @@ class PdMLAnalyser:
         return [self.library[j] for j in np.argsort(-p) if p[j] >= CANDIDATE_MIN_PROB]
 
     def _residual_matches(self, tt, lam, pol, cag, ref, exclude, kalpha2=None) -> list[str]:
-        """Search-match: the library phases (not in `exclude`) whose pattern, at the refined
-        profile, correlates best with the positive residual of the current fit."""
+        """Search-match: the library phases (not in `exclude`) that would lower χ² most if added to
+        the current fit at the refined profile, each at its lattice-scale range's ends and middle
+        and at the refined median crystallite size or MATCH_SMALL_SIZE_NM: the drop (r·v)²/(v·v) of
+        the weighted residual r on the phase's weighted pattern v with the background's share of v
+        removed (the fit would refit the background; a broad pattern it can absorb counts for
+        little). Weighting by 1/σ lets a weak scatterer's peaks on a flat background outrank the
+        shape misfit under a strong phase's peaks; kept when the drop is at least half of what
+        candidate_test asks of a phase."""
         from simulators.pd import physics as spd
 
-        r = np.maximum(ref["y"] - ref["fit"], 0.0)
-        if not np.any(r > 0):
-            return []
-        size = float(np.median(ref["size_nm"]))
+        x, sig = ref["two_theta"], ref["sigma"]
+        r = (ref["y"] - ref["fit"]) / sig
+        Bw = _chebyshev_design(x, N_BACKGROUND) / sig[:, None]
+        Qb = np.linalg.qr(Bw)[0]
         prof = spd.Profile(wavelength_angstrom=lam, caglioti_uvw_deg2=cag or DEFAULT_CAGLIOTI[
             "synchrotron" if pol == "synchrotron" else "lab"], zero_shift_deg=ref["zero_shift_deg"],
             displacement_mm=ref["displacement_mm"], polarisation=pol,
             kalpha2_angstrom=kalpha2[0] if kalpha2 else 0.0, kalpha2_ratio=kalpha2[1] if kalpha2 else 0.0)
-        x = ref["two_theta"]
+        sizes = sorted({float(np.median(ref["size_nm"])), MATCH_SMALL_SIZE_NM})
+        need = 0.5 * ADD_MIN_CHI2_GAIN * max(ref["chi2_reduced"] - 1.0, MISFIT_FLOOR) * x.size
         scores = []
         for lp in self.phases:
             if lp.label in exclude:
                 continue
-            best = 0.0
-            for s in (lp.lattice_range[0], 0.5 * sum(lp.lattice_range), lp.lattice_range[1]):
-                v = spd.phase_patterns(x, [spd.PhaseComponent(lp.phase, 1.0, s, size, ref["strain"])], prof)[0]
-                n = float(np.linalg.norm(v))
-                if n > 0:
-                    best = max(best, float(r @ v) / (n * max(float(np.linalg.norm(r)), 1e-300)))
-            scores.append((best, lp.label))
+            lo, hi = lp.lattice_range
+            comps = [spd.PhaseComponent(lp.phase, 1.0, s, L, ref["strain"]) for s in (lo, 0.5 * (lo + hi), hi) for L in sizes]
+            V = spd.phase_patterns(x, comps, prof).T / sig[:, None]
+            V -= Qb @ (Qb.T @ V)
+            g, h = r @ V, np.einsum("ij,ij->j", V, V)
+            drop = np.where((g > 0) & (h > 0), g * g / np.maximum(h, 1e-300), 0.0)
+            scores.append((float(drop.max()), lp.label))
         scores.sort(reverse=True)
-        return [lab for sc, lab in scores[:MAX_MATCH_CANDIDATES] if sc > 0.2]
+        return [lab for sc, lab in scores[:MAX_MATCH_CANDIDATES] if sc >= max(need, MIN_DELTA_CHI2)]
 
     def _refine(self, measurement, q, y, sigma, lam, called, est, prob):
         """Refine the called phases; then test the next most probable library phases and those that
@@ -808,30 +816,35 @@ class PdMLAnalyser:
                 dropped.append(p)
         added: list[str] = []
         tested: list[dict[str, Any]] = []
-        failed = set(dropped)  # candidates that did not pass are not tried again
-        passed: list[str] = []  # passed but another candidate explained more: tried again next round
+        failed = set(dropped)  # candidates that did not pass are not tried again; tried again next round
+        # are those that passed but another explained more, and those whose own peaks are seen at a
+        # weight that counts but whose gain fell short beside a larger misfit that the added phase
+        # then removes (14 wt% diamond of 5 nm beside a still unfitted ZrO2)
+        retry: list[str] = []
         cnn_ranked = [self.library[j] for j in np.argsort(-prob) if prob[j] >= CANDIDATE_MIN_PROB]
         while len(ref["phases"]) < MAX_PHASES:
             seen = set(ref["phases"]) | failed
-            cands = [c for c in passed if c not in seen]
+            cands = [c for c in retry if c not in seen]
             for source in (cnn_ranked, self._residual_cnn(lam, ref)):
                 cands += [c for c in source if c not in seen and c not in cands][:MAX_CANDIDATES]
             cands += self._residual_matches(tt, lam, pol, cag, ref, seen | set(cands), k2)
-            best, passed = None, []
+            best, retry = None, []
             for c in cands:
                 trial = fit(ref["phases"] + [c], as_prev(ref))
                 test = candidate_test(ref, trial)
                 tested.append({"phase": c, "cnn_probability": float(prob[self.library.index(c)]), **test})
                 if test["accepted"]:
-                    passed.append(c)
+                    retry.append(c)
                     if best is None or test["chi2_gain"] > best[0]:
                         best = (test["chi2_gain"], c, trial)
+                elif test["refined_fraction"] >= ADD_MIN_FRACTION and _supported((test["own_peak_share"], test["own_peak_support"])):
+                    retry.append(c)
                 else:
                     failed.add(c)
             if best is None:
                 break
             _, c, trial = best
-            passed.remove(c)
+            retry.remove(c)
             ref, more = fit_and_drop(trial["phases"], as_prev(trial))
             dropped += more
             failed.update(more)
