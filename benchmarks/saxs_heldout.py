@@ -27,7 +27,7 @@ Reported per split: accuracy, ECE (15 bins of the top probability, as training r
 low_confidence), confident errors (wrong, p >= 0.9, not flagged) — first for the CNN alone on every curve, then for the
 whole analyser (refinement of the two most probable shapes and the nested (core-)shell alternative weighed by BIC; flags
 for a misfit, a better-fitting other shape, another shape fitting as well (ambiguous), refined parameters beyond the
-training ranges) on the first `--full` curves of
+training ranges, the fits overruling the CNN) on the first `--full` curves of
 each split (`--workers` processes), with how often each flag fires, the unflagged errors, and the radius error of the
 right-class in_range spheres/ellipsoids/cylinders. Prints and writes benchmarks/results/saxs_heldout.txt.
 
@@ -247,7 +247,8 @@ def concentrated(an, n: int, seed: int, out: Printout) -> None:
     out()
 
 
-FLAG_KINDS = ("ood", "other", "low_probability", "data_quality", "misfit", "fit_disagrees", "ambiguous", "beyond_training")
+FLAG_KINDS = ("ood", "other", "low_probability", "data_quality", "misfit", "fit_disagrees", "ambiguous", "beyond_training",
+              "overruled")
 _WORKER: dict[str, object] = {}
 
 
@@ -429,7 +430,7 @@ def main() -> None:
     # the whole analyser (refinement of the CNN's two most probable shapes and of the nested alternative, BIC
     # arbitration, misfit / fit-disagreement / ambiguous / beyond-training flags), per split
     out(f"whole analyser (CNN, then refinement of the two most probable shapes and the nested (core-)shell alternative weighed "
-        f"by BIC; flags: misfit, fit disagrees, ambiguous, beyond training), first {args.full} curves of each split:")
+        f"by BIC; flags: misfit, fit disagrees, ambiguous, beyond training, fits overrule the CNN), first {args.full} curves of each split:")
     jobs = [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for split, d in data.items()
             for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: args.full]]
     t = time.perf_counter()

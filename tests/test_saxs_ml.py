@@ -534,6 +534,25 @@ def test_shapes_the_data_do_not_tell_apart_are_flagged_and_a_clear_sphere_is_not
     assert nested["delta_chi2"] <= 0.5 and nested["shell_z"] < AMBIGUOUS_SHELL_Z, nested  # nested: it fits at least as well
 
 
+def test_fits_overruling_the_cnn_flag_low_confidence(analyser):
+    """A training-regime curve of the calibration set (sdl's own generator, seed 13, curve 45: an ellipsoid) that
+    the CNN reads as a disc and the refined fits as the ellipsoid: the answer is the fits', and since the two
+    sources disagree — such answers were right for 6 of 11 in-range calibration curves — saxs.model is
+    low_confidence with info["overruled"] naming both shapes."""
+    from sdl.techniques.saxs.calibrate import generate
+    from sdl.techniques.saxs.ml import LOW_CONFIDENCE_REASONS
+
+    d = generate(20, 13, "train")
+    i = 45
+    res = analyser.analyse(_measurement(d["q"][i], d["I"][i], d["sigma"][i], d["dq"][i]))
+    model = _desc(res, "saxs.model")
+    cnn = max(res.info["ml_probabilities"], key=res.info["ml_probabilities"].get)
+    assert CLASSES[d["label"][i]] == "ellipsoid" and model.value == "ellipsoid" and cnn != "ellipsoid", (model.value, cnn)
+    assert "overruled" in LOW_CONFIDENCE_REASONS and "low_confidence" in model.flags
+    assert "ellipsoid" in res.info["overruled"] and cnn in res.info["overruled"], res.info["overruled"]
+    assert res.info["calibration"]["features"]["overruled"] == 1.0
+
+
 def test_far_out_curve_reports_a_lower_probability_than_an_in_range_one(analyser):
     """The same sphere measured as training did (2 % errors, dq/q 0.03) and far beyond it (30 % errors, dq/q
     0.2, a strong upturn): the far-out curve's reported top probability is shrunk more and ends lower, and it

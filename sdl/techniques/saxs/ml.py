@@ -27,7 +27,8 @@ Pipeline for one curve I(q):
    instrument, the chosen fit misfits (χ²_red against the file's errors, or `roughness_chi2`
    without them), another refined shape fits clearly better (`fit_disagreement`), another refined
    shape fits as well, so the data do not tell the two apart (`is_ambiguous`; info["ambiguous_shapes"]),
-   or the refined parameters lie beyond the training ranges (`beyond_training`).
+   or the refined parameters lie beyond the training ranges (`beyond_training`), or the fits chose another shape
+   than the CNN's top one (`overruled`).
 
 The shipped weights live in sdl/techniques/saxs/weights/saxs_ml.pt (loaded with weights_only=True).
 Train new ones with `sdl train saxs` (sdl.techniques.saxs.train).
@@ -362,7 +363,9 @@ NESTED = {"sphere": "core_shell_sphere", "core_shell_sphere": "sphere", "cylinde
 NESTED_CORE_CONTRASTS = (3.0, 0.0, 0.6, 1.0, 1.5)
 FIT_DISAGREE_BIC = 10.0  # another refined shape fits better than the chosen one by this ΔBIC: low_confidence
 # info keys whose presence makes saxs.model low_confidence (besides a top probability below LOW_CONFIDENCE)
-LOW_CONFIDENCE_REASONS = ("data_quality", "misfit", "fit_disagrees", "beyond_training", "ambiguous")
+# "overruled": the fits' arbitration chose another shape than the CNN's top one; the two sources of evidence
+# disagree, and on the calibration set (sdl's own generator) such answers were right for 6 of 11 in-range curves
+LOW_CONFIDENCE_REASONS = ("data_quality", "misfit", "fit_disagrees", "beyond_training", "ambiguous", "overruled")
 # training ranges of the refined parameters (simulators.saxs.dataset.sample_params), with 15 % tolerance
 # on ratios and 0.05 on polydispersity: a chosen fit beyond them is an extrapolation of the classifier
 TRAINED_PD_MAX = {"sphere": 0.35, "core_shell_sphere": 0.15, "ellipsoid": 0.3, "cylinder": 0.25, "disc": 0.25,
@@ -1006,6 +1009,10 @@ class SaxsMLAnalyser:
             why = fit_disagreement(cls, info["arbitration"])
             if why:
                 info["fit_disagrees"] = why
+        if r is not None and cls != pred["model"][0]:
+            cnn = pred["model"][0]
+            info["overruled"] = (f"the refined fits chose {cls} over the CNN's {cnn} (CNN p {float(pred['probabilities_cnn'][0].max()):.2f}): "
+                                 "the two disagree, and such answers are right about half the time on the training generator")
         if r is not None:
             why = beyond_training(cls, r["values"], r["at_bound"], r["sld_core"])
             if why:
