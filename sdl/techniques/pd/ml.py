@@ -819,7 +819,7 @@ class PdMLAnalyser:
         failed = set(dropped)  # candidates that did not pass are not tried again; tried again next round
         # are those that passed but another explained more, and those whose own peaks are seen at a
         # weight that counts but whose gain fell short beside a larger misfit that the added phase
-        # then removes (14 wt% diamond of 5 nm beside a still unfitted ZrO2)
+        # then removes (10 wt% diamond beside KCl and a still unfitted ZrO2)
         retry: list[str] = []
         cnn_ranked = [self.library[j] for j in np.argsort(-prob) if prob[j] >= CANDIDATE_MIN_PROB]
         while len(ref["phases"]) < MAX_PHASES:
