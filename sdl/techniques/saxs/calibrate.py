@@ -248,7 +248,7 @@ def calibration_record(result) -> dict[str, Any]:
     are taken before it acts): "features" (SHIFT_FEATURES), "p" (after the fits' arbitration), "p_cnn" (the CNN's),
     "chosen" (class index), "alt" (MAX_CONTESTS class indices of the other refined shapes, -1 for none), "contest"
     (their CONTEST_KEYS, NaN for none), "flagged" (saxs.model flagged for a reason other than an ambiguous fit or a
-    low calibrated probability: ood, other, data quality, misfit, fit disagrees, beyond training)."""
+    low calibrated probability: ood, or one of LOW_CONFIDENCE_REASONS but "ambiguous")."""
     cal = result.info["calibration"]
     pb = [cal["probabilities_before"][c] for c in CLASSES]
     cnn = result.info.get("ml_probabilities") or cal["probabilities_before"]  # before the fits weighed in

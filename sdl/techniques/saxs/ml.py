@@ -1040,9 +1040,9 @@ class SaxsMLAnalyser:
                 f"{c['alternative']} (Δχ² {c['delta_chi2']:+.1f}, {c['extra_params']:+d} parameters)" for c in tied)
                 + ": both refined shapes fit as well")
         # the contest that would move the most: μ × the alternative's share by BIC
-        top = max(contests, key=lambda c: c["mu"] * bic_share(c["delta_bic"]), default=None)
-        if top is not None and top["mu"] * bic_share(top["delta_bic"]) > 0:
-            share = bic_share(top["delta_bic"])
+        share, top = max(((bic_share(c["delta_bic"]), c) for c in contests), key=lambda t: t[1]["mu"] * t[0],
+                         default=(0.0, None))
+        if top is not None and top["mu"] * share > 0:
             p = share_pair(p, CLASSES.index(cls), CLASSES.index(top["alternative"]), top["mu"], share)
             info["calibration"]["shared"] = {"alternative": top["alternative"], "mu": top["mu"], "bic_share": share}
         p = shrink(p, lam)
