@@ -521,6 +521,7 @@ def plot_analysis(result: Any, out: Path, *, technique: Any = None, measurement:
                         zorder=3)
                 for xv in xs:
                     axr.axvline(xv, color="crimson", lw=0.7, alpha=0.6)
+        if fit is not None:
             if sigma is not None and np.any(sigma > 0):
                 r = np.where(sigma > 0, (y - fit) / np.where(sigma > 0, sigma, 1.0), np.nan)
                 rlabel = "(data − fit)/σ"
