@@ -273,8 +273,9 @@ def _read_with_sasdata(p: Path, kind: str, q_unit: str | None, forced: bool) -> 
                             "loader": f"sasdata {_sasdata_version()}", "title": _title(d, 0),
                             "n_datasets": len(one_d)}
     if len(one_d) > 1:
-        others = ", ".join(repr(_title(o, i)) for i, o in enumerate(one_d[1:], 1))
         meta["datasets"] = [_title(o, i) for i, o in enumerate(one_d)]
+        others = ", ".join(map(repr, meta["datasets"][1:4])) + (f" and {len(one_d) - 4} more (all named in the metadata's "
+                                                                 "'datasets')" if len(one_d) > 4 else "")
         warnings.append(f"the file holds {len(one_d)} data sets; analysed the first ({_title(d, 0)!r}), not {others}")
     if len(data) > len(one_d):
         warnings.append(f"{len(data) - len(one_d)} 2-D data set(s) in the file ignored")

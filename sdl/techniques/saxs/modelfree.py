@@ -57,6 +57,7 @@ CURVATURE_Z = 2.0  # a window is linear when its q⁴ term is within this many s
 CURVATURE_QUADRATIC_Z = 3.0  # q⁴ term beyond this many sd in the best window: Rg from the quadratic
 NO_SIGMA_RELATIVE = 0.04  # relative error assumed without sigma (AUTORG's default)
 SIGMA_FLOOR = 0.005  # relative floor on sigma (calibration/model errors counting statistics miss)
+SHOULDER_RATIO = 2.0  # I at the lowest q over the Guinier I(0) above which the window is a shoulder, not the Guinier region
 POROD_QRG = 4.0  # the power-law fit runs from q·Rg = this to the end of the curve
 POROD_LAST = 1.0 / 3.0  # without an Rg: over the last third of the ln q span
 MIN_POROD_POINTS = 10
@@ -367,7 +368,8 @@ def invariant(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, guinier: d
 
 
 def _absolute(meta: dict[str, Any]) -> bool:
-    u = str(meta.get("intensity_unit") or "").replace(" ", "").lower()
+    # sasdata writes the CanSAS/NXcanSAS unit as LaTeX ("cm^{-1}")
+    u = str(meta.get("intensity_unit") or "").replace(" ", "").replace("{", "").replace("}", "").lower()
     return u in ABSOLUTE_UNITS
 
 
@@ -428,6 +430,13 @@ def modelfree_descriptors(measurement: Measurement, analyser: str = "saxs_modelf
     rg_flags = [] if g["ok"] else ["fit_failed"]
     if g["ok"] and not g["linear"] and sigma is not None:
         rg_flags.append("low_confidence")
+    # the window sits on a shoulder: the points below it lie far above its I(0), so larger structures
+    # (aggregates, a larger particle or a correlation peak at lower q) dominate there and this Rg is a substructure's
+    if g["ok"] and low > SHOULDER_RATIO * g["i0"] and math.isfinite(low):
+        rg_flags.append("low_confidence")
+        g["note"] = (f"I at the lowest q ({low:.3g}) is {low / g['i0']:.1f} times the Guinier I(0) ({g['i0']:.3g}) of the "
+                     f"window {g['q_min']:.3g}-{g['q_max']:.3g} Å⁻¹: larger structures dominate below it; this Rg "
+                     "describes a substructure, not the whole scatterer")
     # without a Guinier region the value is the apparent Rg of the first points, flagged fit_failed (a
     # store cannot hold NaN); with no decay at all there is no number to give and the descriptor is left out
     rg_value = g["rg"] if g["ok"] else g.get("rg_apparent")
