@@ -106,6 +106,20 @@ def test_specific_surface_only_on_absolute_scale_with_a_volume_fraction():
         assert info3["saxs.specific_surface_m2_per_cm3"]["produced"] is False
 
 
+def test_coil_without_a_guinier_region_gets_rg_from_the_debye_function():
+    """A Gaussian coil (sasmodels mono_gauss_coil, Rg 80 Å) measured from q = 0.02 Å⁻¹ (q_min·Rg = 1.6: no Guinier
+    window of 10 points): Rg comes from the Debye function, within 3 %; a sphere in the same window misfits the
+    Debye function and stays fit_failed."""
+    q = np.geomspace(0.02, 0.4, 120)
+    d, info = _by_name(_measured(form_factor_curve("mono_gauss_coil", q, rg=80.0, i_zero=1.0, background=0.0), q=q))
+    rg = d["saxs.rg_nm"]
+    assert rg.trusted and rg.value == pytest.approx(8.0, rel=0.03), (rg, info["saxs.rg_nm"])
+    assert info["saxs.rg_nm"]["fit"].startswith("Debye") and "no Guinier region" in info["saxs.rg_nm"]["note"]
+    q = np.geomspace(0.05, 0.5, 200)
+    d, info = _by_name(_measured(_sphere(200.0, 0.1, q=q), q=q))
+    assert "fit_failed" in d["saxs.rg_nm"].flags
+
+
 def test_no_guinier_region_is_flagged_not_reported():
     q = np.geomspace(0.05, 0.5, 200)  # a 20 nm sphere: q_min·Rg ≈ 7.7
     d, info = _by_name(_measured(_sphere(200.0, 0.1, q=q), q=q))

@@ -11,7 +11,11 @@ including those the ML calls `other` or flags `ood` (polymer coils, aggregates, 
   `MIN_GUINIER_POINTS` points, a negative slope, q_max·Rg ≤ 1.3 and q_min·Rg ≤ 1.0; among the
   admissible windows whose reduced chi² says the Guinier plot is linear there, the one with the
   smallest Rg uncertainty wins. None admissible (the curve starts too high in q for the size, or
-  rises at low q): `fit_failed`, value NaN — never a number from outside the Guinier region.
+  rises at low q): the Debye function of a Gaussian coil is fitted from the first point to q·Rg = 5
+  (`debye_fit`: polymer solutions and blends, whose Guinier region is often too short), and its Rg is
+  reported when χ²_red passes; otherwise `fit_failed` with the apparent Rg of the first points —
+  never a trusted number from outside the Guinier region. A window whose lowest-q points lie above
+  `SHOULDER_RATIO` × its I(0) is a shoulder (larger structures below it): `low_confidence`.
 * ``saxs.porod_exponent`` — n of I(q) = A q⁻ⁿ + B fitted over the high-q part of the curve (from
   q·Rg = 4 to the end; without an Rg, the last third of the ln q span); B is the flat background,
   weights from sigma (plus a fraction of A q⁻ⁿ where form-factor oscillations about the power law
@@ -57,6 +61,7 @@ CURVATURE_Z = 2.0  # a window is linear when its q⁴ term is within this many s
 CURVATURE_QUADRATIC_Z = 3.0  # q⁴ term beyond this many sd in the best window: Rg from the quadratic
 NO_SIGMA_RELATIVE = 0.04  # relative error assumed without sigma (AUTORG's default)
 SIGMA_FLOOR = 0.005  # relative floor on sigma (calibration/model errors counting statistics miss)
+DEBYE_QRG_MAX = 5.0  # the Debye fit runs from the first point to q·Rg = this (a Gaussian coil's form holds that far)
 SHOULDER_RATIO = 2.0  # I at the lowest q over the Guinier I(0) above which the window is a shoulder, not the Guinier region
 POROD_QRG = 4.0  # the power-law fit runs from q·Rg = this to the end of the curve
 POROD_LAST = 1.0 / 3.0  # without an Rg: over the last third of the ln q span
@@ -215,6 +220,42 @@ def guinier_autorg(q: np.ndarray, intensity: np.ndarray, sigma: np.ndarray | Non
                n_points=j - i + 1, chi2_reduced=float(chi2r[k]), linear=bool(strict), fit=method,
                rg_spread_near_best=float(np.std(rg[near])) if near.sum() > 1 else 0.0,
                note="" if strict or not has_sigma else "no window is linear within the sigma given; chose by relative chi²")
+    return out
+
+
+def debye_fit(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, rg_start: float,
+              qrg_max: float = DEBYE_QRG_MAX) -> dict[str, Any]:
+    """Radius of gyration of Gaussian coils from the Debye function, I = I0·2(e⁻ˣ + x − 1)/x², x = (q·Rg)², plus a
+    flat background B >= 0, weighted least squares from the first point to q·Rg = `qrg_max` (q in Å⁻¹, ascending;
+    Rg in Å). For polymer solutions and blends, whose Guinier region (q·Rg <= 1.3) often holds fewer than
+    MIN_GUINIER_POINTS points: the coil's known form carries the size out to q·Rg ~ 5. "ok" when χ²_red passes the
+    test the Guinier windows pass (within 3 sd of 1): particles with sharp surfaces misfit by orders of magnitude.
+    Returns {"ok", "rg", "rg_sd", "i0", "background", "chi2_reduced", "q_min", "q_max", "n_points"}."""
+    from scipy.optimize import least_squares
+
+    s = np.maximum(np.asarray(sigma, float), SIGMA_FLOOR * np.abs(I)) if sigma is not None else NO_SIGMA_RELATIVE * np.abs(I)
+    out: dict[str, Any] = {"ok": False, "rg": math.nan, "rg_sd": math.nan, "chi2_reduced": None, "n_points": 0}
+    rg = float(rg_start)
+    for _ in range(3):  # the window depends on Rg
+        m = (q * rg <= qrg_max) & (s > 0)
+        if m.sum() < MIN_GUINIER_POINTS:
+            return out
+        qq, yy, ss = q[m], I[m], s[m]
+
+        def resid(p: np.ndarray) -> np.ndarray:
+            x = (qq * math.exp(p[1])) ** 2
+            f = np.where(x < 1e-6, 1 - x / 3, 2 * (np.expm1(-x) + x) / np.maximum(x, 1e-300) ** 2)
+            return (math.exp(p[0]) * f + p[2] - yy) / ss
+
+        r = least_squares(resid, [math.log(max(float(yy[0]), 1e-30)), math.log(rg), 0.0], x_scale="jac",
+                          bounds=([-np.inf, -np.inf, 0.0], [np.inf, np.inf, np.inf]))
+        rg = math.exp(r.x[1])
+    dof = int(m.sum()) - 3
+    chi2r = float(np.sum(r.fun ** 2) / dof)
+    cov = np.linalg.pinv(r.jac.T @ r.jac) * max(chi2r, 1.0)
+    out.update(ok=chi2r <= 1.0 + 3.0 * math.sqrt(2.0 / dof), rg=rg, rg_sd=rg * math.sqrt(max(cov[1, 1], 0.0)),
+               i0=math.exp(r.x[0]), background=float(r.x[2]), chi2_reduced=chi2r, q_min=float(qq[0]),
+               q_max=float(qq[-1]), n_points=int(m.sum()))
     return out
 
 
@@ -414,6 +455,7 @@ def modelfree_descriptors(measurement: Measurement, analyser: str = "saxs_modelf
 
     # Guinier
     g = guinier_autorg(q, I, sigma)
+    low = math.inf  # median I of the points below the Guinier window
     if g["ok"]:
         # a correlation peak (interparticle interference, S(q) != 1) makes I rise with q somewhere: the
         # points below the window fall well under the Guinier I(0), or the curve climbs well above it
@@ -427,12 +469,21 @@ def modelfree_descriptors(measurement: Measurement, analyser: str = "saxs_modelf
             g = {**g, "ok": False, "rg_apparent": g["rg"],
                  "note": f"{where} the Guinier I(0) ({g['i0']:.3g}) of the window {g['q_min']:.3g}-{g['q_max']:.3g} "
                          "Å⁻¹: a correlation peak (S(q) != 1); no Guinier region"}
+    if not g["ok"] and g.get("rg_apparent"):
+        # no Guinier window of MIN_GUINIER_POINTS points, but the curve may decay as a Gaussian coil does
+        d = debye_fit(q, I, sigma, g["rg_apparent"])
+        if d["ok"]:
+            g = {**g, **{k: d[k] for k in ("rg", "rg_sd", "i0", "chi2_reduced", "q_min", "q_max", "n_points")},
+                 "ok": True, "linear": True, "fit": "Debye function (Gaussian coil) over q·Rg ≤ "
+                 f"{DEBYE_QRG_MAX:g}", "i0_sd": math.nan, "qRg_min": d["q_min"] * d["rg"], "qRg_max": d["q_max"] * d["rg"],
+                 "note": g["note"] + f"; the curve follows a Gaussian coil's Debye function from its first point to "
+                 f"q·Rg = {d['q_max'] * d['rg']:.1f} (χ²_red {d['chi2_reduced']:.2f}): Rg from that fit"}
     rg_flags = [] if g["ok"] else ["fit_failed"]
     if g["ok"] and not g["linear"] and sigma is not None:
         rg_flags.append("low_confidence")
     # the window sits on a shoulder: the points below it lie far above its I(0), so larger structures
     # (aggregates, a larger particle or a correlation peak at lower q) dominate there and this Rg is a substructure's
-    if g["ok"] and low > SHOULDER_RATIO * g["i0"] and math.isfinite(low):
+    if g["ok"] and math.isfinite(low) and low > SHOULDER_RATIO * g["i0"]:
         rg_flags.append("low_confidence")
         g["note"] = (f"I at the lowest q ({low:.3g}) is {low / g['i0']:.1f} times the Guinier I(0) ({g['i0']:.3g}) of the "
                      f"window {g['q_min']:.3g}-{g['q_max']:.3g} Å⁻¹: larger structures dominate below it; this Rg "
