@@ -120,6 +120,14 @@ def test_coil_without_a_guinier_region_gets_rg_from_the_debye_function():
     assert "fit_failed" in d["saxs.rg_nm"].flags
 
 
+def test_a_curve_that_barely_decays_gives_a_low_confidence_rg():
+    """A 3 Å sphere measured to q = 0.3 Å⁻¹ (the curve ends at q·Rg ≈ 0.7: inside the Guinier regime throughout, like
+    a flat background run): its Rg rests on a small slope and is low_confidence, with a note."""
+    q = np.geomspace(0.01, 0.3, 150)
+    d, info = _by_name(_measured(_sphere(3.0, q=q), q=q, rel=0.05))
+    assert "low_confidence" in d["saxs.rg_nm"].flags and "barely decays" in info["saxs.rg_nm"]["note"]
+
+
 def test_no_guinier_region_is_flagged_not_reported():
     q = np.geomspace(0.05, 0.5, 200)  # a 20 nm sphere: q_min·Rg ≈ 7.7
     d, info = _by_name(_measured(_sphere(200.0, 0.1, q=q), q=q))

@@ -15,7 +15,8 @@ including those the ML calls `other` or flags `ood` (polymer coils, aggregates, 
   (`debye_fit`: polymer solutions and blends, whose Guinier region is often too short), and its Rg is
   reported when χ²_red passes; otherwise `fit_failed` with the apparent Rg of the first points —
   never a trusted number from outside the Guinier region. A window whose lowest-q points lie above
-  `SHOULDER_RATIO` × its I(0) is a shoulder (larger structures below it): `low_confidence`.
+  `SHOULDER_RATIO` × its I(0) is a shoulder (larger structures below it): `low_confidence`; so is an Rg
+  with q_max·Rg < 1 over the whole curve (it never leaves the Guinier regime: a flat curve).
 * ``saxs.porod_exponent`` — n of I(q) = A q⁻ⁿ + B fitted over the high-q part of the curve (from
   q·Rg = 4 to the end; without an Rg, the last third of the ln q span); B is the flat background,
   weights from sigma (plus a fraction of A q⁻ⁿ where form-factor oscillations about the power law
@@ -488,6 +489,12 @@ def modelfree_descriptors(measurement: Measurement, analyser: str = "saxs_modelf
         g["note"] = (f"I at the lowest q ({low:.3g}) is {low / g['i0']:.1f} times the Guinier I(0) ({g['i0']:.3g}) of the "
                      f"window {g['q_min']:.3g}-{g['q_max']:.3g} Å⁻¹: larger structures dominate below it; this Rg "
                      "describes a substructure, not the whole scatterer")
+    # the whole curve lies inside the Guinier regime: it barely decays over the measured range (a flat curve, such
+    # as a background run, or a size below what the q range resolves), so the slope is mostly noise
+    if g["ok"] and q[-1] * g["rg"] < 1.0:
+        rg_flags.append("low_confidence")
+        g["note"] = (f"the curve ends at q·Rg = {q[-1] * g['rg']:.2f} < 1: I barely decays over the measured range "
+                     "(a flat curve or a size below what this q range resolves); the Rg rests on a small slope")
     # without a Guinier region the value is the apparent Rg of the first points, flagged fit_failed (a
     # store cannot hold NaN); with no decay at all there is no number to give and the descriptor is left out
     rg_value = g["rg"] if g["ok"] else g.get("rg_apparent")
