@@ -257,3 +257,19 @@ def test_search_match_ranks_a_weak_broad_peaked_phase_by_the_chi2_it_would_remov
     pure, sp = _pattern([spd.PhaseComponent("CeO2", 1.0, 1.0, 60.0)], tt, 0)
     assert an._residual_matches(tt, 1.5406, "unpolarised", None, refine(tt, pure, sp, 1.5406, ["CeO2"], [1.0], [30.0]),
                                 {"CeO2"}) == []
+
+
+def test_without_a_sigma_column_the_counting_errors_are_checked_against_the_first_fit(analyser):
+    """6 wt% NiO beside rutile, intensities not in counts (÷300) and no σ column: σ = √I would make the first fit's
+    χ²_red ~1e-4, and no phase test (in χ² units) could pass, so NiO went unseen. The analyser scales σ so that the
+    first fit's χ²_red is 1, finds NiO as it does with the true σ, and says what it assumed."""
+    tt = np.arange(15, 80, 0.02)
+    y, s = _pattern([spd.PhaseComponent("TiO2_rutile", 0.94, 1.0, 30.0), spd.PhaseComponent("NiO", 0.06, 1.0, 30.0)],
+                    tt, 1, counts=3e3)
+    md = {"wavelength_angstrom": 1.5406}
+    with_sigma = analyser.analyse(Measurement(technique="pd", arrays={"two_theta_deg": tt, "intensity": y, "sigma": s}, metadata=md))
+    scaled = analyser.analyse(Measurement(technique="pd", arrays={"two_theta_deg": tt, "intensity": y / 300}, metadata=md))
+    for r in (with_sigma, scaled):
+        assert {d.name: d for d in r.descriptors}["pd.phases"].value == "NiO+TiO2_rutile"
+    assert "warnings" not in with_sigma.info
+    assert "these are not counts" in scaled.info["warnings"][0] and scaled.info["chi2_reduced"] == pytest.approx(1.0, abs=0.2)

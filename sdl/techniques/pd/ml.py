@@ -667,6 +667,8 @@ class PdMLAnalyser:
                        for i, p in enumerate(called)}
                 ood_score = unexplained_fraction(ref["y"], ref["fit"], ref["background"], ref["sigma"])
                 extra = unexplained_peaks(ref["two_theta"], ref["y"], ref["fit"], ref["background"], ref["sigma"])
+                if ref.get("sigma_note"):
+                    info.setdefault("warnings", []).append(ref["sigma_note"])
                 info.update(chi2_reduced=ref["chi2_reduced"], rwp=ref["rwp"], strain=ref["strain"],
                             zero_shift_deg=ref["zero_shift_deg"], displacement_mm=ref["displacement_mm"],
                             nfev=ref["nfev"], dropped_phases=ref.get("dropped", []),
@@ -805,6 +807,18 @@ class PdMLAnalyser:
             return ref, dropped
 
         ref, dropped = fit_and_drop(list(called))
+        sigma_note = None
+        if sigma is None:
+            # no σ column: refine weighs by √I (counting statistics); a first fit better than those errors allow
+            # (χ²_red < 1) says the intensities are not counts, and the phase tests, in χ² units, would then never
+            # pass: σ is scaled so that the first fit's χ²_red is 1
+            c2 = float(ref["chi2_reduced"])
+            sigma_note = "no σ column: σ = √I assumed (counting statistics)"
+            if 0 < c2 < 1:
+                sigma = ref["sigma"] * math.sqrt(c2)
+                ref, dropped = fit_and_drop(list(called))
+                sigma_note = (f"no σ column: σ = √I (counting statistics) gave the first fit χ²_red {c2:.3g} < 1, so "
+                              f"these are not counts; σ scaled by {math.sqrt(c2):.3g} to make it 1")
         # a called phase the CNN is unsure of stays if the data show its own peaks or the fit needs
         # it (polymorphs and solid solutions share most lines: a 50/50 CeO2 / t-ZrO2 mixture)
         for p in [p for p in ref["phases"] if prob[self.library.index(p)] < CONFIRM_PROB]:
@@ -852,6 +866,8 @@ class PdMLAnalyser:
         ref["dropped"] = dropped
         ref["added"] = added
         ref["tested"] = tested
+        if sigma_note:
+            ref["sigma_note"] = sigma_note
         return ref
 
 
