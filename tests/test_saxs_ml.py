@@ -361,7 +361,8 @@ def test_shift_shrinkage_keeps_the_ranking_and_grows_with_the_evidence():
     evidence, every feature 0) and grows with each feature; no calibration, no change; the shipped
     calibration has non-negative weights on the SHIFT_FEATURES and PAIR_FEATURES and records a command that
     regenerates it (no temporary paths)."""
-    from sdl.techniques.saxs.ml import PAIR_FEATURES, SHIFT_FEATURES, load_shift_calibration, shift_features, shift_lambda, shrink
+    from sdl.techniques.saxs.ml import (PAIR_FEATURES, SHIFT_FEATURES, TOP_FEATURES, load_shift_calibration, shift_features,
+                                        shift_lambda, shrink)
 
     p = np.array([0.9, 0.05, 0.03, 0.01, 0.005, 0.003, 0.002])
     q = shrink(p, 0.4)
@@ -376,11 +377,31 @@ def test_shift_shrinkage_keeps_the_ranking_and_grows_with_the_evidence():
     assert shift_lambda(far, None) == 0.0
     shipped = load_shift_calibration(WEIGHTS)
     assert shipped is not None, "the shift calibration beside the shipped weights is missing"
-    for part in ("analyser", "cnn"):
-        assert len(shipped[part]["weights"]) == len(SHIFT_FEATURES) and min(shipped[part]["weights"]) >= 0.0
+    assert len(shipped["cnn"]["weights"]) == len(SHIFT_FEATURES) and min(shipped["cnn"]["weights"]) >= 0.0
+    top = shipped["analyser"]["top_weights"]
+    assert len(top) == len(TOP_FEATURES) and min(top) >= 0.0 and shipped["analyser"]["b"] > 0
     assert len(shipped["analyser"]["pair_weights"]) == len(PAIR_FEATURES) and min(shipped["analyser"]["pair_weights"]) >= 0.0
     cmd = shipped["fitted_with"]["command"]
     assert cmd.startswith("python -m sdl.techniques.saxs.calibrate ") and "/tmp" not in cmd and "--cache" not in cmd, cmd
+
+
+def test_top_class_recalibration_keeps_the_ranking_and_falls_with_the_evidence():
+    """`confident`: the top class's probability σ(a + b·logit p − w·f) with the others in their ratios: sums to 1,
+    the same argmax even when the evidence drives it below the runner-up's share, lower with more evidence, and p
+    unchanged without parameters."""
+    from sdl.techniques.saxs.ml import TOP_FEATURES, confident
+
+    p = np.array([0.9, 0.05, 0.03, 0.01, 0.005, 0.003, 0.002])
+    params = {"a": 0.2, "b": 1.0, "top_weights": [0.5] * len(TOP_FEATURES)}
+    none, some, lots = (np.full(len(TOP_FEATURES), v) for v in (0.0, 0.5, 20.0))
+    out = [confident(p, f, params) for f in (none, some, lots)]
+    for o in out:
+        assert o.sum() == pytest.approx(1.0) and o.argmax() == 0
+    assert out[0][0] > p[0] > out[1][0] > out[2][0]  # a > 0 raises it without evidence
+    assert out[1][1] / out[1][2] == pytest.approx(p[1] / p[2])
+    np.testing.assert_allclose(confident(p, lots, None), p)
+    batch = confident(np.stack([p, p[::-1]]), np.stack([none, lots]), params)
+    np.testing.assert_allclose(batch[0], out[0]) and np.testing.assert_allclose(batch[1][::-1], confident(p, lots, params))
 
 
 def test_error_floor_is_not_evidence_of_a_shift_but_uniform_noise_is():
@@ -566,7 +587,8 @@ def test_far_out_curve_reports_a_lower_probability_than_an_in_range_one(analyser
     bad = analyser.analyse(_measurement(q, far_I * (1 + 0.3 * rng.normal(size=q.size)), 0.3 * far_I, 0.2 * q))
     pg, pb = (max(_desc(r, "saxs.model").probabilities.values()) for r in (good, bad))
     assert _desc(good, "saxs.model").value == "sphere"
-    assert bad.info["calibration"]["shrink"] > good.info["calibration"]["shrink"] + 0.1, (good.info["calibration"], bad.info["calibration"])
+    fg, fb = good.info["calibration"]["features"], bad.info["calibration"]["features"]
+    assert sum(fb.values()) > sum(fg.values()) + 1.0, (fg, fb)
     assert pb < pg and pb < 0.9, (pg, pb)
     assert pg > max(good.info["calibration"]["probabilities_before"].values()) - 0.05
     assert "low_confidence" in _desc(bad, "saxs.model").flags

@@ -1,8 +1,9 @@
 """Fit the saxs_ml calibration off the training distribution: how far to move probability between two shapes whose
-refined fits are indistinguishable and how far to shrink the reported shape probabilities (sdl.techniques.saxs.ml:
-fit_contests, pair_features, bic_share, share_pair, shift_features, shift_lambda, shrink).
+refined fits are indistinguishable, how confident the whole analyser's top answer is, and how far to shrink the CNN's
+probabilities (sdl.techniques.saxs.ml: fit_contests, pair_features, bic_share, share_pair, shift_features,
+top_features, confident, shift_lambda, shrink).
 
-    python -m sdl.techniques.saxs.calibrate --n-per-class 20 --seed 13 [--cache DIR]
+    python -m sdl.techniques.saxs.calibrate --n-per-class 40 --seed 13 [--cache DIR]
 
 The curves come from sdl's own training generator (simulators.saxs.dataset: its sasmodels shapes, Schulz
 polydispersity, Gaussian smearing, backgrounds and noise), never from a benchmark's held-out generator,
@@ -25,8 +26,9 @@ Each curve goes through the whole analyser (refinement and flags) with the calib
 and probabilities it reports are kept (`--cache`, a speed-up only), then the calibration is fitted by maximum
 likelihood of the true class (each in-range curve weighing IN_RANGE_WEIGHT times a shifted or beyond one): for
 the analyser's final probabilities, the pair's move a fraction μ = 1 - exp(-v·g) towards the split by BIC with the
-other refined shape (g: its PAIR_FEATURES; `share_pair`), then p' = (1 - λ) p + λ / K with λ = 1 - exp(-w·f), v, w >= 0 ("analyser"); for the CNN's alone,
-the shrinkage with the features it has without refinement ("cnn", for predict_batch). Written to
+other refined shape (g: its PAIR_FEATURES; `share_pair`), then the top class's probability σ(a + b·logit p_top −
+w·f) with f its TOP_FEATURES (`confident`), v, w >= 0 ("analyser"); for the CNN's alone, p' = (1 - λ) p + λ / K with
+λ = 1 - exp(-w·f) and the features it has without refinement ("cnn", for predict_batch). Written to
 <weights stem>_shift.json.
 """
 
@@ -42,13 +44,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, LOW_CONFIDENCE_REASONS, PAIR_FEATURES, SHIFT_FEATURES, WEIGHTS, bic_share, pair_features,
-                                   pair_mu, share_pair, shift_lambda, shrink)
+from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, LOW_CONFIDENCE_REASONS, PAIR_FEATURES, SHIFT_FEATURES, TOP_FEATURES, WEIGHTS,
+                                   bic_share, confident, pair_features, pair_mu, share_pair, shift_lambda, shrink, top_features)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
 IN_RANGE = ("train", "varied")  # regimes of the training distribution
 # likelihood weight of each "train"-regime curve against a shifted or beyond one; chosen by 2-fold CV on the
-# calibration set (3 splits): in-range ECE 5.0 % at weight 1, 2.9 % at 8, shifted 19.5 / 19.2 %, beyond 18.5 / 17.9 %
+# calibration set (3 splits; with the uniform shrinkage the analyser used before `confident`): in-range ECE 5.0 % at
+# weight 1, 2.9 % at 8, shifted 19.5 / 19.2 %, beyond 18.5 / 17.9 %
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
 CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z", "delta_bic")  # what `collect` keeps of each fit contest
@@ -266,20 +269,39 @@ def calibration_record(result) -> dict[str, Any]:
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:
     """The probabilities the analyser reports with calibration `params`: for the analyser's ("p"), the pair's move
     towards the split by BIC with the other refined shape whose μ × share is largest (`share_pair`, `pair_mu`,
-    `bic_share`), then the shrinkage; for the CNN's alone ("p_cnn"), the shrinkage with the features predict_batch has."""
+    `bic_share`), then the top class's recalibration (`confident`); for the CNN's alone ("p_cnn"), the shrinkage
+    with the features predict_batch has. `part` may carry "pair_features" and "shares" (`with_contests`)."""
     p = part[key]
     if key != "p":
         return shrink(p, shift_lambda(_cnn_only(part["features"]), params))
     out = np.array(p, float)
     if params and params.get("pair_weights") and "contest" in part:
-        mu = pair_mu(contest_pair_features(part["contest"]), params).reshape(part["alt"].shape)
-        share = contest_shares(part["contest"])
+        part = with_contests(part)
+        mu = pair_mu(part["pair_features"].reshape(-1, len(PAIR_FEATURES)), params).reshape(part["alt"].shape)
+        share = part["shares"]
         move = np.where(part["alt"] >= 0, mu * share, 0.0)
         j = move.argmax(axis=1)
         for n, (c, jn) in enumerate(zip(part["chosen"], j)):
             if move[n, jn] > 0:
                 out[n] = share_pair(out[n], int(c), int(part["alt"][n, jn]), float(mu[n, jn]), float(share[n, jn]))
-    return shrink(out, shift_lambda(part["features"], params))
+    return confident(out, analyser_features(part), params)
+
+
+def with_contests(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`part` with "pair_features" (n, MAX_CONTESTS, len(PAIR_FEATURES)) and "shares" (n, MAX_CONTESTS) of its stored
+    contests, computed once (fitting evaluates `calibrated` thousands of times)."""
+    if "pair_features" in part:
+        return part
+    n = len(part["label"]) if "label" in part else len(part["p"])
+    return {**part, "pair_features": contest_pair_features(part["contest"]).reshape(n, MAX_CONTESTS, len(PAIR_FEATURES)),
+            "shares": contest_shares(part["contest"])}
+
+
+def analyser_features(part: dict[str, np.ndarray]) -> np.ndarray:
+    """(n, len(TOP_FEATURES)) of stored records: their SHIFT_FEATURES, the flag, and whether a contest is ambiguous."""
+    part = with_contests(part)
+    amb = part["pair_features"][..., PAIR_FEATURES.index("ambiguous")].any(axis=1)
+    return top_features(part["features"], part["flagged"], amb)
 
 
 def contest_pair_features(contest: np.ndarray) -> np.ndarray:
@@ -297,31 +319,37 @@ def contest_shares(contest: np.ndarray) -> np.ndarray:
     return np.vectorize(lambda x: bic_share(x) if np.isfinite(x) else 0.0, otypes=[float])(d)
 
 
-def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p", use: Sequence[str] = SHIFT_FEATURES,
-                    pair: bool = True, l2: float = 1e-3) -> dict[str, Any]:
-    """Maximum-likelihood calibration parameters >= 0 (shift weights on the features in `use`, the others 0, and
-    with `pair` the PAIR_FEATURES weights) of the true class under `calibrated`, each curve's log-likelihood
-    weighted by `weights`, with a small L2 penalty."""
+def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p", l2: float = 1e-3) -> dict[str, Any]:
+    """Maximum-likelihood calibration parameters of the true class under `calibrated`, each curve's log-likelihood
+    weighted by `weights`, with a small L2 penalty: for the analyser ("p") the pair weights v >= 0, a, b > 0 and the
+    top weights w >= 0 of `confident`; for the CNN alone ("p_cnn") the shrinkage weights >= 0 on CNN_FEATURES."""
     from scipy.optimize import minimize
 
-    cols = [SHIFT_FEATURES.index(u) for u in use]
-    n_pair = len(PAIR_FEATURES) if pair else 0
     wt = np.asarray(weights, float) / np.sum(weights)
     y = part["label"]
+    if key == "p":
+        part = with_contests(part)
+        n_p, n_t = len(PAIR_FEATURES), len(TOP_FEATURES)
+        x0 = np.r_[np.full(n_p, 0.1), 0.0, 1.0, np.full(n_t, 0.1)]
+        bounds = [(0.0, 20.0)] * n_p + [(-10.0, 10.0), (0.05, 5.0)] + [(0.0, 20.0)] * n_t
 
-    def unpack(x: np.ndarray) -> dict[str, Any]:
-        w = np.zeros(len(SHIFT_FEATURES))
-        w[cols] = x[:len(cols)]
-        out: dict[str, Any] = {"weights": [float(v) for v in w]}
-        if pair:
-            out["pair_weights"] = [float(v) for v in x[len(cols):]]
-        return out
+        def unpack(x: np.ndarray) -> dict[str, Any]:
+            return {"pair_weights": [float(v) for v in x[:n_p]], "a": float(x[n_p]), "b": float(x[n_p + 1]),
+                    "top_weights": [float(v) for v in x[n_p + 2:]]}
+    else:
+        cols = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
+        x0, bounds = np.full(len(cols), 0.1), [(0.0, 20.0)] * len(cols)
+
+        def unpack(x: np.ndarray) -> dict[str, Any]:
+            w = np.zeros(len(SHIFT_FEATURES))
+            w[cols] = x
+            return {"weights": [float(v) for v in w]}
 
     def nll(x: np.ndarray) -> float:
         pr = calibrated(part, unpack(x), key)[np.arange(len(y)), y]
         return float(-np.sum(wt * np.log(np.maximum(pr, 1e-12))) + l2 * np.sum(x ** 2))
 
-    res = minimize(nll, np.full(len(cols) + n_pair, 0.1), method="L-BFGS-B", bounds=[(0.0, 20.0)] * (len(cols) + n_pair))
+    res = minimize(nll, x0, method="L-BFGS-B", bounds=bounds)
     return {**unpack(res.x), "nll": float(res.fun)}
 
 
@@ -336,10 +364,10 @@ def report(name: str, part: dict[str, np.ndarray], params: dict[str, Any] | None
             f"confident (p>=0.9) errors {np.mean((p.argmax(1) != y) & (p.max(1) >= 0.9)):5.1%} -> "
             f"{np.mean((q.argmax(1) != y) & (q.max(1) >= 0.9)):5.1%}")
     if key == "p" and "flagged" in part:  # the analyser's flags: the fit-based ones, an ambiguous contest, low p
-        amb = contest_pair_features(part["contest"])[:, PAIR_FEATURES.index("ambiguous")].reshape(part["alt"].shape) > 0
+        amb = analyser_features(part)[:, TOP_FEATURES.index("ambiguous")] > 0
         right = q.argmax(1) == y
         for label, fl in (("without ambiguity", part["flagged"] | (q.max(1) < LOW_CONFIDENCE)),
-                          ("with ambiguity", part["flagged"] | (q.max(1) < LOW_CONFIDENCE) | amb.any(axis=1))):
+                          ("with ambiguity", part["flagged"] | (q.max(1) < LOW_CONFIDENCE) | amb)):
             line += (f"; {label}: flagged {fl.mean():5.1%}, right or flagged {np.mean(right | fl):5.1%}, "
                      f"unflagged confident errors {np.mean(~right & ~fl & (q.max(1) >= 0.9)):5.1%}")
     return line
@@ -360,7 +388,7 @@ def regime_weights(parts: dict[str, dict[str, np.ndarray]], in_range_weight: flo
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sdl.techniques.saxs.calibrate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n-per-class", type=int, default=16, help="curves per class and regime (default 16)")
+    ap.add_argument("--n-per-class", type=int, default=40, help="curves per class and regime (default 40)")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--out", type=Path, default=None, help="default: <weights stem>_shift.json beside the weights")
@@ -395,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ranges (no feature tells them from right answers) would buy a shrinkage of right in-range answers
     wt = regime_weights(parts)
     analyser = fit_calibration(allp, wt)
-    cnn = fit_calibration(allp, wt, key="p_cnn", use=CNN_FEATURES, pair=False)
+    cnn = fit_calibration(allp, wt, key="p_cnn")
     lines = [report(r, parts[r], analyser) for r in REGIMES] + [report("cnn " + r, parts[r], cnn, "p_cnn") for r in REGIMES]
     for line in lines:
         print(line)
@@ -403,7 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = f"python -m sdl.techniques.saxs.calibrate --n-per-class {args.n_per_class} --seed {args.seed}"
     if args.weights.resolve() != WEIGHTS.resolve():
         cmd += f" --weights {args.weights}"
-    blob = {"features": list(SHIFT_FEATURES), "pair_features": list(PAIR_FEATURES), "analyser": analyser, "cnn": cnn,
+    blob = {"features": list(SHIFT_FEATURES), "pair_features": list(PAIR_FEATURES), "top_features": list(TOP_FEATURES),
+            "analyser": analyser, "cnn": cnn,
             "fitted_with": {"command": cmd,
                             "generator": "simulators.saxs.dataset (sdl's training generator): its instrument, the same "
                                          "varied inside its ranges, shifted artefacts and particles beyond its ranges "
