@@ -68,7 +68,7 @@ def main() -> None:
         sf = got.get("saxs.structure_factor")
         rg = got.get("saxs.rg_nm")
         out(f"{e['file']}: {e['sample']}")
-        how = (r.info.get("saxs.rg_nm") or {}).get("fit") or "apparent"
+        how = "apparent" if rg is None or "fit_failed" in rg.flags else (r.info.get("saxs.rg_nm") or {}).get("fit") or "?"
         guinier = f"Rg {rg.value:.3g} nm ({how.split(' (')[0]}) [{', '.join(rg.flags) or 'no flag'}]" if rg else "no Rg"
         out(f"    accepted {'/'.join(e['accepted'])}{' (hollow)' if e.get('hollow') else ''}; answer {model.value} "
             f"(p {max(model.probabilities.values()):.2f}) [{', '.join(model.flags) or 'no flag'}] -> {v.upper()}; "
