@@ -42,7 +42,7 @@ probabilities before the calibration, the shift features, the fit contests and t
 sdl.techniques.saxs.calibrate.calibration_record), so that `--rescore FILE` prints that section again in seconds
 with the calibration file as it is now (a report only: nothing is ever fitted on this generator).
 
-    python benchmarks/saxs_heldout.py [--n 6000] [--n-other 3000] [--seed 7] [--full 140] [--workers 2] [--concentrated 100] [--only concentrated] [--cache FILE]
+    python benchmarks/saxs_heldout.py [--n 6000] [--n-other 3000] [--seed 7] [--full 140] [--workers 2] [--concentrated 100] [--only concentrated] [--cache FILE [--reuse-cache]]
     python benchmarks/saxs_heldout.py --rescore FILE
 """
 
@@ -374,6 +374,8 @@ def main() -> None:
                     "calibration inputs in (for --rescore)")
     ap.add_argument("--rescore", type=Path, default=None, help="print the whole-analyser section of a --cache file with "
                     "the calibration as it is now, and nothing else (writes no results file)")
+    ap.add_argument("--reuse-cache", action="store_true", help="with --cache FILE: the whole-analyser section from FILE's "
+                    "fits rescored with the calibration as it is now, the rest run afresh (after a calibration change only)")
     ap.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/saxs_heldout.txt, "
                     "saxs_heldout_concentrated.txt with --only concentrated)")
     args = ap.parse_args()
@@ -434,6 +436,18 @@ def main() -> None:
     jobs = [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for split, d in data.items()
             for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: args.full]]
     t = time.perf_counter()
+    if args.reuse_cache:  # the fits of the run that wrote the cache, with the calibration as it is now
+        rows = rescore(args.cache, args.weights)
+        out(f"(the whole analyser's rows are those cached in {args.cache.name}, rescored with this commit's calibration "
+            "file: the fits are not redone)")
+        rel, details = whole_analyser_table(rows, out)
+        for line in details:
+            out(line)
+        out(f"radius after refinement (in_range spheres/ellipsoids/cylinders, right class, n={len(rel)}): median rel err "
+            f"{np.median(rel):.1%}, 90th pct {np.quantile(rel, 0.9):.1%}")
+        out.write(args.out)
+        print(f"(written to {args.out})")
+        return
     if args.workers > 1:
         import multiprocessing as mp
 
