@@ -440,29 +440,23 @@ def main() -> None:
         rows = rescore(args.cache, args.weights)
         out(f"(the whole analyser's rows are those cached in {args.cache.name}, rescored with this commit's calibration "
             "file: the fits are not redone)")
-        rel, details = whole_analyser_table(rows, out)
-        for line in details:
-            out(line)
-        out(f"radius after refinement (in_range spheres/ellipsoids/cylinders, right class, n={len(rel)}): median rel err "
-            f"{np.median(rel):.1%}, 90th pct {np.quantile(rel, 0.9):.1%}")
-        out.write(args.out)
-        print(f"(written to {args.out})")
-        return
-    if args.workers > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.weights,)) as pool:
-            results = pool.map(_analyse_one, jobs, chunksize=1)
     else:
-        _init_worker(args.weights, an)
-        results = [_analyse_one(j) for j in jobs]
-    wall = time.perf_counter() - t
-    rows = [dict(r, label=int(data[r["split"]]["label"][r["i"]]), model=data[r["split"]]["model"][r["i"]],
-                 truth_radius=data[r["split"]]["truth"][r["i"]].get("radius", math.nan)) for r in results if r is not None]
+        if args.workers > 1:
+            import multiprocessing as mp
+
+            with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.weights,)) as pool:
+                results = pool.map(_analyse_one, jobs, chunksize=1)
+        else:
+            _init_worker(args.weights, an)
+            results = [_analyse_one(j) for j in jobs]
+        wall = time.perf_counter() - t
+        rows = [dict(r, label=int(data[r["split"]]["label"][r["i"]]), model=data[r["split"]]["model"][r["i"]],
+                     truth_radius=data[r["split"]]["truth"][r["i"]].get("radius", math.nan)) for r in results if r is not None]
     rel, details = whole_analyser_table(rows, out)
-    if args.cache:
-        save_cache(args.cache, rows)
-    out(f"({len(jobs)} curves in {wall:.0f} s wall, {args.workers} worker(s))")
+    if not args.reuse_cache:
+        if args.cache:
+            save_cache(args.cache, rows)
+        out(f"({len(jobs)} curves in {wall:.0f} s wall, {args.workers} worker(s))")
     for line in details:
         out(line)
     if rel:

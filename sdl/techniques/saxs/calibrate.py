@@ -292,8 +292,7 @@ def with_contests(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     contests, computed once (fitting evaluates `calibrated` thousands of times)."""
     if "pair_features" in part:
         return part
-    n = len(part["label"]) if "label" in part else len(part["p"])
-    return {**part, "pair_features": contest_pair_features(part["contest"]).reshape(n, MAX_CONTESTS, len(PAIR_FEATURES)),
+    return {**part, "pair_features": contest_pair_features(part["contest"]).reshape(len(part["p"]), MAX_CONTESTS, len(PAIR_FEATURES)),
             "shares": contest_shares(part["contest"])}
 
 

@@ -173,10 +173,15 @@ def _low_q_relative_errors(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | Non
     return sigma[ok][low] / I[ok][low]
 
 
+def noise_levels(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> tuple[float, float]:
+    """(`noise_level`, `informative_noise`) of a curve from one pass (without sigma, estimating it is the cost)."""
+    r = _low_q_relative_errors(q, I, sigma)
+    return (math.nan, math.nan) if r is None else (float(np.median(r)), float(np.percentile(r, 25)))
+
+
 def noise_level(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float:
     """Median relative error sigma/I over the lower half (in ln q) of the curve (_low_q_relative_errors)."""
-    r = _low_q_relative_errors(q, I, sigma)
-    return float("nan") if r is None else float(np.median(r))
+    return noise_levels(q, I, sigma)[0]
 
 
 def informative_noise(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) -> float:
@@ -186,8 +191,7 @@ def informative_noise(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None) ->
     swamps the weak points of a steep curve: with sigma = r I + f I_max it stays near r while at least a
     quarter of those points lie well above f I_max; uniformly noisy data and low counts (whose best points
     are noisy too) still show."""
-    r = _low_q_relative_errors(q, I, sigma)
-    return float("nan") if r is None else float(np.percentile(r, 25))
+    return noise_levels(q, I, sigma)[1]
 
 
 def median_dq_over_q(q: np.ndarray, dq: np.ndarray | None) -> float | None:
@@ -924,10 +928,7 @@ class SaxsMLAnalyser:
                 if tname not in app:
                     val[i, j] = unc[i, j] = np.nan
         sigmas = list(sigma_list) if sigma_list is not None else [None] * n
-        # noise_level and informative_noise of each curve from one pass (without sigma, estimating it is the cost)
-        rel = [_low_q_relative_errors(q, I, s) for q, I, s in zip(q_list, I_list, sigmas)]
-        noise = np.array([math.nan if r is None else float(np.median(r)) for r in rel])
-        noise_info = np.array([math.nan if r is None else float(np.percentile(r, 25)) for r in rel])
+        noise, noise_info = np.array([noise_levels(q, I, s) for q, I, s in zip(q_list, I_list, sigmas)]).reshape(n, 2).T
         p_cnn = p
         if self.shift is not None:  # the CNN-alone calibration off the training distribution (no fit evidence)
             f = np.array([shift_features(nz, None, c) for nz, c in zip(noise_info, cal["distance_cdf"])]).reshape(n, -1)

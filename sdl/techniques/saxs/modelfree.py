@@ -484,17 +484,20 @@ def modelfree_descriptors(measurement: Measurement, analyser: str = "saxs_modelf
         rg_flags.append("low_confidence")
     # the window sits on a shoulder: the points below it lie far above its I(0), so larger structures
     # (aggregates, a larger particle or a correlation peak at lower q) dominate there and this Rg is a substructure's
+    doubts = []
     if g["ok"] and math.isfinite(low) and low > SHOULDER_RATIO * g["i0"]:
-        rg_flags.append("low_confidence")
-        g["note"] = (f"I at the lowest q ({low:.3g}) is {low / g['i0']:.1f} times the Guinier I(0) ({g['i0']:.3g}) of the "
-                     f"window {g['q_min']:.3g}-{g['q_max']:.3g} Å⁻¹: larger structures dominate below it; this Rg "
-                     "describes a substructure, not the whole scatterer")
+        doubts.append(f"I at the lowest q ({low:.3g}) is {low / g['i0']:.1f} times the Guinier I(0) ({g['i0']:.3g}) of the "
+                      f"window {g['q_min']:.3g}-{g['q_max']:.3g} Å⁻¹: larger structures dominate below it; this Rg "
+                      "describes a substructure, not the whole scatterer")
     # the whole curve lies inside the Guinier regime: it barely decays over the measured range (a flat curve, such
     # as a background run, or a size below what the q range resolves), so the slope is mostly noise
     if g["ok"] and q[-1] * g["rg"] < 1.0:
-        rg_flags.append("low_confidence")
-        g["note"] = (f"the curve ends at q·Rg = {q[-1] * g['rg']:.2f} < 1: I barely decays over the measured range "
-                     "(a flat curve or a size below what this q range resolves); the Rg rests on a small slope")
+        doubts.append(f"the curve ends at q·Rg = {q[-1] * g['rg']:.2f} < 1: I barely decays over the measured range "
+                      "(a flat curve or a size below what this q range resolves); the Rg rests on a small slope")
+    if doubts:
+        g["note"] = "; ".join(doubts)
+        if "low_confidence" not in rg_flags:
+            rg_flags.append("low_confidence")
     # without a Guinier region the value is the apparent Rg of the first points, flagged fit_failed (a
     # store cannot hold NaN); with no decay at all there is no number to give and the descriptor is left out
     rg_value = g["rg"] if g["ok"] else g.get("rg_apparent")
