@@ -351,6 +351,8 @@ def rescore(path: Path, weights: Path | None) -> list[dict]:
     for n in range(len(z["i"])):
         r = {k: z[k][n].item() for k in CACHE_KEYS}
         flags = [f for f in r["flags"].split(",") if f]
+        if CLASSES[int(p[n].argmax())] == "other" and "other" not in flags:  # a misfit moved it there (to_other)
+            flags.append("other")
         if p[n].max() < LOW_CONFIDENCE:
             flags.append("low_probability")
         rows.append({**r, "p": list(p[n]), "flags": flags})
@@ -365,6 +367,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--full", type=int, default=140, help="curves of each split analysed end to end (refinement, "
                     "arbitration between the two most probable shapes, misfit flag; radius error in range)")
+    ap.add_argument("--full-in-range", type=int, default=None, help="curves of the in_range split analysed end to end "
+                    "(default: --full)")
     ap.add_argument("--workers", type=int, default=1, help="processes for the whole-analyser section (one torch thread each)")
     ap.add_argument("--weights", type=Path, default=None, help="saxs_ml weights (default: the shipped ones)")
     ap.add_argument("--concentrated", type=int, default=100, help="concentrated (hard-sphere S(q)) and dilute spheres "
@@ -431,10 +435,12 @@ def main() -> None:
     out()
     # the whole analyser (refinement of the CNN's two most probable shapes and of the nested alternative, BIC
     # arbitration, misfit / fit-disagreement / ambiguous / beyond-training flags), per split
+    full = {split: args.full for split in data} | {"in_range": args.full_in_range or args.full}
     out(f"whole analyser (CNN, then refinement of the two most probable shapes and the nested (core-)shell alternative weighed "
-        f"by BIC; flags: misfit, fit disagrees, ambiguous, beyond training, fits overrule the CNN), first {args.full} curves of each split:")
+        f"by BIC, all library shapes when these misfit; flags: misfit, fit disagrees, ambiguous, beyond training, fits overrule the CNN), "
+        f"first {full['in_range']} curves of in_range, {args.full} of the others:")
     jobs = [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for split, d in data.items()
-            for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: args.full]]
+            for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: full[split]]]
     t = time.perf_counter()
     if args.reuse_cache:  # the fits of the run that wrote the cache, with the calibration as it is now
         rows = rescore(args.cache, args.weights)

@@ -91,6 +91,55 @@ def test_sphere_identified_sized_and_refined(analyser):
     assert sf.value == "none" and set(sf.probabilities) == {"none", "hard_sphere", "charged"}, res.info["structure"]
     assert "refined" in sf.flags and not any(d.name == "saxs.volume_fraction" for d in res.descriptors)
     assert res.info["sasmodels_model"] == "sphere"
+    assert "refined_all" not in res.info  # the candidates fit: the other shapes are not tried
+
+
+def test_when_the_cnn_candidates_misfit_every_library_shape_is_refined(analyser, monkeypatch):
+    """A rod curve whose CNN answer is (made) sphere 0.9 / core-shell sphere 0.1: the candidates' fits (sphere,
+    its shell, and the runner-up) misfit by far more than RETRY_CHI2, so the other library shapes are refined too
+    and the rod's fit wins, flagged low_confidence because it overrules the CNN."""
+    from sdl.techniques.saxs.ml import RETRY_CHI2
+
+    rng = np.random.default_rng(4)
+    I_fine = D.form_factor("cylinder", D.Q_FINE, {"radius": 25.0, "length": 500.0, "sld": 1.0, "sld_solvent": 0.0,
+                                                  "polydispersity": 0.05})
+    m = D.measure(I_fine, 0.0045, 0.45, D.TEST, rng)
+    real = analyser.predict_batch
+
+    def sphere_cnn(*args, **kwargs):
+        pred = real(*args, **kwargs)
+        p = np.zeros((1, len(CLASSES)))
+        p[0, CLASSES.index("sphere")], p[0, CLASSES.index("core_shell_sphere")] = 0.9, 0.1
+        return {**pred, "probabilities_cnn": p, "probabilities": p, "model": ["sphere"]}
+
+    monkeypatch.setattr(analyser, "predict_batch", sphere_cnn)
+    res = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"], m["dq"]))
+    model = _desc(res, "saxs.model")
+    fits = res.info["fits"]
+    assert res.info.get("refined_all") and set(fits) == set(CLASSES) - {"other"}, fits.keys()
+    assert min(fits["sphere"]["chi2_red"], fits["core_shell_sphere"]["chi2_red"]) > RETRY_CHI2
+    assert model.value == "cylinder" and res.info["chi2_red"] < 2, (model.value, res.info["chi2_red"])
+    assert "low_confidence" in model.flags and "overruled" in res.info
+    assert abs(_desc(res, "saxs.length_nm").value - 50.0) / 50.0 < 0.1
+    # the calibration's replay (calibrate.py fits with it) keeps every contest of such a curve
+    from sdl.techniques.saxs.calibrate import calibrated, calibration_record
+    from sdl.techniques.saxs.ml import load_shift_calibration
+
+    rec = {k: np.asarray([v]) for k, v in calibration_record(res).items()}
+    replay = calibrated(rec, load_shift_calibration(WEIGHTS)["analyser"])[0]
+    np.testing.assert_allclose(replay, [model.probabilities[c] for c in CLASSES], atol=1e-9)
+
+
+def test_calibration_unknown_particles_are_physical_curves():
+    """The particles the library lacks, which the calibration's `beyond` regime adds to "other", give finite,
+    positive sasmodels curves across the training windows."""
+    from sdl.techniques.saxs.calibrate import UNKNOWN_PARTICLES, unknown_particle_params
+
+    rng = np.random.default_rng(0)
+    for fam in UNKNOWN_PARTICLES:
+        for qmin, qmax in ((0.0013, 0.13), (0.011, 0.9)):
+            I = D.form_factor(fam, D.Q_FINE, unknown_particle_params(fam, qmin, qmax, rng))
+            assert np.all(np.isfinite(I)) and I.min() > 0, fam
 
 
 def _declared(result) -> None:
@@ -402,6 +451,24 @@ def test_top_class_recalibration_keeps_the_ranking_and_falls_with_the_evidence()
     np.testing.assert_allclose(confident(p, lots, None), p)
     batch = confident(np.stack([p, p[::-1]]), np.stack([none, lots]), params)
     np.testing.assert_allclose(batch[0], out[0]) and np.testing.assert_allclose(batch[1][::-1], confident(p, lots, params))
+
+
+def test_a_misfit_moves_probability_to_other():
+    """`to_other`: a fraction 1 - exp(-u·m) of every class's probability moves to `other` for misfit m: none
+    without a misfit or without the weight, the sum kept, the other classes in their ratios, and with a gross
+    misfit `other` on top."""
+    from sdl.techniques.saxs.ml import to_other
+
+    p = np.array([0.9, 0.05, 0.03, 0.01, 0.005, 0.005, 0.0])
+    params = {"other_weight": 1.0}
+    np.testing.assert_allclose(to_other(p, 0.0, params), p)
+    np.testing.assert_allclose(to_other(p, 3.0, None), p)
+    some, gross = to_other(p, 0.2, params), to_other(p, 3.0, params)
+    for o in (some, gross):
+        assert o.sum() == pytest.approx(1.0) and o[0] / o[1] == pytest.approx(p[0] / p[1])
+    assert some.argmax() == 0 and some[-1] == pytest.approx(1 - math.exp(-0.2))
+    assert CLASSES[gross.argmax()] == "other"
+    np.testing.assert_allclose(to_other(np.stack([p, p]), np.array([0.2, 3.0]), params), np.stack([some, gross]))
 
 
 def test_error_floor_is_not_evidence_of_a_shift_but_uniform_noise_is():

@@ -19,15 +19,16 @@ with its own seeds, in four regimes of `--n-per-class` curves per class each:
 * ``beyond``: particles beyond the training ranges (polydispersity above the trained maximum, ellipsoid
   axial ratios 12.5-25, rods of length/diameter 110-300, discs of diameter/length 65-150, core-shell
   shells of 4-14 % or 50-70 % of the radius or a core contrast between the trained ones, the library's
-  "other" shapes it never trained on: peak_lorentz, surface_fractal, random smooth curves), measured by the
-  training instrument.
+  "other" shapes it never trained on, twice as many: peak_lorentz, surface_fractal, random smooth curves and
+  particles the library lacks, UNKNOWN_PARTICLES), measured by the training instrument.
 
 Each curve goes through the whole analyser (refinement and flags) with the calibration off; the features
 and probabilities it reports are kept (`--cache`, a speed-up only), then the calibration is fitted by maximum
 likelihood of the true class (each in-range curve weighing IN_RANGE_WEIGHT times a shifted or beyond one): for
 the analyser's final probabilities, the pair's move a fraction μ = 1 - exp(-v·g) towards the split by BIC with the
-other refined shape (g: its PAIR_FEATURES; `share_pair`), then the top class's probability σ(a + b·logit p_top −
-w·f) with f its TOP_FEATURES (`confident`), v, w >= 0 ("analyser"); for the CNN's alone, p' = (1 - λ) p + λ / K with
+other refined shape (g: its PAIR_FEATURES; `share_pair`), a fraction 1 - exp(-u·m) of every class's moved to
+`other` for the chosen fit's misfit m (`to_other`), then the top class's probability σ(a + b·logit p_top − w·f)
+with f its TOP_FEATURES (`confident`), v, u, w >= 0 ("analyser"); for the CNN's alone, p' = (1 - λ) p + λ / K with
 λ = 1 - exp(-w·f) and the features it has without refinement ("cnn", for predict_batch). Written to
 <weights stem>_shift.json.
 """
@@ -45,7 +46,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, LOW_CONFIDENCE_REASONS, PAIR_FEATURES, SHIFT_FEATURES, TOP_FEATURES, WEIGHTS,
-                                   bic_share, confident, pair_features, pair_mu, share_pair, shift_lambda, shrink, top_features)
+                                   bic_share, confident, pair_features, pair_mu, share_pair, shift_lambda, shrink, to_other,
+                                   top_features)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
 IN_RANGE = ("train", "varied")  # regimes of the training distribution
@@ -55,7 +57,11 @@ IN_RANGE = ("train", "varied")  # regimes of the training distribution
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
 CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z", "delta_bic")  # what `collect` keeps of each fit contest
-MAX_CONTESTS = 3  # other refined shapes per curve (runner-up, nested alternative, its nested one)
+MAX_CONTESTS = len(CLASSES) - 2  # the other library shapes a curve may have refined (all when the candidates misfit)
+# particles the library lacks (sasmodels families, neither in training nor in benchmarks/saxs_heldout.py), "other" of
+# the ``beyond`` regime with its training families: their best library fit misfits, and the calibration learns what
+# that says
+UNKNOWN_PARTICLES = ("barbell", "stacked_disks", "fractal")
 
 
 def _logu(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -69,9 +75,11 @@ def beyond_params(cls: str, qmin: float, qmax: float, rng: np.random.Generator) 
     from simulators.saxs import dataset as D
 
     if cls == "other":
-        fam = str(rng.choice(["peak_lorentz", "surface_fractal", "random_smooth"]))
+        fam = str(rng.choice(["peak_lorentz", "surface_fractal", "random_smooth", *UNKNOWN_PARTICLES]))
         if fam == "random_smooth":
             return D.random_smooth(rng)
+        if fam in UNKNOWN_PARTICLES:
+            return fam, unknown_particle_params(fam, qmin, qmax, rng)
         return fam, D._other_params(fam, qmin, qmax, rng)
     model, params, t = D.sample_params(cls, qmin, qmax, rng)
     t = dict(t)
@@ -102,6 +110,26 @@ def beyond_params(cls: str, qmin: float, qmax: float, rng: np.random.Generator) 
     if "sld_core" not in extra and cls.startswith("core_shell"):
         extra["sld_core"] = params.get("sld_core", 3.0)
     return D.class_params(cls, t, extra)
+
+
+def unknown_particle_params(fam: str, qmin: float, qmax: float, rng: np.random.Generator) -> dict[str, float]:
+    """sasmodels parameters (Å, SLD 1e-6 Å⁻², solvent 0) of an UNKNOWN_PARTICLES particle sized for the window
+    qmin-qmax (Å⁻¹): a barbell (rod with end spheres 1.3-3 × its radius), a stack of 2-12 discs, a Teixeira
+    fractal aggregate of small spheres."""
+    if fam == "barbell":
+        r = _logu(rng, max(10.0, 3.0 / qmax), max(12.0, min(150.0, 0.5 / qmin)))
+        return {"radius": r, "radius_bell": r * rng.uniform(1.3, 3.0), "length": r * _logu(rng, 2.0, 20.0),
+                "sld": 1.0, "sld_solvent": 0.0}
+    if fam == "stacked_disks":
+        return {"radius": _logu(rng, max(20.0, 3.0 / qmax), max(25.0, min(600.0, 1.0 / qmin))),
+                "thick_core": _logu(rng, 10.0, 60.0), "thick_layer": _logu(rng, 5.0, 40.0),
+                "n_stacking": float(rng.integers(2, 13)), "sigma_d": rng.uniform(0.0, 5.0),
+                "sld_core": 1.0, "sld_layer": float(rng.choice([2.5, -0.5])), "sld_solvent": 0.0}
+    if fam == "fractal":
+        r = _logu(rng, max(5.0, 2.0 / qmax), 50.0)
+        return {"radius": r, "fractal_dim": rng.uniform(1.6, 2.8), "cor_length": _logu(rng, 10 * r, max(20 * r, 3.0 / qmin)),
+                "volfraction": 0.05, "sld_block": 1.0, "sld_solvent": 0.0}
+    raise ValueError(fam)
 
 
 def measure_shifted(I_fine: np.ndarray, qmin: float, qmax: float, rng: np.random.Generator) -> dict[str, Any]:
@@ -189,7 +217,8 @@ def generate(n_per_class: int, seed: int, regime: str) -> dict[str, list]:
     for ci, cls in enumerate(CLASSES):
         rng = np.random.default_rng([seed, 7000 + REGIMES.index(regime), ci])
         k = 0
-        while k < n_per_class:
+        # twice as many "other" beyond the ranges: its families are many and unlike each other
+        while k < n_per_class * (2 if regime == "beyond" and cls == "other" else 1):
             qmin, qmax = varied_window(rng) if regime == "varied" else D.draw_window(D.TRAIN, rng)
             if regime == "beyond":
                 got = beyond_params(cls, qmin, qmax, rng)
@@ -269,7 +298,8 @@ def calibration_record(result) -> dict[str, Any]:
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:
     """The probabilities the analyser reports with calibration `params`: for the analyser's ("p"), the pair's move
     towards the split by BIC with the other refined shape whose μ × share is largest (`share_pair`, `pair_mu`,
-    `bic_share`), then the top class's recalibration (`confident`); for the CNN's alone ("p_cnn"), the shrinkage
+    `bic_share`), the move to `other` a misfit calls for (`to_other`), then the top class's recalibration
+    (`confident`); for the CNN's alone ("p_cnn"), the shrinkage
     with the features predict_batch has. `part` may carry "pair_features" and "shares" (`with_contests`)."""
     p = part[key]
     if key != "p":
@@ -284,15 +314,16 @@ def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: 
         for n, (c, jn) in enumerate(zip(part["chosen"], j)):
             if move[n, jn] > 0:
                 out[n] = share_pair(out[n], int(c), int(part["alt"][n, jn]), float(mu[n, jn]), float(share[n, jn]))
+    out = to_other(out, part["features"][:, SHIFT_FEATURES.index("misfit")], params)
     return confident(out, analyser_features(part), params)
 
 
 def with_contests(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`part` with "pair_features" (n, MAX_CONTESTS, len(PAIR_FEATURES)) and "shares" (n, MAX_CONTESTS) of its stored
+    """`part` with "pair_features" (n, m, len(PAIR_FEATURES)) and "shares" (n, m) of its m stored
     contests, computed once (fitting evaluates `calibrated` thousands of times)."""
     if "pair_features" in part:
         return part
-    return {**part, "pair_features": contest_pair_features(part["contest"]).reshape(len(part["p"]), MAX_CONTESTS, len(PAIR_FEATURES)),
+    return {**part, "pair_features": contest_pair_features(part["contest"]).reshape(*part["contest"].shape[:2], len(PAIR_FEATURES)),
             "shares": contest_shares(part["contest"])}
 
 
@@ -320,8 +351,8 @@ def contest_shares(contest: np.ndarray) -> np.ndarray:
 
 def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p", l2: float = 1e-3) -> dict[str, Any]:
     """Maximum-likelihood calibration parameters of the true class under `calibrated`, each curve's log-likelihood
-    weighted by `weights`, with a small L2 penalty: for the analyser ("p") the pair weights v >= 0, a, b > 0 and the
-    top weights w >= 0 of `confident`; for the CNN alone ("p_cnn") the shrinkage weights >= 0 on CNN_FEATURES."""
+    weighted by `weights`, with a small L2 penalty: for the analyser ("p") the pair weights v >= 0, a, b > 0, the top
+    weights w >= 0 of `confident` and the weight u >= 0 of `to_other`; for the CNN alone ("p_cnn") the shrinkage weights >= 0 on CNN_FEATURES."""
     from scipy.optimize import minimize
 
     wt = np.asarray(weights, float) / np.sum(weights)
@@ -329,12 +360,12 @@ def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str =
     if key == "p":
         part = with_contests(part)
         n_p, n_t = len(PAIR_FEATURES), len(TOP_FEATURES)
-        x0 = np.r_[np.full(n_p, 0.1), 0.0, 1.0, np.full(n_t, 0.1)]
-        bounds = [(0.0, 20.0)] * n_p + [(-10.0, 10.0), (0.05, 5.0)] + [(0.0, 20.0)] * n_t
+        x0 = np.r_[np.full(n_p, 0.1), 0.0, 1.0, np.full(n_t, 0.1), 0.1]
+        bounds = [(0.0, 20.0)] * n_p + [(-10.0, 10.0), (0.05, 5.0)] + [(0.0, 20.0)] * (n_t + 1)
 
         def unpack(x: np.ndarray) -> dict[str, Any]:
             return {"pair_weights": [float(v) for v in x[:n_p]], "a": float(x[n_p]), "b": float(x[n_p + 1]),
-                    "top_weights": [float(v) for v in x[n_p + 2:]]}
+                    "top_weights": [float(v) for v in x[n_p + 2:n_p + 2 + n_t]], "other_weight": float(x[-1])}
     else:
         cols = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
         x0, bounds = np.full(len(cols), 0.1), [(0.0, 20.0)] * len(cols)

@@ -21,8 +21,8 @@ Pipeline for one curve I(q):
    factor; the structure factor (or none) is chosen by BIC. Without a sigma column the errors are
    estimated from the curve's roughness (`estimate_sigma`).
 5. Arbitration: the runner-up shape (the most probable other library shape, however unlikely) and
-   the nested alternative (`NESTED`: shell or no shell) are refined too and weighed against the CNN's
-   choice by BIC (`arbitrate`).
+   the nested alternative (`NESTED`: shell or no shell) are refined too, and every other library shape when
+   even the best of these fits misfits (`RETRY_CHI2`), and weighed against the CNN's choice by BIC (`arbitrate`).
 6. Flags: `low_confidence` when the top probability is low, the data lie beyond the training
    instrument, the chosen fit misfits (χ²_red against the file's errors, or `roughness_chi2`
    without them), another refined shape fits clearly better (`fit_disagreement`), another refined
@@ -360,6 +360,9 @@ MISFIT_CHI2 = 4.0  # chosen fit's χ²_red (against the file's own errors) above
 # the same bound for files without errors, on χ² against the noise estimated from the residual's roughness
 # (`roughness_chi2`), which a structured misfit inflates and plain noise does not
 MISFIT_ROUGHNESS_CHI2 = 4.0
+# the best of the CNN's candidates misfitting by more than this (χ²_red, or the roughness χ² without errors; a fit
+# with χ²_red 2 on 100 points is rejected at p < 1e-9) has the other library shapes refined too
+RETRY_CHI2 = 2.0
 # the nested alternative of each shape (a core-shell particle with the core matching the shell is the plain
 # one): refined too, started from the chosen fit, so a shell the CNN missed or invented shows in the fits
 NESTED = {"sphere": "core_shell_sphere", "core_shell_sphere": "sphere", "cylinder": "core_shell_cylinder",
@@ -659,6 +662,12 @@ def roughness_chi2(q: np.ndarray, I: np.ndarray, fit: np.ndarray, window: int = 
     return float(np.mean((r[1:-1] / sd) ** 2))
 
 
+def misfit_chi2(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, f: dict[str, Any]) -> float:
+    """How badly the `refine` result `f` misfits: its χ²_red against the file's errors, or without them its
+    `roughness_chi2` (NaN when too few points)."""
+    return float(f["chi2_red"]) if sigma is not None else roughness_chi2(q, I, f["fit"])
+
+
 # ----- probabilities beyond the training distribution ----------------------------------------------------
 
 # The CNN's probabilities are temperature-scaled on curves of its own training distribution; off it (noisier
@@ -842,6 +851,21 @@ def top_features(shift: np.ndarray, flagged: bool | np.ndarray, ambiguous: bool 
                           axis=-1)
 
 
+# A curve that even the best refined library shape misfits is what `other` means (no library shape describes it):
+# the analyser moves a fraction ν = 1 - exp(-u·m) of every class's probability to `other`, m the `misfit` shift
+# feature (ln(χ²_red / 2) of the chosen fit, 0 below 2), u >= 0 fitted with the rest of the calibration on sdl's
+# own generator, whose particles the library lacks (calibrate.UNKNOWN_PARTICLES) say how far a misfit means that.
+def to_other(p: np.ndarray, misfit: float | np.ndarray, params: dict[str, Any] | None) -> np.ndarray:
+    """Probabilities (last axis) with a fraction ν = 1 - exp(-u·misfit) of each class's moved to `other`
+    (u = params["other_weight"]; unchanged without it)."""
+    p = np.asarray(p, float)
+    u = float((params or {}).get("other_weight", 0.0))
+    nu = 1.0 - np.exp(-u * np.asarray(misfit, float))
+    out = (1.0 - np.asarray(nu)[..., None]) * p
+    out[..., CLASSES.index("other")] += nu
+    return out
+
+
 def confident(p: np.ndarray, features: np.ndarray, params: dict[str, Any] | None) -> np.ndarray:
     """Probabilities (last axis) with the top class's set to σ(a + b·logit p_top − w·f) for TOP_FEATURES `features`
     and `params` {"a", "b", "top_weights": w >= 0}; the other classes keep their ratios and share the rest, and the top
@@ -981,7 +1005,8 @@ class SaxsMLAnalyser:
         info: dict[str, Any] = {
             "method": "1-D CNN (log I on a fixed log-q grid) with temperature-scaled probabilities, Gaussian-NLL "
             "size heads, Mahalanobis+P(other) OOD score" + (", then sasmodels least-squares refinement of the two most "
-            "probable shapes and of the nested (core-)shell alternative, weighed by BIC" if self.refine else ""),
+            "probable shapes and of the nested (core-)shell alternative (all library shapes when these misfit), weighed by BIC"
+            if self.refine else ""),
             "weights": str(self.weights),
             "ood_threshold": self.model.threshold,
             "sasmodels_model": None,
@@ -1018,6 +1043,13 @@ class SaxsMLAnalyser:
                         fits[alt] = kept
                 else:
                     _refine(alt, extra)
+            # every shape fitted misfits: the CNN may have missed the right one (a long core-shell rod seen through
+            # a window too narrow for its length, taken for a core-shell sphere): the other library shapes are
+            # refined too before the fits decide
+            if fits and misfit_chi2(q, I, sigma, min(fits.values(), key=lambda f: f["chi2_red"])) > RETRY_CHI2:
+                for c in (c for c in CLASSES if c not in fits and c != "other"):
+                    _refine(c)
+                info["refined_all"] = True
             info["fits"] = {c: fit_summary(f) for c, f in fits.items()}
             if len(fits) > 1:
                 info["ml_probabilities"] = {c: float(v) for c, v in zip(CLASSES, p)}
@@ -1044,7 +1076,7 @@ class SaxsMLAnalyser:
             info["misfit"] = (f"the refined {cls} fit has reduced chi-square {r['chi2_red']:.1f} against the file's errors "
                               f"(above {MISFIT_CHI2:g}): the curve holds something the model does not")
         if r is not None and sigma is None:
-            info["roughness_chi2"] = rc = roughness_chi2(q, I, r["fit"])
+            info["roughness_chi2"] = rc = misfit_chi2(q, I, None, r)
             if rc > MISFIT_ROUGHNESS_CHI2:
                 info["misfit"] = (f"the refined {cls} fit's residual is {rc:.1f} times the noise its own roughness shows "
                                   f"(above {MISFIT_ROUGHNESS_CHI2:g}; the file gives no errors): the curve holds something "
@@ -1089,6 +1121,12 @@ class SaxsMLAnalyser:
         if top is not None and top["mu"] * share > 0:
             p = share_pair(p, CLASSES.index(cls), CLASSES.index(top["alternative"]), top["mu"], share)
             info["calibration"]["shared"] = {"alternative": top["alternative"], "mu": top["mu"], "bic_share": share}
+        p = to_other(p, feats[SHIFT_FEATURES.index("misfit")], params)
+        if cls != "other" and CLASSES[int(np.argmax(p))] == "other":
+            info["no_shape_fits"] = (f"the best refined library shape, {cls}, misfits (χ²_red {chi2:.1f}): the curve is "
+                                     "none of the library's shapes, so saxs.model is other")
+            cls, r, ood = "other", None, True
+            flags = ["ood", *flags] if "ood" not in flags else flags
         p = confident(p, f_top, params)
         if p.max() < LOW_CONFIDENCE or set(LOW_CONFIDENCE_REASONS) & set(info):
             flags.append("low_confidence")
