@@ -351,8 +351,6 @@ def rescore(path: Path, weights: Path | None) -> list[dict]:
     for n in range(len(z["i"])):
         r = {k: z[k][n].item() for k in CACHE_KEYS}
         flags = [f for f in r["flags"].split(",") if f]
-        if CLASSES[int(p[n].argmax())] == "other" and "other" not in flags:  # a misfit moved it there (to_other)
-            flags.append("other")
         if p[n].max() < LOW_CONFIDENCE:
             flags.append("low_probability")
         rows.append({**r, "p": list(p[n]), "flags": flags})

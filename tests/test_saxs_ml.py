@@ -453,24 +453,6 @@ def test_top_class_recalibration_keeps_the_ranking_and_falls_with_the_evidence()
     np.testing.assert_allclose(batch[0], out[0]) and np.testing.assert_allclose(batch[1][::-1], confident(p, lots, params))
 
 
-def test_a_misfit_moves_probability_to_other():
-    """`to_other`: a fraction 1 - exp(-u·m) of every class's probability moves to `other` for misfit m: none
-    without a misfit or without the weight, the sum kept, the other classes in their ratios, and with a gross
-    misfit `other` on top."""
-    from sdl.techniques.saxs.ml import to_other
-
-    p = np.array([0.9, 0.05, 0.03, 0.01, 0.005, 0.005, 0.0])
-    params = {"other_weight": 1.0}
-    np.testing.assert_allclose(to_other(p, 0.0, params), p)
-    np.testing.assert_allclose(to_other(p, 3.0, None), p)
-    some, gross = to_other(p, 0.2, params), to_other(p, 3.0, params)
-    for o in (some, gross):
-        assert o.sum() == pytest.approx(1.0) and o[0] / o[1] == pytest.approx(p[0] / p[1])
-    assert some.argmax() == 0 and some[-1] == pytest.approx(1 - math.exp(-0.2))
-    assert CLASSES[gross.argmax()] == "other"
-    np.testing.assert_allclose(to_other(np.stack([p, p]), np.array([0.2, 3.0]), params), np.stack([some, gross]))
-
-
 def test_error_floor_is_not_evidence_of_a_shift_but_uniform_noise_is():
     """A steep in-range sphere curve with 2 % errors plus an absolute error floor of 1e-3 of the peak (reduced data
     carry one; the weak points are swamped) has a median low-q sigma/I beyond the 12 % envelope, but its

@@ -26,9 +26,8 @@ Each curve goes through the whole analyser (refinement and flags) with the calib
 and probabilities it reports are kept (`--cache`, a speed-up only), then the calibration is fitted by maximum
 likelihood of the true class (each in-range curve weighing IN_RANGE_WEIGHT times a shifted or beyond one): for
 the analyser's final probabilities, the pair's move a fraction μ = 1 - exp(-v·g) towards the split by BIC with the
-other refined shape (g: its PAIR_FEATURES; `share_pair`), a fraction 1 - exp(-u·m) of every class's moved to
-`other` for the chosen fit's misfit m (`to_other`), then the top class's probability σ(a + b·logit p_top − w·f)
-with f its TOP_FEATURES (`confident`), v, u, w >= 0 ("analyser"); for the CNN's alone, p' = (1 - λ) p + λ / K with
+other refined shape (g: its PAIR_FEATURES; `share_pair`), then the top class's probability σ(a + b·logit p_top −
+w·f) with f its TOP_FEATURES (`confident`), v, w >= 0 ("analyser"); for the CNN's alone, p' = (1 - λ) p + λ / K with
 λ = 1 - exp(-w·f) and the features it has without refinement ("cnn", for predict_batch). Written to
 <weights stem>_shift.json.
 """
@@ -46,8 +45,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, LOW_CONFIDENCE_REASONS, PAIR_FEATURES, SHIFT_FEATURES, TOP_FEATURES, WEIGHTS,
-                                   bic_share, confident, pair_features, pair_mu, share_pair, shift_lambda, shrink, to_other,
-                                   top_features)
+                                   bic_share, confident, pair_features, pair_mu, share_pair, shift_lambda, shrink, top_features)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
 IN_RANGE = ("train", "varied")  # regimes of the training distribution
@@ -298,8 +296,7 @@ def calibration_record(result) -> dict[str, Any]:
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:
     """The probabilities the analyser reports with calibration `params`: for the analyser's ("p"), the pair's move
     towards the split by BIC with the other refined shape whose μ × share is largest (`share_pair`, `pair_mu`,
-    `bic_share`), the move to `other` a misfit calls for (`to_other`), then the top class's recalibration
-    (`confident`); for the CNN's alone ("p_cnn"), the shrinkage
+    `bic_share`), then the top class's recalibration (`confident`); for the CNN's alone ("p_cnn"), the shrinkage
     with the features predict_batch has. `part` may carry "pair_features" and "shares" (`with_contests`)."""
     p = part[key]
     if key != "p":
@@ -314,7 +311,6 @@ def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: 
         for n, (c, jn) in enumerate(zip(part["chosen"], j)):
             if move[n, jn] > 0:
                 out[n] = share_pair(out[n], int(c), int(part["alt"][n, jn]), float(mu[n, jn]), float(share[n, jn]))
-    out = to_other(out, part["features"][:, SHIFT_FEATURES.index("misfit")], params)
     return confident(out, analyser_features(part), params)
 
 
@@ -351,8 +347,8 @@ def contest_shares(contest: np.ndarray) -> np.ndarray:
 
 def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p", l2: float = 1e-3) -> dict[str, Any]:
     """Maximum-likelihood calibration parameters of the true class under `calibrated`, each curve's log-likelihood
-    weighted by `weights`, with a small L2 penalty: for the analyser ("p") the pair weights v >= 0, a, b > 0, the top
-    weights w >= 0 of `confident` and the weight u >= 0 of `to_other`; for the CNN alone ("p_cnn") the shrinkage weights >= 0 on CNN_FEATURES."""
+    weighted by `weights`, with a small L2 penalty: for the analyser ("p") the pair weights v >= 0, a, b > 0 and the
+    top weights w >= 0 of `confident`; for the CNN alone ("p_cnn") the shrinkage weights >= 0 on CNN_FEATURES."""
     from scipy.optimize import minimize
 
     wt = np.asarray(weights, float) / np.sum(weights)
@@ -360,12 +356,12 @@ def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str =
     if key == "p":
         part = with_contests(part)
         n_p, n_t = len(PAIR_FEATURES), len(TOP_FEATURES)
-        x0 = np.r_[np.full(n_p, 0.1), 0.0, 1.0, np.full(n_t, 0.1), 0.1]
-        bounds = [(0.0, 20.0)] * n_p + [(-10.0, 10.0), (0.05, 5.0)] + [(0.0, 20.0)] * (n_t + 1)
+        x0 = np.r_[np.full(n_p, 0.1), 0.0, 1.0, np.full(n_t, 0.1)]
+        bounds = [(0.0, 20.0)] * n_p + [(-10.0, 10.0), (0.05, 5.0)] + [(0.0, 20.0)] * n_t
 
         def unpack(x: np.ndarray) -> dict[str, Any]:
             return {"pair_weights": [float(v) for v in x[:n_p]], "a": float(x[n_p]), "b": float(x[n_p + 1]),
-                    "top_weights": [float(v) for v in x[n_p + 2:n_p + 2 + n_t]], "other_weight": float(x[-1])}
+                    "top_weights": [float(v) for v in x[n_p + 2:]]}
     else:
         cols = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
         x0, bounds = np.full(len(cols), 0.1), [(0.0, 20.0)] * len(cols)
@@ -379,7 +375,9 @@ def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str =
         pr = calibrated(part, unpack(x), key)[np.arange(len(y)), y]
         return float(-np.sum(wt * np.log(np.maximum(pr, 1e-12))) + l2 * np.sum(x ** 2))
 
-    res = minimize(nll, x0, method="L-BFGS-B", bounds=bounds)
+    # the likelihood is not convex in these parameters: the best of a few starts (all weights 0.1, 0.5, 2)
+    res = min((minimize(nll, np.where(x0 == 0.1, s, x0), method="L-BFGS-B", bounds=bounds) for s in (0.1, 0.5, 2.0)),
+              key=lambda r: r.fun)
     return {**unpack(res.x), "nll": float(res.fun)}
 
 

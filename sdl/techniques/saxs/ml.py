@@ -851,21 +851,6 @@ def top_features(shift: np.ndarray, flagged: bool | np.ndarray, ambiguous: bool 
                           axis=-1)
 
 
-# A curve that even the best refined library shape misfits is what `other` means (no library shape describes it):
-# the analyser moves a fraction ν = 1 - exp(-u·m) of every class's probability to `other`, m the `misfit` shift
-# feature (ln(χ²_red / 2) of the chosen fit, 0 below 2), u >= 0 fitted with the rest of the calibration on sdl's
-# own generator, whose particles the library lacks (calibrate.UNKNOWN_PARTICLES) say how far a misfit means that.
-def to_other(p: np.ndarray, misfit: float | np.ndarray, params: dict[str, Any] | None) -> np.ndarray:
-    """Probabilities (last axis) with a fraction ν = 1 - exp(-u·misfit) of each class's moved to `other`
-    (u = params["other_weight"]; unchanged without it)."""
-    p = np.asarray(p, float)
-    u = float((params or {}).get("other_weight", 0.0))
-    nu = 1.0 - np.exp(-u * np.asarray(misfit, float))
-    out = (1.0 - np.asarray(nu)[..., None]) * p
-    out[..., CLASSES.index("other")] += nu
-    return out
-
-
 def confident(p: np.ndarray, features: np.ndarray, params: dict[str, Any] | None) -> np.ndarray:
     """Probabilities (last axis) with the top class's set to σ(a + b·logit p_top − w·f) for TOP_FEATURES `features`
     and `params` {"a", "b", "top_weights": w >= 0}; the other classes keep their ratios and share the rest, and the top
@@ -1121,12 +1106,6 @@ class SaxsMLAnalyser:
         if top is not None and top["mu"] * share > 0:
             p = share_pair(p, CLASSES.index(cls), CLASSES.index(top["alternative"]), top["mu"], share)
             info["calibration"]["shared"] = {"alternative": top["alternative"], "mu": top["mu"], "bic_share": share}
-        p = to_other(p, feats[SHIFT_FEATURES.index("misfit")], params)
-        if cls != "other" and CLASSES[int(np.argmax(p))] == "other":
-            info["no_shape_fits"] = (f"the best refined library shape, {cls}, misfits (χ²_red {chi2:.1f}): the curve is "
-                                     "none of the library's shapes, so saxs.model is other")
-            cls, r, ood = "other", None, True
-            flags = ["ood", *flags] if "ood" not in flags else flags
         p = confident(p, f_top, params)
         if p.max() < LOW_CONFIDENCE or set(LOW_CONFIDENCE_REASONS) & set(info):
             flags.append("low_confidence")
