@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, LOW_CONFIDENCE_REASONS, PAIR_FEATURES, SHIFT_FEATURES, TOP_FEATURES, WEIGHTS,
+from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, PAIR_FEATURES, SHIFT_FEATURES, TOP_FEATURES, WEIGHTS,
                                    bic_share, confident, pair_features, pair_mu, share_pair, shift_lambda, shrink, top_features)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
@@ -277,8 +277,9 @@ def calibration_record(result) -> dict[str, Any]:
     """What the calibration needs of one analyser result (`SaxsMLAnalyser.analyse`, calibration on or off: these
     are taken before it acts): "features" (SHIFT_FEATURES), "p" (after the fits' arbitration), "p_cnn" (the CNN's),
     "chosen" (class index), "alt" (MAX_CONTESTS class indices of the other refined shapes, -1 for none), "contest"
-    (their CONTEST_KEYS, NaN for none), "flagged" (saxs.model flagged for a reason other than an ambiguous fit or a
-    low calibrated probability: ood, or one of LOW_CONFIDENCE_REASONS but "ambiguous")."""
+    (their CONTEST_KEYS, NaN for none), "flagged" (the analyser's own TOP_FEATURES "flagged": saxs.model flagged for a
+    reason other than an ambiguous fit or a low calibrated probability: ood, or one of LOW_CONFIDENCE_REASONS but
+    "ambiguous")."""
     cal = result.info["calibration"]
     pb = [cal["probabilities_before"][c] for c in CLASSES]
     cnn = result.info.get("ml_probabilities") or cal["probabilities_before"]  # before the fits weighed in
@@ -287,10 +288,8 @@ def calibration_record(result) -> dict[str, Any]:
     for j, c in enumerate(cal.get("contests", [])[:MAX_CONTESTS]):
         alt[j] = CLASSES.index(c["alternative"])
         contest[j] = [c[k] for k in CONTEST_KEYS]
-    flagged = bool((set(LOW_CONFIDENCE_REASONS) - {"ambiguous"}) & set(result.info)) or \
-        "ood" in next(d for d in result.descriptors if d.name == "saxs.model").flags
     return {"features": [cal["features"][k] for k in SHIFT_FEATURES], "p": pb, "p_cnn": [cnn[c] for c in CLASSES],
-            "chosen": int(np.argmax(pb)), "alt": alt, "contest": contest, "flagged": flagged}
+            "chosen": int(np.argmax(pb)), "alt": alt, "contest": contest, "flagged": bool(cal["features"]["flagged"])}
 
 
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:

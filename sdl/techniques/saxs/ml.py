@@ -1074,12 +1074,10 @@ class SaxsMLAnalyser:
             cnn = pred["model"][0]
             info["overruled"] = (f"the refined fits chose {cls} over the CNN's {cnn} (CNN p {float(pred['probabilities_cnn'][0].max()):.2f}): "
                                  "the two disagree, and such answers are right about half the time on the training generator")
-        if r is not None:
-            why = beyond_training(cls, r["values"], r["at_bound"], r["sld_core"])
-            if why:
-                info["beyond_training"] = "; ".join(why) + ": the shape probabilities are not calibrated there"
-        # the reported probabilities: recalibrated, and lowered by the evidence that the curve lies off the training distribution
         beyond = beyond_training(cls, r["values"], r["at_bound"], r["sld_core"]) if r is not None else []
+        if beyond:
+            info["beyond_training"] = "; ".join(beyond) + ": the shape probabilities are not calibrated there"
+        # the reported probabilities: recalibrated, and lowered by the evidence that the curve lies off the training distribution
         chi2 = (r["chi2_red"] if sigma is not None else info.get("roughness_chi2")) if r is not None else None
         feats = shift_features(info["noise_informative"], dqq if dqq is not None else (r["dq_over_q"] if r is not None else None),
                                float(pred["distance_cdf"][0]), len(beyond), chi2, cls != pred["model"][0])
