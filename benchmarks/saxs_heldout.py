@@ -40,7 +40,8 @@ benchmarks/results/saxs_heldout_concentrated.txt).
 `--cache FILE` keeps what the calibration acts on for each curve of the whole-analyser section (its
 probabilities before the calibration, the shift features, the fit contests and the flags that do not depend on it,
 sdl.techniques.saxs.calibrate.calibration_record), so that `--rescore FILE` prints that section again in seconds
-with the calibration file as it is now (a report only: nothing is ever fitted on this generator).
+with the calibration file as it is now (a report only: nothing is ever fitted on this generator). With `--reuse-cache`
+a run keeps FILE's fits and analyses only the curves FILE lacks, so a larger `--full` grows the section.
 
     python benchmarks/saxs_heldout.py [--n 6000] [--n-other 3000] [--seed 7] [--full 140] [--workers 2] [--concentrated 100] [--only concentrated] [--cache FILE [--reuse-cache]]
     python benchmarks/saxs_heldout.py --rescore FILE
@@ -55,6 +56,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -337,6 +339,16 @@ def save_cache(path: Path, rows: list[dict]) -> None:
     np.savez(path, **z)
 
 
+def load_cache(path: Path) -> list[dict]:
+    """The rows `save_cache` wrote, as it takes them (flags a list, the calibration record under "cal")."""
+    z = np.load(path)
+    cal = [k for k in z.files if k.startswith("cal_")]
+    rows = [{k: z[k][n].item() for k in CACHE_KEYS} | {"cal": {k[4:]: z[k][n] for k in cal}} for n in range(len(z["i"]))]
+    for r in rows:
+        r["flags"] = [f for f in r["flags"].split(",") if f]
+    return rows
+
+
 def rescore(path: Path, weights: Path | None) -> list[dict]:
     """The cached rows (`save_cache`) with the probabilities and the low_probability flag the calibration file
     beside `weights` gives now (sdl.techniques.saxs.calibrate.calibrated: the same steps as the analyser)."""
@@ -376,8 +388,9 @@ def main() -> None:
                     "calibration inputs in (for --rescore)")
     ap.add_argument("--rescore", type=Path, default=None, help="print the whole-analyser section of a --cache file with "
                     "the calibration as it is now, and nothing else (writes no results file)")
-    ap.add_argument("--reuse-cache", action="store_true", help="with --cache FILE: the whole-analyser section from FILE's "
-                    "fits rescored with the calibration as it is now, the rest run afresh (after a calibration change only)")
+    ap.add_argument("--reuse-cache", action="store_true", help="with --cache FILE: the whole-analyser section keeps FILE's "
+                    "fits, analyses only the curves FILE lacks (adding them to it) and scores all with the calibration as it "
+                    "is now (after a calibration change only, or to grow the section)")
     ap.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/saxs_heldout.txt, "
                     "saxs_heldout_concentrated.txt with --only concentrated)")
     args = ap.parse_args()
@@ -439,28 +452,30 @@ def main() -> None:
         f"first {full['in_range']} curves of in_range, {args.full} of the others:")
     jobs = [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for split, d in data.items()
             for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: full[split]]]
+    cached = load_cache(args.cache) if args.reuse_cache and args.cache.exists() else []
+    wanted = {(j[0], j[1]) for j in jobs}
+    jobs = [j for j in jobs if (j[0], j[1]) not in {(r["split"], r["i"]) for r in cached}]
     t = time.perf_counter()
-    if args.reuse_cache:  # the fits of the run that wrote the cache, with the calibration as it is now
-        rows = rescore(args.cache, args.weights)
-        out(f"(the whole analyser's rows are those cached in {args.cache.name}, rescored with this commit's calibration "
-            "file: the fits are not redone)")
-    else:
-        if args.workers > 1:
-            import multiprocessing as mp
+    if args.workers > 1 and jobs:
+        import multiprocessing as mp
 
-            with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.weights,)) as pool:
-                results = pool.map(_analyse_one, jobs, chunksize=1)
-        else:
-            _init_worker(args.weights, an)
-            results = [_analyse_one(j) for j in jobs]
-        wall = time.perf_counter() - t
-        rows = [dict(r, label=int(data[r["split"]]["label"][r["i"]]), model=data[r["split"]]["model"][r["i"]],
-                     truth_radius=data[r["split"]]["truth"][r["i"]].get("radius", math.nan)) for r in results if r is not None]
+        with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.weights,)) as pool:
+            results = list(tqdm(pool.imap(_analyse_one, jobs, chunksize=1), total=len(jobs), desc="whole analyser"))
+    else:
+        _init_worker(args.weights, an)
+        results = [_analyse_one(j) for j in tqdm(jobs, desc="whole analyser")]
+    wall = time.perf_counter() - t
+    rows = cached + [dict(r, label=int(data[r["split"]]["label"][r["i"]]), model=data[r["split"]]["model"][r["i"]],
+                          truth_radius=data[r["split"]]["truth"][r["i"]].get("radius", math.nan))
+                     for r in results if r is not None]
+    if args.cache:
+        save_cache(args.cache, rows)
+        rows = [r for r in rescore(args.cache, args.weights) if (r["split"], r["i"]) in wanted]  # one calibration for all
+    if cached:
+        out(f"({len(wanted) - len(jobs)} of these rows are the fits cached in {args.cache.name}, rescored with this "
+            "commit's calibration file: they are not redone)")
     rel, details = whole_analyser_table(rows, out)
-    if not args.reuse_cache:
-        if args.cache:
-            save_cache(args.cache, rows)
-        out(f"({len(jobs)} curves in {wall:.0f} s wall, {args.workers} worker(s))")
+    out(f"({len(jobs)} curves analysed in {wall:.0f} s wall, {args.workers} worker(s))")
     for line in details:
         out(line)
     if rel:
