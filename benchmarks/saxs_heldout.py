@@ -359,13 +359,11 @@ def rescore(path: Path, weights: Path | None) -> list[dict]:
     shift = load_shift_calibration(weights or WEIGHTS)
     part = {k[4:]: z[k] for k in z.files if k.startswith("cal_")}
     p = calibrated(part, shift["analyser"] if shift else None)
-    rows = []
-    for n in range(len(z["i"])):
-        r = {k: z[k][n].item() for k in CACHE_KEYS}
-        flags = [f for f in r["flags"].split(",") if f]
-        if p[n].max() < LOW_CONFIDENCE:
-            flags.append("low_probability")
-        rows.append({**r, "p": list(p[n]), "flags": flags})
+    rows = load_cache(path)
+    for r, pn in zip(rows, p):
+        r["p"] = list(pn)
+        if pn.max() < LOW_CONFIDENCE:
+            r["flags"].append("low_probability")
     return rows
 
 
