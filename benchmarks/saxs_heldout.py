@@ -349,22 +349,21 @@ def load_cache(path: Path) -> list[dict]:
     return rows
 
 
-def rescore(path: Path, weights: Path | None) -> list[dict]:
-    """The cached rows (`save_cache`) with the probabilities and the low_probability flag the calibration file
-    beside `weights` gives now (sdl.techniques.saxs.calibrate.calibrated: the same steps as the analyser)."""
+def rescore(rows: list[dict], weights: Path | None) -> list[dict]:
+    """Whole-analyser rows (`load_cache`, or `_analyse_one` with the label added) with the probabilities and the
+    low_probability flag the calibration file beside `weights` gives now (sdl.techniques.saxs.calibrate.calibrated:
+    the same steps as the analyser), computed from their calibration records."""
     from sdl.techniques.saxs.calibrate import calibrated
     from sdl.techniques.saxs.ml import LOW_CONFIDENCE, WEIGHTS, load_shift_calibration
 
-    z = np.load(path)
     shift = load_shift_calibration(weights or WEIGHTS)
-    part = {k[4:]: z[k] for k in z.files if k.startswith("cal_")}
+    part = {k: np.array([r["cal"][k] for r in rows]) for k in rows[0]["cal"]}
     p = calibrated(part, shift["analyser"] if shift else None)
-    rows = load_cache(path)
+    out = []
     for r, pn in zip(rows, p):
-        r["p"] = list(pn)
-        if pn.max() < LOW_CONFIDENCE:
-            r["flags"].append("low_probability")
-    return rows
+        flags = [f for f in r["flags"] if f != "low_probability"] + (["low_probability"] if pn.max() < LOW_CONFIDENCE else [])
+        out.append({**r, "p": list(pn), "flags": flags})
+    return out
 
 
 def main() -> None:
@@ -393,7 +392,7 @@ def main() -> None:
                     "saxs_heldout_concentrated.txt with --only concentrated)")
     args = ap.parse_args()
     if args.rescore:
-        rel, details = whole_analyser_table(rescore(args.rescore, args.weights), print)
+        rel, details = whole_analyser_table(rescore(load_cache(args.rescore), args.weights), print)
         for line in details:
             print(line)
         return
@@ -452,7 +451,8 @@ def main() -> None:
             for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: full[split]]]
     cached = load_cache(args.cache) if args.reuse_cache and args.cache.exists() else []
     wanted = {(j[0], j[1]) for j in jobs}
-    jobs = [j for j in jobs if (j[0], j[1]) not in {(r["split"], r["i"]) for r in cached}]
+    done = {(r["split"], r["i"]) for r in cached}
+    jobs = [j for j in jobs if (j[0], j[1]) not in done]
     t = time.perf_counter()
     if args.workers > 1 and jobs:
         import multiprocessing as mp
@@ -468,7 +468,7 @@ def main() -> None:
                      for r in results if r is not None]
     if args.cache:
         save_cache(args.cache, rows)
-        rows = [r for r in rescore(args.cache, args.weights) if (r["split"], r["i"]) in wanted]  # one calibration for all
+        rows = [r for r in rescore(rows, args.weights) if (r["split"], r["i"]) in wanted]  # one calibration for all
     if cached:
         out(f"({len(wanted) - len(jobs)} of these rows are the fits cached in {args.cache.name}, rescored with this "
             "commit's calibration file: they are not redone)")
