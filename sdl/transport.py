@@ -345,6 +345,16 @@ class MqttClient:
                 log.exception("dropped a %d-byte message on %s: its callback failed", len(msg.payload), msg.topic)
 
 
+class _Subscriptions(dict):
+    """amqtt's topic-filter -> subscribers map, iterated over a snapshot of its keys. amqtt 0.12 awaits inside
+    `for topic in self._subscriptions` while a client (re)connects; a subscription made meanwhile raised
+    "dictionary changed size during iteration" and dropped that client's session (seen once in
+    tests/test_soak_faults.py: the SAXS driver's command was never answered)."""
+
+    def __iter__(self):
+        return iter(list(super().__iter__()))
+
+
 class EmbeddedBroker:
     """An in-process MQTT broker (amqtt) on 127.0.0.1, for campaigns that name no broker.
 
@@ -375,6 +385,10 @@ class EmbeddedBroker:
         writers = self._writers
 
         class _Broker(Broker):
+            def __init__(self, *args, **kwargs) -> None:
+                super().__init__(*args, **kwargs)
+                self._subscriptions = _Subscriptions()
+
             async def stream_connected(self, reader, writer, listener_name):  # remember connections to close them
                 writers.add(writer)
                 try:

@@ -11,7 +11,7 @@ import pytest
 
 from sdl.errors import ProtocolError, TransportError
 from sdl.protocol import ArrayPayload, Envelope, command, topic
-from sdl.transport import EmbeddedBroker, MqttClient, parse_broker_url
+from sdl.transport import EmbeddedBroker, MqttClient, _Subscriptions, parse_broker_url
 
 
 # ----- wire format ------------------------------------------------------------------------------------
@@ -195,3 +195,20 @@ def test_embedded_broker_starts_and_stops_without_leaking_threads():
             assert c.connected
     time.sleep(0.2)
     assert [t.name for t in threading.enumerate() if t.ident not in before] == []
+
+
+def test_embedded_broker_iterates_its_subscriptions_over_a_snapshot():
+    """amqtt 0.12 awaits inside `for topic in broker._subscriptions` while a client reconnects; a subscription
+    added meanwhile must not raise (it dropped the reconnecting client's session once in the soak-fault test)."""
+    subs = _Subscriptions({"a/#": []})
+    seen = []
+    for topic in subs:  # a subscription made while the loop is suspended
+        subs[f"b/{len(subs)}"] = []
+        seen.append(topic)
+    assert seen == ["a/#"] and len(subs) == 2
+    broker = EmbeddedBroker()
+    broker.start()
+    try:
+        assert isinstance(broker._broker._subscriptions, _Subscriptions)
+    finally:
+        broker.stop()
