@@ -130,6 +130,37 @@ def test_when_the_cnn_candidates_misfit_every_library_shape_is_refined(analyser,
     np.testing.assert_allclose(replay, [model.probabilities[c] for c in CLASSES], atol=1e-9)
 
 
+def test_other_answer_reports_its_closest_library_shape_and_a_fit_lowers_it(analyser):
+    """When the CNN says other, its two most probable library shapes are refined all the same: a disc 3,000 Å wide
+    seen from q 0.004 Å⁻¹ (its diameter beyond the window: a sheet, which training calls other) stays `other` but
+    its disc fit (χ²_red about 1, inside the training ranges) is reported and sets the calibration's `library_fit`,
+    which lowers the reported probability (replayed with and without it). A Gaussian coil's closest shape needs
+    parameters beyond the training ranges (a sheet too thin or too polydisperse to resolve): no evidence."""
+    from sdl.techniques.saxs.calibrate import calibrated, calibration_record
+    from sdl.techniques.saxs.ml import RETRY_CHI2, load_shift_calibration
+
+    disc = D.form_factor("cylinder", D.Q_FINE, {"radius": 1500.0, "length": 120.0, "sld": 1.0, "sld_solvent": 0.0,
+                                                "radius_pd": 0.1, "radius_pd_n": 9})
+    coil = D.form_factor("mono_gauss_coil", D.Q_FINE, {"i_zero": 1.0, "rg": 60.0})
+    res = {}
+    for name, I_fine, qmin, seed in (("disc", disc, 0.004, 0), ("coil", coil, 0.004, 3)):
+        m = D.measure(I_fine, qmin, qmin * 90, D.TRAIN, np.random.default_rng(seed))
+        res[name] = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"]))
+        assert _desc(res[name], "saxs.model").value == "other", name
+    close = res["disc"].info["closest_library_shape"]
+    assert close["model"] == "disc" and close["misfit_chi2"] < RETRY_CHI2 and close["fits"], close
+    assert len(res["disc"].info["fits"]) == 2 and not res["disc"].info["refined"]  # reported, not the answer's fit
+    assert not res["coil"].info["closest_library_shape"]["fits"] and res["coil"].info["closest_library_shape"]["beyond_training"]
+    params = load_shift_calibration(WEIGHTS)["analyser"]
+    rec = {k: np.asarray([v]) for k, v in calibration_record(res["disc"]).items()}
+    assert rec["library_fit"][0]
+    with_fit = calibrated(rec, params)[0]
+    np.testing.assert_allclose(with_fit, [_desc(res["disc"], "saxs.model").probabilities[c] for c in CLASSES], atol=1e-9)
+    without = calibrated({**rec, "library_fit": np.array([False])}, params)[0]
+    io = CLASSES.index("other")
+    assert with_fit[io] < without[io] - 0.05, (with_fit[io], without[io])
+
+
 def test_calibration_unknown_particles_are_physical_curves():
     """The particles the library lacks, which the calibration's `beyond` regime adds to "other", give finite,
     positive sasmodels curves across the training windows."""

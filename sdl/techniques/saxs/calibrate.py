@@ -55,6 +55,7 @@ IN_RANGE = ("train", "varied")  # regimes of the training distribution
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
 CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z", "delta_bic")  # what `collect` keeps of each fit contest
+RECORD_KEYS = ("features", "p", "p_cnn", "label", "chosen", "alt", "contest", "flagged", "library_fit")  # `collect`'s arrays
 MAX_CONTESTS = len(CLASSES) - 2  # the other library shapes a curve may have refined (all when the candidates misfit)
 # particles the library lacks (sasmodels families, neither in training nor in benchmarks/saxs_heldout.py), "other" of
 # the ``beyond`` regime with its training families: their best library fit misfits, and the calibration learns what
@@ -251,8 +252,7 @@ def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]
     Curves the analyser refuses are left out."""
     from sdl.measurement import Measurement
 
-    rows: dict[str, list] = {"features": [], "p": [], "p_cnn": [], "label": [], "chosen": [], "alt": [], "contest": [],
-                             "flagged": []}
+    rows: dict[str, list] = {k: [] for k in RECORD_KEYS}
     t0 = time.perf_counter()
     for i, (q, I, s, dq, y) in enumerate(zip(data["q"], data["I"], data["sigma"], data["dq"], data["label"])):
         arrays = {"q_inv_angstrom": q, "intensity": I}
@@ -270,7 +270,8 @@ def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]
         rows["label"].append(y)
         if (i + 1) % 25 == 0:
             log(f"  {i + 1}/{len(data['q'])} curves, {time.perf_counter() - t0:.0f} s")
-    return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k == "flagged" else float) for k, v in rows.items()}
+    return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k in ("flagged", "library_fit") else float)
+            for k, v in rows.items()}
 
 
 def calibration_record(result) -> dict[str, Any]:
@@ -279,7 +280,7 @@ def calibration_record(result) -> dict[str, Any]:
     "chosen" (class index), "alt" (MAX_CONTESTS class indices of the other refined shapes, -1 for none), "contest"
     (their CONTEST_KEYS, NaN for none), "flagged" (the analyser's own TOP_FEATURES "flagged": saxs.model flagged for a
     reason other than an ambiguous fit or a low calibrated probability: ood, or one of LOW_CONFIDENCE_REASONS but
-    "ambiguous")."""
+    "ambiguous"), "library_fit" (TOP_FEATURES: an "other" answer that a library shape fits)."""
     cal = result.info["calibration"]
     pb = [cal["probabilities_before"][c] for c in CLASSES]
     cnn = result.info.get("ml_probabilities") or cal["probabilities_before"]  # before the fits weighed in
@@ -289,7 +290,8 @@ def calibration_record(result) -> dict[str, Any]:
         alt[j] = CLASSES.index(c["alternative"])
         contest[j] = [c[k] for k in CONTEST_KEYS]
     return {"features": [cal["features"][k] for k in SHIFT_FEATURES], "p": pb, "p_cnn": [cnn[c] for c in CLASSES],
-            "chosen": int(np.argmax(pb)), "alt": alt, "contest": contest, "flagged": bool(cal["features"]["flagged"])}
+            "chosen": int(np.argmax(pb)), "alt": alt, "contest": contest, "flagged": bool(cal["features"]["flagged"]),
+            "library_fit": bool(cal["features"]["library_fit"])}
 
 
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:
@@ -323,10 +325,11 @@ def with_contests(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def analyser_features(part: dict[str, np.ndarray]) -> np.ndarray:
-    """(n, len(TOP_FEATURES)) of stored records: their SHIFT_FEATURES, the flag, and whether a contest is ambiguous."""
+    """(n, len(TOP_FEATURES)) of stored records: their SHIFT_FEATURES, the flag, whether a contest is ambiguous, and
+    whether a library shape fits an "other" answer."""
     part = with_contests(part)
     amb = part["pair_features"][..., PAIR_FEATURES.index("ambiguous")].any(axis=1)
-    return top_features(part["features"], part["flagged"], amb)
+    return top_features(part["features"], part["flagged"], amb, part["library_fit"])
 
 
 def contest_pair_features(contest: np.ndarray) -> np.ndarray:
@@ -433,8 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     for regime in REGIMES:
         cache = args.cache / f"saxs_shift_{regime}_n{args.n_per_class}_s{args.seed}.npz" if args.cache else None
-        if cache is not None and cache.is_file():
-            z = np.load(cache)
+        z = np.load(cache) if cache is not None and cache.is_file() else None
+        if z is not None and set(RECORD_KEYS) <= set(z.files):  # a cache from older code is analysed afresh
             parts[regime] = {k: z[k] for k in z.files}
             print(f"{regime}: loaded {cache}", flush=True)
             continue

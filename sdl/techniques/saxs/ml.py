@@ -685,7 +685,10 @@ SHIFT_FEATURES = ("noise", "noise_beyond", "resolution", "distance", "beyond_tra
 # shape fits as well) lowers it off that distribution (a uniform shrinkage towards 1/K cannot raise an
 # under-confident in-range answer: on the calibration set's curves, 2-fold CV ECE 3.2 → 2.0 % on the training
 # instrument, 2.2 → 1.8 % varied, 11.0 → 9.9 % shifted, 12.9 → 13.8 % beyond its ranges).
-TOP_FEATURES = (*SHIFT_FEATURES, "flagged", "ambiguous")
+TOP_FEATURES = (*SHIFT_FEATURES, "flagged", "ambiguous", "library_fit")
+# `library_fit`: the CNN said other, yet the better of its two most probable library shapes, refined, fits within
+# RETRY_CHI2 with its parameters inside the training ranges (a disc wider than the q window reads as a sheet,
+# which training calls other)
 # Where the chosen shape's refined fit and another shape's are indistinguishable the data cannot tell them apart,
 # and the CNN's prior alone decides (`arbitrate` weighs the fits' BIC by it): off the training distribution (a
 # shell thinner than trained, an axial ratio beyond it) that prior is wrong as often as not, and a prior near 1
@@ -845,10 +848,11 @@ def shrink(p: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
     return (1.0 - lam) * p + lam / p.shape[-1]
 
 
-def top_features(shift: np.ndarray, flagged: bool | np.ndarray, ambiguous: bool | np.ndarray) -> np.ndarray:
-    """TOP_FEATURES of one curve (SHIFT_FEATURES row, two flags) or of n ((n, 7), (n,), (n,))."""
-    return np.concatenate([np.asarray(shift, float), np.asarray(flagged, float)[..., None], np.asarray(ambiguous, float)[..., None]],
-                          axis=-1)
+def top_features(shift: np.ndarray, flagged: bool | np.ndarray, ambiguous: bool | np.ndarray,
+                 library_fit: bool | np.ndarray = False) -> np.ndarray:
+    """TOP_FEATURES of one curve (SHIFT_FEATURES row, three flags) or of n ((n, 7), (n,), (n,), (n,))."""
+    flags = np.broadcast_arrays(*(np.asarray(v, float) for v in (flagged, ambiguous, library_fit)))
+    return np.concatenate([np.asarray(shift, float), np.stack(flags, axis=-1)], axis=-1)
 
 
 def confident(p: np.ndarray, features: np.ndarray, params: dict[str, Any] | None) -> np.ndarray:
@@ -1000,21 +1004,38 @@ class SaxsMLAnalyser:
             "noise_informative": float(pred["noise_informative"][0]),
         }
         r: dict[str, Any] | None = None
-        if cls != "other" and self.refine:
+        fits: dict[str, dict[str, Any]] = {}
+        library_fit = False  # the CNN said other, yet one of its library shapes fits
+
+        def _refine(c: str, extra_starts: Sequence[dict[str, float]] = ()) -> None:
+            start = {t: float(pred["values_by_class"][0, CLASSES.index(c), TARGETS.index(t)]) for t in APPLIES[c]}
+            try:
+                fits[c] = refine(c, q, I, sigma, dq, [start, *extra_starts], max_nfev=self.max_nfev)
+            except Exception as exc:  # refinement must not lose the ML answer
+                info.setdefault("refine_error", {})[c] = f"{type(exc).__name__}: {exc}"
+
+        # the CNN's two most probable library shapes (the runner-up however unlikely the CNN finds it: where the CNN
+        # extrapolates, its runner-up's probability says little)
+        library = [CLASSES[i] for i in np.argsort(-p) if CLASSES[i] != "other"][:2]
+        if cls == "other" and self.refine:
+            # the answer stays other, but a library shape that fits is evidence against it (a disc wider than the
+            # window looks like a sheet): it is reported, and it lowers the calibrated probability
+            for c in library:
+                _refine(c)
+            if fits:
+                info["fits"] = {c: fit_summary(f) for c, f in fits.items()}
+                best = min(fits, key=lambda c: fits[c]["chi2_red"])
+                f = fits[best]
+                chi2_best = misfit_chi2(q, I, sigma, f)
+                # a coil's q^-2 is a sheet thinner than the window resolves, with polydispersity on its bound: such a
+                # fit is no evidence for the shape
+                why = beyond_training(best, f["values"], f["at_bound"], f["sld_core"])
+                library_fit = bool(chi2_best <= RETRY_CHI2 and not why)
+                info["closest_library_shape"] = {"model": best, "misfit_chi2": chi2_best, "beyond_training": why,
+                                                 "fits": library_fit}
+        elif self.refine:
             t0 = time.perf_counter()
-            # the most probable other library shape is always refined too, however unlikely the CNN finds it:
-            # where the CNN extrapolates, its runner-up's probability says little
-            runner_up = next(CLASSES[i] for i in np.argsort(-p) if CLASSES[i] not in (cls, "other"))
-            cands = [cls, runner_up]
-            fits: dict[str, dict[str, Any]] = {}
-
-            def _refine(c: str, extra_starts: Sequence[dict[str, float]] = ()) -> None:
-                start = {t: float(pred["values_by_class"][0, CLASSES.index(c), TARGETS.index(t)]) for t in APPLIES[c]}
-                try:
-                    fits[c] = refine(c, q, I, sigma, dq, [start, *extra_starts], max_nfev=self.max_nfev)
-                except Exception as exc:  # refinement must not lose the ML answer
-                    info.setdefault("refine_error", {})[c] = f"{type(exc).__name__}: {exc}"
-
+            cands = [cls, next(c for c in library if c != cls)]
             for c in cands:
                 _refine(c)
             # the nested alternative of the CNN's shape (shell or no shell), started from that shape's fit too
@@ -1090,7 +1111,7 @@ class SaxsMLAnalyser:
             c["mu"] = float(pair_mu(g, params))
         tied = [c for c in contests if c["features"]["ambiguous"]]
         flagged = ood or bool((set(LOW_CONFIDENCE_REASONS) - {"ambiguous"}) & set(info))  # before "ambiguous" is set
-        f_top = top_features(feats, flagged, bool(tied))
+        f_top = top_features(feats, flagged, bool(tied), library_fit)
         info["calibration"] = {"features": dict(zip(TOP_FEATURES, map(float, f_top))), "contests": contests,
                                "probabilities_before": {c: float(v) for c, v in zip(CLASSES, p)}}
         if tied:
