@@ -3,7 +3,7 @@ refined fits are indistinguishable, how confident the whole analyser's top answe
 probabilities (sdl.techniques.saxs.ml: fit_contests, pair_features, bic_share, share_pair, shift_features,
 top_features, confident, shift_lambda, shrink).
 
-    python -m sdl.techniques.saxs.calibrate --n-per-class 40 --seed 13 [--cache DIR]
+    python -m sdl.techniques.saxs.calibrate --n-per-class 80 --seed 13 [--cache DIR]
 
 The curves come from sdl's own training generator (simulators.saxs.dataset: its sasmodels shapes, Schulz
 polydispersity, Gaussian smearing, backgrounds and noise), never from a benchmark's held-out generator,
@@ -418,7 +418,7 @@ def regime_weights(parts: dict[str, dict[str, np.ndarray]], in_range_weight: flo
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sdl.techniques.saxs.calibrate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--n-per-class", type=int, default=40, help="curves per class and regime (default 40)")
+    ap.add_argument("--n-per-class", type=int, default=80, help="curves per class and regime (default 80)")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--out", type=Path, default=None, help="default: <weights stem>_shift.json beside the weights")
