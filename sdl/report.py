@@ -459,8 +459,10 @@ def _sigma_for(x: np.ndarray, y: np.ndarray, curves: dict[str, np.ndarray], meas
 
 def plot_analysis(result: Any, out: Path, *, technique: Any = None, measurement: Measurement | None = None,
                   name: str | None = None) -> Path:
-    """A PNG of one analysed measurement: the data with error bars (sigma), the analyser's fit curve, the
-    residuals ((data − fit)/sigma, or relative without sigma) and every descriptor, untrusted ones in red.
+    """A PNG of one analysed measurement: the data with error bars (sigma), the analyser's fit curve (with its
+    "component:<name>" parts), models it considered but did not choose ("candidate:<label>", dashed), positions
+    it points out ("marker:<what>"), the residuals ((data − fit)/sigma, or relative without sigma) and every
+    descriptor, untrusted ones in red.
     Axis labels and scales come from the technique's CurveAxes (sdl.analysis.curve_axes_for). `result` is an
     sdl.analysis.base.AnalysisResult; `name` titles the figure (default: the file name in metadata)."""
     import matplotlib
@@ -512,6 +514,12 @@ def plot_analysis(result: Any, out: Path, *, technique: Any = None, measurement:
             colours = ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
             for j, (label, v) in enumerate(parts):
                 ax.plot(x, v, color=colours[j % len(colours)], lw=0.8, alpha=0.8, label=label, zorder=2)
+        # a model the analyser considered but did not choose ("candidate:<label>"), e.g. the library shape
+        # closest to a curve it calls "none of these"
+        for k, v in curves.items():
+            if k.startswith("candidate:") and np.shape(v) == y.shape:
+                ok = np.isfinite(v) & ((v > 0) if spec.yscale == "log" else True)
+                ax.plot(x[ok], v[ok], color="tab:orange", lw=1.0, ls="--", label=k.partition(":")[2], zorder=2)
         # positions an analyser points out ("marker:<what>", x values), e.g. peaks no phase explains
         for k, v in curves.items():
             if k.startswith("marker:") and np.size(v):

@@ -150,6 +150,9 @@ def test_other_answer_reports_its_closest_library_shape_and_a_fit_lowers_it(anal
     close = res["disc"].info["closest_library_shape"]
     assert close["model"] == "disc" and close["misfit_chi2"] < RETRY_CHI2 and close["fits"], close
     assert len(res["disc"].info["fits"]) == 2 and not res["disc"].info["refined"]  # reported, not the answer's fit
+    (drawn,) = [k for k in res["disc"].curves if k.startswith("candidate:")]  # --plot draws it dashed
+    assert "disc" in drawn and np.isfinite(res["disc"].curves[drawn]).all()
+    assert not np.isfinite(res["disc"].curves["fit"]).any()
     assert not res["coil"].info["closest_library_shape"]["fits"] and res["coil"].info["closest_library_shape"]["beyond_training"]
     params = load_shift_calibration(WEIGHTS)["analyser"]
     rec = {k: np.asarray([v]) for k, v in calibration_record(res["disc"]).items()}

@@ -1006,6 +1006,7 @@ class SaxsMLAnalyser:
         r: dict[str, Any] | None = None
         fits: dict[str, dict[str, Any]] = {}
         library_fit = False  # the CNN said other, yet one of its library shapes fits
+        closest: tuple[str, np.ndarray] | None = None  # that shape's fit curve, drawn by --plot
 
         def _refine(c: str, extra_starts: Sequence[dict[str, float]] = ()) -> None:
             start = {t: float(pred["values_by_class"][0, CLASSES.index(c), TARGETS.index(t)]) for t in APPLIES[c]}
@@ -1033,6 +1034,7 @@ class SaxsMLAnalyser:
                 library_fit = bool(chi2_best <= RETRY_CHI2 and not why)
                 info["closest_library_shape"] = {"model": best, "misfit_chi2": chi2_best, "beyond_training": why,
                                                  "fits": library_fit}
+                closest = (f"candidate:closest library shape, {best} (misfit χ² {chi2_best:.2f})", f["fit"])
         elif self.refine:
             t0 = time.perf_counter()
             cands = [cls, next(c for c in library if c != cls)]
@@ -1151,6 +1153,8 @@ class SaxsMLAnalyser:
                 info.update(structure_factor=r["structure_factor"], structure=r["structure"])
         if "fit" not in curves:
             curves["fit"] = np.full_like(q, np.nan)
+        if closest is not None:
+            curves[closest[0]] = closest[1]
         if info["refined"]:
             param_flags.append("refined")
         descs = [
