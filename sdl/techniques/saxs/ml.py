@@ -1005,8 +1005,6 @@ class SaxsMLAnalyser:
         }
         r: dict[str, Any] | None = None
         fits: dict[str, dict[str, Any]] = {}
-        library_fit = False  # the CNN said other, yet one of its library shapes fits
-        closest: tuple[str, np.ndarray] | None = None  # that shape's fit curve, drawn by --plot
 
         def _refine(c: str, extra_starts: Sequence[dict[str, float]] = ()) -> None:
             start = {t: float(pred["values_by_class"][0, CLASSES.index(c), TARGETS.index(t)]) for t in APPLIES[c]}
@@ -1031,10 +1029,8 @@ class SaxsMLAnalyser:
                 # a coil's q^-2 is a sheet thinner than the window resolves, with polydispersity on its bound: such a
                 # fit is no evidence for the shape
                 why = beyond_training(best, f["values"], f["at_bound"], f["sld_core"])
-                library_fit = bool(chi2_best <= RETRY_CHI2 and not why)
                 info["closest_library_shape"] = {"model": best, "misfit_chi2": chi2_best, "beyond_training": why,
-                                                 "fits": library_fit}
-                closest = (f"candidate:closest library shape, {best} (misfit χ² {chi2_best:.2f})", f["fit"])
+                                                 "fits": bool(chi2_best <= RETRY_CHI2 and not why)}
         elif self.refine:
             t0 = time.perf_counter()
             cands = [cls, next(c for c in library if c != cls)]
@@ -1113,7 +1109,8 @@ class SaxsMLAnalyser:
             c["mu"] = float(pair_mu(g, params))
         tied = [c for c in contests if c["features"]["ambiguous"]]
         flagged = ood or bool((set(LOW_CONFIDENCE_REASONS) - {"ambiguous"}) & set(info))  # before "ambiguous" is set
-        f_top = top_features(feats, flagged, bool(tied), library_fit)
+        closest = info.get("closest_library_shape")  # an "other" answer's best library fit
+        f_top = top_features(feats, flagged, bool(tied), bool(closest and closest["fits"]))
         info["calibration"] = {"features": dict(zip(TOP_FEATURES, map(float, f_top))), "contests": contests,
                                "probabilities_before": {c: float(v) for c, v in zip(CLASSES, p)}}
         if tied:
@@ -1153,8 +1150,9 @@ class SaxsMLAnalyser:
                 info.update(structure_factor=r["structure_factor"], structure=r["structure"])
         if "fit" not in curves:
             curves["fit"] = np.full_like(q, np.nan)
-        if closest is not None:
-            curves[closest[0]] = closest[1]
+        if closest:  # drawn dashed by --plot
+            curves[f"candidate:closest library shape, {closest['model']} (misfit χ² {closest['misfit_chi2']:.2f})"] = \
+                fits[closest["model"]]["fit"]
         if info["refined"]:
             param_flags.append("refined")
         descs = [
