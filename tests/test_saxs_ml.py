@@ -420,6 +420,23 @@ def test_fit_disagreement_and_nested_starts():
     assert {s["radius"] for s in back} == {50.0, 40.0} and all(s["length"] == 600.0 for s in back)
 
 
+def test_partner_starts_keep_the_radius_of_gyration():
+    """A shape the fits beat is refined again from the winner's geometry: nested pairs through nested_starts, an
+    ellipsoid from a rod (and back) with the same Rg; no start for shapes with no such map."""
+    from sdl.techniques.saxs.ml import nested_starts, partner_starts
+
+    rod = {"values": {"radius": 20.0, "length": 300.0, "polydispersity": 0.1}}
+    (e,) = partner_starts("ellipsoid", "cylinder", rod)
+    rg2_rod = 20.0 ** 2 / 2 + 300.0 ** 2 / 12
+    assert (2 * e["radius"] ** 2 + e["polar_radius"] ** 2) / 5 == pytest.approx(rg2_rod)
+    assert e["polydispersity"] == 0.1
+    (back,) = partner_starts("cylinder", "ellipsoid", {"values": e})
+    assert back["radius"] == pytest.approx(20.0) and back["length"] == pytest.approx(300.0)
+    shelled = {"values": {"radius": 80.0, "shell": 20.0, "polydispersity": 0.05}}
+    assert partner_starts("sphere", "core_shell_sphere", shelled) == nested_starts("core_shell_sphere", shelled)
+    assert partner_starts("sphere", "cylinder", rod) == []
+
+
 def test_misfit_is_flagged_without_errors_from_the_residual_roughness(analyser):
     """A file without a sigma column: the errors are read from the curve's roughness (estimate_sigma, within 30 %
     of the true 0.5 % here), and the misfit test uses the roughness of the fit's residual. A sphere curve is not

@@ -605,6 +605,26 @@ def nested_starts(cls: str, fitted: dict[str, Any]) -> list[dict[str, float]]:
     return []
 
 
+# an ellipsoid (Rg² = (2 Re² + Rp²)/5) and a cylinder (Rg² = R²/2 + L²/12) alike in both terms of Rg²
+ELLIPSOID_PER_CYLINDER = {"radius": math.sqrt(5 / 4), "polar_radius": math.sqrt(5 / 12)}  # Re / R, Rp / L
+
+
+def partner_starts(cls: str, src: str, fitted: dict[str, Any]) -> list[dict[str, float]]:
+    """Starting values (Å) for `cls` from `fitted`, a `refine` result of the shape `src`: `nested_starts` for a
+    nested pair; an ellipsoid from a rod's or disc's radius and length and back (ELLIPSOID_PER_CYLINDER, the same
+    Rg and axial ratio); none for other pairs. Polydispersity carried over."""
+    if NESTED.get(src) == cls:
+        return nested_starts(src, fitted)
+    t = fitted["values"]
+    pd = {"polydispersity": t["polydispersity"]}
+    e = ELLIPSOID_PER_CYLINDER
+    if cls == "ellipsoid" and src in ("cylinder", "disc"):
+        return [dict(radius=t["radius"] * e["radius"], polar_radius=t["length"] * e["polar_radius"], **pd)]
+    if src == "ellipsoid" and cls in ("cylinder", "disc"):
+        return [dict(radius=t["radius"] / e["radius"], length=t["polar_radius"] / e["polar_radius"], **pd)]
+    return []
+
+
 def beyond_training(cls: str, values: dict[str, float], at_bound: Sequence[str] = (), core_contrast: float | None = None) -> list[str]:
     """Why the refined `values` (Å, fraction) of `cls` lie outside the training ranges (TRAINED_PD_MAX,
     TRAINED_RATIO, TRAINED_SHELL_FRACTION, TRAINED_CORE_CONTRAST for the refined `core_contrast`, with
@@ -1006,12 +1026,16 @@ class SaxsMLAnalyser:
         r: dict[str, Any] | None = None
         fits: dict[str, dict[str, Any]] = {}
 
-        def _refine(c: str, extra_starts: Sequence[dict[str, float]] = ()) -> None:
-            start = {t: float(pred["values_by_class"][0, CLASSES.index(c), TARGETS.index(t)]) for t in APPLIES[c]}
+        def _refine(c: str, extra_starts: Sequence[dict[str, float]] = (), cnn_start: bool = True) -> None:
+            """Refine `c` from the best of the CNN's start and `extra_starts`; of two refinements the better is kept."""
+            start = [{t: float(pred["values_by_class"][0, CLASSES.index(c), TARGETS.index(t)]) for t in APPLIES[c]}] if cnn_start else []
             try:
-                fits[c] = refine(c, q, I, sigma, dq, [start, *extra_starts], max_nfev=self.max_nfev)
+                f = refine(c, q, I, sigma, dq, [*start, *extra_starts], max_nfev=self.max_nfev)
             except Exception as exc:  # refinement must not lose the ML answer
                 info.setdefault("refine_error", {})[c] = f"{type(exc).__name__}: {exc}"
+                return
+            if c not in fits or f["chi2_red"] < fits[c]["chi2_red"]:
+                fits[c] = f
 
         # the CNN's two most probable library shapes (the runner-up however unlikely the CNN finds it: where the CNN
         # extrapolates, its runner-up's probability says little)
@@ -1039,14 +1063,14 @@ class SaxsMLAnalyser:
             # the nested alternative of the CNN's shape (shell or no shell), started from that shape's fit too
             alt = NESTED.get(cls)
             if alt is not None and cls in fits:
-                extra = nested_starts(cls, fits[cls])
-                if alt in fits:  # refined from the CNN's start already: keep the better of the two
-                    kept = fits.pop(alt)
-                    _refine(alt, extra)
-                    if alt not in fits or kept["chi2_red"] < fits[alt]["chi2_red"]:
-                        fits[alt] = kept
-                else:
-                    _refine(alt, extra)
+                _refine(alt, nested_starts(cls, fits[cls]))
+            # the CNN's shape fits clearly worse than another: its refinement may have stopped in a local minimum (a
+            # sphere's radius a fringe off), so it is refined again from the better shape's geometry before the fits
+            # may overrule it
+            worse = sorted((c["delta_chi2"], c["alternative"]) for c in fit_contests(cls, fits, q.size))
+            starts = partner_starts(cls, worse[0][1], fits[worse[0][1]]) if worse and worse[0][0] < -AMBIGUOUS_CHI2 else []
+            if starts:
+                _refine(cls, starts, cnn_start=False)
             # every shape fitted misfits: the CNN may have missed the right one (a long core-shell rod seen through
             # a window too narrow for its length, taken for a core-shell sphere): the other library shapes are
             # refined too before the fits decide
