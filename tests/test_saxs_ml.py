@@ -437,6 +437,32 @@ def test_partner_starts_keep_the_radius_of_gyration():
     assert partner_starts("sphere", "cylinder", rod) == []
 
 
+def test_a_plain_shape_stuck_off_its_size_is_refined_again_from_its_partner(analyser, monkeypatch):
+    """A 212 Å sphere whose CNN size start is (made) 60 Å: refined from there (sizes bounded to ×3 around the start)
+    the sphere cannot reach its size and misfits, while its core-shell partner, started from that fit, gets closer.
+    The beaten sphere is refined again from the partner's geometry (partner_starts) and reaches its true radius."""
+    from sdl.techniques.saxs.ml import TARGETS
+
+    rng = np.random.default_rng(5)
+    I_fine = D.form_factor("sphere", D.Q_FINE, {"radius": 212.0, "sld": 1.0, "sld_solvent": 0.0, "polydispersity": 0.08})
+    m = D.measure(I_fine, 0.0045, 0.45, D.TEST, rng)
+    real = analyser.predict_batch
+
+    def small_start(*args, **kwargs):
+        pred = real(*args, **kwargs)
+        p = np.zeros((1, len(CLASSES)))
+        p[0, CLASSES.index("sphere")], p[0, CLASSES.index("core_shell_sphere")] = 0.9, 0.1
+        v = np.array(pred["values_by_class"], float)
+        v[0, CLASSES.index("sphere"), TARGETS.index("radius")] = 60.0
+        return {**pred, "probabilities_cnn": p, "probabilities": p, "model": ["sphere"], "values_by_class": v}
+
+    monkeypatch.setattr(analyser, "predict_batch", small_start)
+    res = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"], m["dq"]))
+    sphere = res.info["fits"]["sphere"]
+    assert sphere["chi2_red"] < 2 and abs(sphere["values"]["radius"] - 212.0) / 212.0 < 0.05, sphere
+    assert _desc(res, "saxs.model").value in ("sphere", "core_shell_sphere")
+
+
 def test_misfit_is_flagged_without_errors_from_the_residual_roughness(analyser):
     """A file without a sigma column: the errors are read from the curve's roughness (estimate_sigma, within 30 %
     of the true 0.5 % here), and the misfit test uses the roughness of the fit's residual. A sphere curve is not
