@@ -94,6 +94,25 @@ def test_sphere_identified_sized_and_refined(analyser):
     assert "refined_all" not in res.info  # the candidates fit: the other shapes are not tried
 
 
+def _cnn_says_sphere(analyser, monkeypatch, radius: float | None = None) -> None:
+    """Make the analyser's CNN answer sphere 0.9 / core-shell sphere 0.1 (and, given `radius` Å, start the sphere's
+    refinement there) whatever the curve, so that the fits' part of the analysis can be tested alone."""
+    from sdl.techniques.saxs.ml import TARGETS
+
+    real = analyser.predict_batch
+
+    def sphere_cnn(*args, **kwargs):
+        pred = real(*args, **kwargs)
+        p = np.zeros((1, len(CLASSES)))
+        p[0, CLASSES.index("sphere")], p[0, CLASSES.index("core_shell_sphere")] = 0.9, 0.1
+        v = np.array(pred["values_by_class"], float)
+        if radius is not None:
+            v[0, CLASSES.index("sphere"), TARGETS.index("radius")] = radius
+        return {**pred, "probabilities_cnn": p, "probabilities": p, "model": ["sphere"], "values_by_class": v}
+
+    monkeypatch.setattr(analyser, "predict_batch", sphere_cnn)
+
+
 def test_when_the_cnn_candidates_misfit_every_library_shape_is_refined(analyser, monkeypatch):
     """A rod curve whose CNN answer is (made) sphere 0.9 / core-shell sphere 0.1: the candidates' fits (sphere,
     its shell, and the runner-up) misfit by far more than RETRY_CHI2, so the other library shapes are refined too
@@ -104,15 +123,7 @@ def test_when_the_cnn_candidates_misfit_every_library_shape_is_refined(analyser,
     I_fine = D.form_factor("cylinder", D.Q_FINE, {"radius": 25.0, "length": 500.0, "sld": 1.0, "sld_solvent": 0.0,
                                                   "polydispersity": 0.05})
     m = D.measure(I_fine, 0.0045, 0.45, D.TEST, rng)
-    real = analyser.predict_batch
-
-    def sphere_cnn(*args, **kwargs):
-        pred = real(*args, **kwargs)
-        p = np.zeros((1, len(CLASSES)))
-        p[0, CLASSES.index("sphere")], p[0, CLASSES.index("core_shell_sphere")] = 0.9, 0.1
-        return {**pred, "probabilities_cnn": p, "probabilities": p, "model": ["sphere"]}
-
-    monkeypatch.setattr(analyser, "predict_batch", sphere_cnn)
+    _cnn_says_sphere(analyser, monkeypatch)
     res = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"], m["dq"]))
     model = _desc(res, "saxs.model")
     fits = res.info["fits"]
@@ -441,22 +452,10 @@ def test_a_plain_shape_stuck_off_its_size_is_refined_again_from_its_partner(anal
     """A 212 Å sphere whose CNN size start is (made) 60 Å: refined from there (sizes bounded to ×3 around the start)
     the sphere cannot reach its size and misfits, while its core-shell partner, started from that fit, gets closer.
     The beaten sphere is refined again from the partner's geometry (partner_starts) and reaches its true radius."""
-    from sdl.techniques.saxs.ml import TARGETS
-
     rng = np.random.default_rng(5)
     I_fine = D.form_factor("sphere", D.Q_FINE, {"radius": 212.0, "sld": 1.0, "sld_solvent": 0.0, "polydispersity": 0.08})
     m = D.measure(I_fine, 0.0045, 0.45, D.TEST, rng)
-    real = analyser.predict_batch
-
-    def small_start(*args, **kwargs):
-        pred = real(*args, **kwargs)
-        p = np.zeros((1, len(CLASSES)))
-        p[0, CLASSES.index("sphere")], p[0, CLASSES.index("core_shell_sphere")] = 0.9, 0.1
-        v = np.array(pred["values_by_class"], float)
-        v[0, CLASSES.index("sphere"), TARGETS.index("radius")] = 60.0
-        return {**pred, "probabilities_cnn": p, "probabilities": p, "model": ["sphere"], "values_by_class": v}
-
-    monkeypatch.setattr(analyser, "predict_batch", small_start)
+    _cnn_says_sphere(analyser, monkeypatch, radius=60.0)
     res = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"], m["dq"]))
     sphere = res.info["fits"]["sphere"]
     assert sphere["chi2_red"] < 2 and abs(sphere["values"]["radius"] - 212.0) / 212.0 < 0.05, sphere
