@@ -503,8 +503,12 @@ def plot_analysis(result: Any, out: Path, *, technique: Any = None, measurement:
                         ecolor="0.75", label="measured ± σ", zorder=1)
         else:
             ax.plot(x[show], y[show], ".", ms=3, color="tab:gray", label="measured", zorder=1)
+
+        def drawable(v: np.ndarray) -> np.ndarray:  # a model curve's points the y scale can show
+            return np.isfinite(v) & ((v > 0) if spec.yscale == "log" else True)
+
         if fit is not None:
-            ok = np.isfinite(fit) & ((fit > 0) if spec.yscale == "log" else True)
+            ok = drawable(fit)
             ax.plot(x[ok], fit[ok], color="tab:red", lw=1.0, alpha=0.85, label=f"fit ({result.analyser})", zorder=2)
             if "background" in curves and np.shape(curves["background"]) == y.shape:
                 ax.plot(x, curves["background"], color="tab:blue", lw=0.8, ls="--", label="background", zorder=2)
@@ -518,7 +522,7 @@ def plot_analysis(result: Any, out: Path, *, technique: Any = None, measurement:
         # closest to a curve it calls "none of these"
         for k, v in curves.items():
             if k.startswith("candidate:") and np.shape(v) == y.shape:
-                ok = np.isfinite(v) & ((v > 0) if spec.yscale == "log" else True)
+                ok = drawable(v)
                 ax.plot(x[ok], v[ok], color="tab:orange", lw=1.0, ls="--", label=k.partition(":")[2], zorder=2)
         # positions an analyser points out ("marker:<what>", x values), e.g. peaks no phase explains
         for k, v in curves.items():

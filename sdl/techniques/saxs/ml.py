@@ -1067,10 +1067,11 @@ class SaxsMLAnalyser:
             # the CNN's shape fits clearly worse than another: its refinement may have stopped in a local minimum (a
             # sphere's radius a fringe off), so it is refined again from the better shape's geometry before the fits
             # may overrule it
-            worse = sorted((c["delta_chi2"], c["alternative"]) for c in fit_contests(cls, fits, q.size))
-            starts = partner_starts(cls, worse[0][1], fits[worse[0][1]]) if worse and worse[0][0] < -AMBIGUOUS_CHI2 else []
-            if starts:
-                _refine(cls, starts, cnn_start=False)
+            winner = min(fit_contests(cls, fits, q.size), key=lambda c: c["delta_chi2"], default=None)
+            if winner is not None and winner["delta_chi2"] < -AMBIGUOUS_CHI2:
+                starts = partner_starts(cls, winner["alternative"], fits[winner["alternative"]])
+                if starts:
+                    _refine(cls, starts, cnn_start=False)
             # every shape fitted misfits: the CNN may have missed the right one (a long core-shell rod seen through
             # a window too narrow for its length, taken for a core-shell sphere): the other library shapes are
             # refined too before the fits decide
