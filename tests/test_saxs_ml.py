@@ -94,23 +94,24 @@ def test_sphere_identified_sized_and_refined(analyser):
     assert "refined_all" not in res.info  # the candidates fit: the other shapes are not tried
 
 
-def _cnn_says_sphere(analyser, monkeypatch, radius: float | None = None) -> None:
-    """Make the analyser's CNN answer sphere 0.9 / core-shell sphere 0.1 (and, given `radius` Å, start the sphere's
-    refinement there) whatever the curve, so that the fits' part of the analysis can be tested alone."""
+def _cnn_says(analyser, monkeypatch, probabilities: dict[str, float] | None = None, radius: float | None = None) -> None:
+    """Make the analyser's CNN answer `probabilities` (default sphere 0.9 / core-shell sphere 0.1; and, given
+    `radius` Å, start the sphere's refinement there) whatever the curve, so that the fits' part of the analysis can
+    be tested alone."""
     from sdl.techniques.saxs.ml import TARGETS
 
     real = analyser.predict_batch
+    probabilities = probabilities or {"sphere": 0.9, "core_shell_sphere": 0.1}
 
-    def sphere_cnn(*args, **kwargs):
+    def fixed_cnn(*args, **kwargs):
         pred = real(*args, **kwargs)
-        p = np.zeros((1, len(CLASSES)))
-        p[0, CLASSES.index("sphere")], p[0, CLASSES.index("core_shell_sphere")] = 0.9, 0.1
+        p = np.array([[probabilities.get(c, 0.0) for c in CLASSES]])
         v = np.array(pred["values_by_class"], float)
         if radius is not None:
             v[0, CLASSES.index("sphere"), TARGETS.index("radius")] = radius
-        return {**pred, "probabilities_cnn": p, "probabilities": p, "model": ["sphere"], "values_by_class": v}
+        return {**pred, "probabilities_cnn": p, "probabilities": p, "model": [CLASSES[int(p.argmax())]], "values_by_class": v}
 
-    monkeypatch.setattr(analyser, "predict_batch", sphere_cnn)
+    monkeypatch.setattr(analyser, "predict_batch", fixed_cnn)
 
 
 def test_when_the_cnn_candidates_misfit_every_library_shape_is_refined(analyser, monkeypatch):
@@ -123,7 +124,7 @@ def test_when_the_cnn_candidates_misfit_every_library_shape_is_refined(analyser,
     I_fine = D.form_factor("cylinder", D.Q_FINE, {"radius": 25.0, "length": 500.0, "sld": 1.0, "sld_solvent": 0.0,
                                                   "polydispersity": 0.05})
     m = D.measure(I_fine, 0.0045, 0.45, D.TEST, rng)
-    _cnn_says_sphere(analyser, monkeypatch)
+    _cnn_says(analyser, monkeypatch)
     res = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"], m["dq"]))
     model = _desc(res, "saxs.model")
     fits = res.info["fits"]
@@ -142,15 +143,16 @@ def test_when_the_cnn_candidates_misfit_every_library_shape_is_refined(analyser,
 
 
 def test_other_answer_reports_its_closest_library_shape_and_a_fit_lowers_it(analyser):
-    """When the CNN says other, its two most probable library shapes are refined all the same: a disc 3,000 Å wide
-    seen from q 0.004 Å⁻¹ (its diameter beyond the window: a sheet, which training calls other) stays `other` but
-    its disc fit (χ²_red about 1, inside the training ranges) is reported and sets the calibration's `library_fit`,
+    """When the CNN says other, its two most probable library shapes are refined all the same: a disc 8,000 Å wide
+    seen from q 0.004 Å⁻¹ (its diameter far beyond the window: a sheet, which training calls other, and which the
+    lamellar reference fits as well with fewer parameters) stays `other` but its disc fit (χ²_red below
+    RETRY_CHI2, inside the training ranges) is reported and sets the calibration's `library_fit`,
     which lowers the reported probability (replayed with and without it). A Gaussian coil's closest shape needs
     parameters beyond the training ranges (a sheet too thin or too polydisperse to resolve): no evidence."""
     from sdl.techniques.saxs.calibrate import calibrated, calibration_record
     from sdl.techniques.saxs.ml import RETRY_CHI2, load_shift_calibration
 
-    disc = D.form_factor("cylinder", D.Q_FINE, {"radius": 1500.0, "length": 120.0, "sld": 1.0, "sld_solvent": 0.0,
+    disc = D.form_factor("cylinder", D.Q_FINE, {"radius": 4000.0, "length": 120.0, "sld": 1.0, "sld_solvent": 0.0,
                                                 "radius_pd": 0.1, "radius_pd_n": 9})
     coil = D.form_factor("mono_gauss_coil", D.Q_FINE, {"i_zero": 1.0, "rg": 60.0})
     res = {}
@@ -165,6 +167,11 @@ def test_other_answer_reports_its_closest_library_shape_and_a_fit_lowers_it(anal
     assert "disc" in drawn and np.isfinite(res["disc"].curves[drawn]).all()
     assert not np.isfinite(res["disc"].curves["fit"]).any()
     assert not res["coil"].info["closest_library_shape"]["fits"] and res["coil"].info["closest_library_shape"]["beyond_training"]
+    # what "other" explains: the sheet as well as the disc, with fewer parameters; the coil far better than any shape
+    assert res["disc"].info["other_reference"]["model"] == "lamellar" and res["disc"].info["other_reference"]["delta_bic"] > 0
+    assert res["coil"].info["other_reference"]["model"] == "mono_gauss_coil"
+    assert res["coil"].info["other_reference"]["values"]["rg"] == pytest.approx(60.0, rel=0.05)
+    assert res["coil"].info["other_reference"]["delta_bic"] > 10
     params = load_shift_calibration(WEIGHTS)["analyser"]
     rec = {k: np.asarray([v]) for k, v in calibration_record(res["disc"]).items()}
     assert rec["library_fit"][0]
@@ -173,6 +180,40 @@ def test_other_answer_reports_its_closest_library_shape_and_a_fit_lowers_it(anal
     without = calibrated({**rec, "library_fit": np.array([False])}, params)[0]
     io = CLASSES.index("other")
     assert with_fit[io] < without[io] - 0.05, (with_fit[io], without[io])
+
+
+def test_a_library_shape_that_other_cannot_explain_takes_the_answer(analyser, monkeypatch):
+    """A disc 800 Å wide and 30 Å thick seen from q 0.002 Å⁻¹: its width shows as a Guinier knee before the q⁻²
+    of a sheet. With the CNN (made to) say other 0.9 / disc 0.1, the disc's fit beats every OTHER_REFERENCES model
+    by far more than the CNN's prior (ΔBIC < -2 ln 9), so the answer is disc, with its size, flagged low_confidence
+    because the fits overrule the CNN; the CNN's probabilities stay recorded."""
+    I_fine = D.form_factor("cylinder", D.Q_FINE, {"radius": 400.0, "length": 30.0, "sld": 1.0, "sld_solvent": 0.0,
+                                                  "radius_pd": 0.1, "radius_pd_n": 9})
+    m = D.measure(I_fine, 0.002, 0.2, D.TEST, np.random.default_rng(2))
+    _cnn_says(analyser, monkeypatch, {"other": 0.9, "disc": 0.1})
+    res = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"], m["dq"]))
+    model = _desc(res, "saxs.model")
+    ref = res.info["other_reference"]
+    assert ref["delta_bic"] < -2 * np.log(9.0), ref
+    assert model.value == "disc" and "low_confidence" in model.flags and "overruled" in res.info, (model.value, res.info)
+    assert "closest_library_shape" not in res.info and res.info["ml_probabilities"]["other"] == pytest.approx(0.9)
+    assert abs(_desc(res, "saxs.radius_nm").value - 40.0) / 40.0 < 0.1 and abs(_desc(res, "saxs.length_nm").value - 3.0) / 3.0 < 0.1
+
+
+def test_refine_other_recovers_each_reference_model():
+    """Each OTHER_REFERENCES curve (1 % noise, a flat background) is fitted best by its own model, with its parameter
+    (Å, or the power-law exponent) within 5 %."""
+    from sdl.techniques.saxs.ml import refine_other
+
+    q = np.geomspace(0.004, 0.4, 200)
+    rng = np.random.default_rng(1)
+    for model, par, value in (("lamellar", "thickness", 40.0), ("mono_gauss_coil", "rg", 80.0), ("dab", "cor_length", 120.0),
+                              ("power_law", "power", 2.7)):
+        extra = {"sld": 1.0, "sld_solvent": 0.0} if model == "lamellar" else {"i_zero": 1.0} if model == "mono_gauss_coil" else {}
+        I0 = D.form_factor(model, q, {par: value, **extra})
+        I0 = I0 / I0.max() + 1e-4
+        f = refine_other(q, I0 * (1 + 0.01 * rng.normal(size=q.size)), 0.01 * I0, None)
+        assert f["model"] == model and f["values"][par] == pytest.approx(value, rel=0.05) and f["chi2_red"] < 2, (model, f["model"], f["values"])
 
 
 def test_calibration_unknown_particles_are_physical_curves():
@@ -455,7 +496,7 @@ def test_a_plain_shape_stuck_off_its_size_is_refined_again_from_its_partner(anal
     rng = np.random.default_rng(5)
     I_fine = D.form_factor("sphere", D.Q_FINE, {"radius": 212.0, "sld": 1.0, "sld_solvent": 0.0, "polydispersity": 0.08})
     m = D.measure(I_fine, 0.0045, 0.45, D.TEST, rng)
-    _cnn_says_sphere(analyser, monkeypatch, radius=60.0)
+    _cnn_says(analyser, monkeypatch, radius=60.0)
     res = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"], m["dq"]))
     sphere = res.info["fits"]["sphere"]
     assert sphere["chi2_red"] < 2 and abs(sphere["values"]["radius"] - 212.0) / 212.0 < 0.05, sphere

@@ -247,29 +247,64 @@ def generate(n_per_class: int, seed: int, regime: str) -> dict[str, list]:
     return out
 
 
-def collect(data: dict[str, list], analyser, log=print) -> dict[str, np.ndarray]:
-    """Run the analyser (calibration off) on every curve: its `calibration_record` and the label, as arrays.
-    Curves the analyser refuses are left out."""
+_WORKER: dict[str, Any] = {}  # the analyser `_record_one` runs, one per process
+
+
+def _init_worker(weights: Path, analyser=None) -> None:
+    """Give this process its analyser (`analyser`, or one of `weights` with the calibration off; one torch thread)."""
+    if analyser is None:
+        import torch
+
+        from sdl.techniques.saxs.ml import SaxsMLAnalyser
+
+        torch.set_num_threads(1)
+        analyser = SaxsMLAnalyser(weights=weights, shift_calibration=False)
+    _WORKER["an"] = analyser
+
+
+def _record_one(curve: tuple) -> dict[str, Any] | str:
+    """The `calibration_record` of one curve (q, I, sigma or None, dq or None), or why the analyser refused it."""
     from sdl.measurement import Measurement
 
+    q, I, s, dq = curve
+    arrays = {"q_inv_angstrom": q, "intensity": I}
+    if s is not None:
+        arrays["sigma"] = s
+    if dq is not None:
+        arrays["dq_inv_angstrom"] = dq
+    try:
+        return calibration_record(_WORKER["an"].analyse(Measurement(technique="saxs", arrays=arrays)))
+    except Exception as exc:  # noqa: BLE001 - a refused curve is not calibration data
+        return f"{type(exc).__name__}: {exc}"
+
+
+def collect(data: dict[str, list], analyser=None, log=print, workers: int = 1, weights: Path = WEIGHTS,
+            desc: str = "analysing") -> dict[str, np.ndarray]:
+    """Run the analyser (calibration off; `analyser`, or one of `weights`) on every curve, with a progress bar: its
+    `calibration_record` and the label, as arrays. Curves the analyser refuses are left out (`log` says why).
+    With `workers` > 1 the curves go to as many processes, each with its own analyser of `weights`."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
+
+    curves = list(zip(data["q"], data["I"], data["sigma"], data["dq"]))
+    pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(weights,)) if workers > 1 else None
+    if pool is None:
+        _init_worker(weights, analyser)
     rows: dict[str, list] = {k: [] for k in RECORD_KEYS}
-    t0 = time.perf_counter()
-    for i, (q, I, s, dq, y) in enumerate(zip(data["q"], data["I"], data["sigma"], data["dq"], data["label"])):
-        arrays = {"q_inv_angstrom": q, "intensity": I}
-        if s is not None:
-            arrays["sigma"] = s
-        if dq is not None:
-            arrays["dq_inv_angstrom"] = dq
-        try:
-            r = analyser.analyse(Measurement(technique="saxs", arrays=arrays))
-        except Exception as exc:  # noqa: BLE001 - a refused curve is not calibration data
-            log(f"  curve {i}: {type(exc).__name__}: {exc}")
-            continue
-        for k, v in calibration_record(r).items():
-            rows[k].append(v)
-        rows["label"].append(y)
-        if (i + 1) % 25 == 0:
-            log(f"  {i + 1}/{len(data['q'])} curves, {time.perf_counter() - t0:.0f} s")
+    try:
+        results = pool.imap(_record_one, curves, chunksize=1) if pool else map(_record_one, curves)
+        for i, (got, y) in enumerate(zip(tqdm(results, total=len(curves), desc=desc, unit="curve", mininterval=5.0),
+                                         data["label"])):
+            if isinstance(got, str):
+                log(f"  curve {i}: {got}")
+                continue
+            for k, v in got.items():
+                rows[k].append(v)
+            rows["label"].append(y)
+    finally:
+        if pool is not None:
+            pool.close()
     return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k in ("flagged", "library_fit") else float)
             for k, v in rows.items()}
 
@@ -422,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--weights", type=Path, default=WEIGHTS)
     ap.add_argument("--out", type=Path, default=None, help="default: <weights stem>_shift.json beside the weights")
+    ap.add_argument("--workers", type=int, default=1, help="processes analysing the curves (default 1)")
     ap.add_argument("--cache", type=Path, default=None, help="folder to keep/reuse the analysed curves (npz; a speed-up "
                     "only: the result is the same without it)")
     args = ap.parse_args(list(argv) if argv is not None else None)
@@ -431,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     out = args.out or args.weights.with_name(args.weights.stem + "_shift.json")
-    an = SaxsMLAnalyser(weights=args.weights, shift_calibration=False)
+    an = SaxsMLAnalyser(weights=args.weights, shift_calibration=False) if args.workers == 1 else None
     parts: dict[str, dict[str, np.ndarray]] = {}
     t0 = time.perf_counter()
     for regime in REGIMES:
@@ -444,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         t = time.perf_counter()
         data = generate(args.n_per_class, args.seed, regime)
         print(f"{regime}: {len(data['q'])} curves simulated in {time.perf_counter() - t:.0f} s", flush=True)
-        parts[regime] = collect(data, an, log=lambda m: print(m, flush=True))
+        parts[regime] = collect(data, an, log=lambda m: print(m, flush=True), workers=args.workers, weights=args.weights,
+                                desc=f"{regime} curves")
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, **parts[regime])

@@ -23,6 +23,10 @@ Pipeline for one curve I(q):
 5. Arbitration: the runner-up shape (the most probable other library shape, however unlikely) and
    the nested alternative (`NESTED`: shell or no shell) are refined too, and every other library shape when
    even the best of these fits misfits (`RETRY_CHI2`), and weighed against the CNN's choice by BIC (`arbitrate`).
+   When the CNN says "other", its two most probable library shapes are refined and the better one is weighed
+   the same way against the best fit of the `OTHER_REFERENCES` (a sheet, a coil, a two-phase medium, a power
+   law: `refine_other`); where the sheet is the best of these, a shape that fits and wins takes the answer (a
+   disc whose width the window shows).
 6. Flags: `low_confidence` when the top probability is low, the data lie beyond the training
    instrument, the chosen fit misfits (χ²_red against the file's errors, or `roughness_chi2`
    without them), another refined shape fits clearly better (`fit_disagreement`), another refined
@@ -403,6 +407,26 @@ def _sf_starts(kind: str, r_out: float) -> list[tuple[float, ...]]:
     return [(phi, float(np.clip(c0 * f, 1.0, 200.0))) for phi in (0.03, 0.1, 0.3) for f in (0.3, 1.0, 3.0)]
 
 
+def _fit_setup(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | None, np.ndarray]:
+    """What every least-squares fit of a curve shares: q, I as float arrays, the weights' sigma (the file's, with a
+    0.5 % floor, or from the curve's roughness), the fine log grid the model is computed on before smearing, the
+    measured dq/q (None: fitted), and the linear terms fitted with non-negative coefficients beside the model (flat
+    and sloped background, a low-q upturn A q^-m of aggregates, m between 3 and 4 as two columns)."""
+    q = np.asarray(q, float)
+    I = np.asarray(I, float)
+    if sigma is None:  # errors from the curve's roughness
+        sigma = estimate_sigma(q, I)
+        sigma = np.where(np.isfinite(sigma), sigma, 0.02 * np.abs(I))
+    sig = np.maximum(np.asarray(sigma, float), 0.005 * np.abs(I))
+    sig = np.where(sig > 0, sig, np.max(sig[sig > 0]) if np.any(sig > 0) else 1.0)
+    lo, hi = q.min(), q.max()
+    n_fine = int(np.clip(70 * math.log10(hi * 1.35 / (lo / 1.35)), 60, 260))
+    qf = np.logspace(math.log10(lo / 1.35), math.log10(hi * 1.35), n_fine)
+    basis_extra = np.stack([np.ones_like(q), q / hi, -q / hi, *((lo / q) ** m for m in UPTURN_EXPONENTS)], axis=1)
+    return q, I, sig, qf, median_dq_over_q(q, dq), basis_extra
+
+
 def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.ndarray | None,
            start: dict[str, float] | Sequence[dict[str, float]], max_nfev: int = 60, structure: bool = True) -> dict[str, Any]:
     """Least-squares refinement of class `cls`'s sasmodels model on (q Å⁻¹, I), started at `start` (Å), or at
@@ -425,26 +449,13 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     """
     from scipy.optimize import least_squares, nnls
 
-    q = np.asarray(q, float)
-    I = np.asarray(I, float)
-    if sigma is None:  # errors from the curve's roughness
-        sigma = estimate_sigma(q, I)
-        sigma = np.where(np.isfinite(sigma), sigma, 0.02 * np.abs(I))
-    sig = np.maximum(np.asarray(sigma, float), 0.005 * np.abs(I))
-    sig = np.where(sig > 0, sig, np.max(sig[sig > 0]) if np.any(sig > 0) else 1.0)
-    lo, hi = q.min(), q.max()
-    n_fine = int(np.clip(70 * math.log10(hi * 1.35 / (lo / 1.35)), 60, 260))
-    qf = np.logspace(math.log10(lo / 1.35), math.log10(hi * 1.35), n_fine)
+    q, I, sig, qf, dqq_meas, basis_extra = _fit_setup(q, I, sigma, dq)
     kernel = D.curve_function(SASMODEL[cls], qf)
     sf_curve = {k: D.curve_function(D.STRUCTURE_FACTORS[k], qf) for k in SF_FIT} if structure and cls in D.SF_CLASSES else {}
-    dqq_meas = median_dq_over_q(q, dq)
     names = list(_REFINE[cls])
     core_shell = cls.startswith("core_shell")
     fit_dq = dqq_meas is None
     n_shape = len(names) + 1 + core_shell + fit_dq  # x = [ln sizes, pd, (core SLD), (dq/q), (S(q) parameters)]
-    # flat and sloped background, and a low-q upturn (aggregates: A q^-m, m between 3 and 4 as two
-    # non-negative columns), all linear with non-negative coefficients
-    basis_extra = np.stack([np.ones_like(q), q / hi, -q / hi, *((lo / q) ** m for m in UPTURN_EXPONENTS)], axis=1)
 
     def unpack(x: np.ndarray) -> tuple[dict[str, float], float, float]:
         t = {n: float(math.exp(x[i])) for i, n in enumerate(names)}
@@ -559,6 +570,67 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
                           "volfraction": sfp[k].get("volfraction"), "charge": sfp[k].get("charge")}
                       for k, g in fits.items()} if sf_curve else None,
     }
+
+
+# what an "other" answer is measured against: the training's "other" families with one shape parameter (sasmodels
+# model: parameter, fitted in ln, fixed parameters). A sheet (lamellar) is a disc wider than the window; a coil, a
+# Debye-Anderson-Brumberger two-phase medium and a power law have a Guinier knee or a slope a solid shape can mimic
+OTHER_REFERENCES: dict[str, tuple[str, bool, dict[str, float]]] = {
+    "lamellar": ("thickness", True, {"sld": 1.0, "sld_solvent": 0.0}),
+    "mono_gauss_coil": ("rg", True, {"i_zero": 1.0}),
+    "dab": ("cor_length", True, {}),
+    "power_law": ("power", False, {}),
+}
+
+
+def refine_other(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.ndarray | None,
+                 max_nfev: int = 40) -> dict[str, Any]:
+    """The best least-squares fit (by χ²) of the OTHER_REFERENCES models on (q Å⁻¹, I), each with the background,
+    upturn and resolution terms a `refine` fit has, so that BICs compare: what "other" explains of the curve.
+    Returns a `refine`-like result ({"model": sasmodels name, "values": {parameter: Å or exponent}, "fit",
+    "chi2_red", "n_params", "nfev", ...}; no polydispersity, core or structure factor)."""
+    from scipy.optimize import least_squares, nnls
+
+    q, I, sig, qf, dqq_meas, basis_extra = _fit_setup(q, I, sigma, dq)
+    fit_dq = dqq_meas is None
+    lo, hi = float(q.min()), float(q.max())
+    best: dict[str, Any] | None = None
+    nfev = 0
+    for model, (name, log, fixed) in OTHER_REFERENCES.items():
+        kernel = D.curve_function(model, qf)
+        if log:  # a length from a fraction of the window's smallest to beyond its largest
+            lb, ub = math.log(0.3 / hi), math.log(30.0 / lo)
+            starts = np.linspace(math.log(1.0 / hi), math.log(3.0 / lo), 6)
+        else:
+            lb, ub, starts = 0.5, 6.0, np.array([1.5, 2.0, 2.5, 3.0, 3.5, 4.0])
+
+        def curve(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            P = np.maximum(kernel({**fixed, name: math.exp(x[0]) if log else float(x[0])}), 1e-300)
+            A = np.column_stack([D.smear(qf, P, q, float(x[1]) if fit_dq else dqq_meas), basis_extra]) / sig[:, None]
+            coef, _ = nnls(A, I / sig)
+            return A @ coef * sig, coef
+
+        def resid(x: np.ndarray) -> np.ndarray:
+            r = (curve(x)[0] - I) / sig
+            return np.where(np.isfinite(r), r, _BAD)
+
+        xs = [np.array([x0, 0.03] if fit_dq else [x0]) for x0 in starts]
+        x0 = min(xs, key=lambda x: float(np.sum(resid(x) ** 2)))
+        bounds = ([lb, 0.0], [ub, 0.15]) if fit_dq else ([lb], [ub])
+        res = least_squares(resid, x0, bounds=bounds, x_scale="jac", diff_step=1e-3, max_nfev=max_nfev)
+        nfev += int(res.nfev)
+        k = len(res.x) + 1 + basis_extra.shape[1]  # + scale and the linear background/upturn, as `refine` counts
+        chi2 = float(np.sum(res.fun ** 2))
+        if best is not None and chi2 >= best["chi2"]:
+            continue
+        fit, coef = curve(res.x)
+        value = math.exp(res.x[0]) if log else float(res.x[0])
+        best = {"model": model, "values": {name: value}, "uncertainty": {}, "fit": fit, "chi2": chi2,
+                "chi2_red": chi2 / max(q.size - k, 1), "n_params": k, "at_bound": [], "success": bool(res.success),
+                "sld_core": None, "sld_core_uncertainty": None, "scale": float(coef[0]), "structure_factor": None,
+                "dq_over_q": float(res.x[1]) if fit_dq else dqq_meas, "dq_fitted": fit_dq}
+    assert best is not None
+    return {**best, "nfev": nfev}
 
 
 def arbitrate(p: np.ndarray, fits: dict[str, dict[str, Any]], n: int) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
@@ -1041,24 +1113,42 @@ class SaxsMLAnalyser:
         # extrapolates, its runner-up's probability says little)
         library = [CLASSES[i] for i in np.argsort(-p) if CLASSES[i] != "other"][:2]
         if cls == "other" and self.refine:
-            # the answer stays other, but a library shape that fits is evidence against it (a disc wider than the
-            # window looks like a sheet): it is reported, and it lowers the calibrated probability
+            # a library shape that fits is evidence against other (a disc wider than the window looks like a sheet):
+            # it is weighed against what the OTHER_REFERENCES explain, with the CNN's probabilities as priors
+            # (`arbitrate`). Where the sheet explains the most, a shape that fits within RETRY_CHI2 and wins takes the
+            # answer (training calls sheets other, so a disc whose width shows is lost to other); where another
+            # reference does, the curve is of another kind, which a shape may imitate better than the one-parameter
+            # references fit it (a mass fractal, a correlation peak), so the answer stays other. Either way the shape
+            # is reported and, when it fits inside the training ranges, lowers the probability
             for c in library:
                 _refine(c)
             if fits:
-                info["fits"] = {c: fit_summary(f) for c, f in fits.items()}
                 best = min(fits, key=lambda c: fits[c]["chi2_red"])
                 f = fits[best]
                 chi2_best = misfit_chi2(q, I, sigma, f)
                 # a coil's q^-2 is a sheet thinner than the window resolves, with polydispersity on its bound: such a
                 # fit is no evidence for the shape
                 why = beyond_training(best, f["values"], f["at_bound"], f["sld_core"])
-                info["closest_library_shape"] = {"model": best, "misfit_chi2": chi2_best, "beyond_training": why,
-                                                 "fits": bool(chi2_best <= RETRY_CHI2 and not why)}
-        elif self.refine:
+                closest = {"model": best, "misfit_chi2": chi2_best, "beyond_training": why,
+                           "fits": bool(chi2_best <= RETRY_CHI2 and not why)}
+                try:
+                    ref = refine_other(q, I, sigma, dq)
+                except Exception as exc:  # refinement must not lose the ML answer
+                    info.setdefault("refine_error", {})["other"] = f"{type(exc).__name__}: {exc}"
+                else:
+                    p_ref, arb = arbitrate(p, {best: f, "other": ref}, q.size)
+                    info["other_reference"] = {"model": ref["model"], "values": ref["values"], "chi2_red": ref["chi2_red"],
+                                               "delta_bic": arb[best]["bic"] - arb["other"]["bic"]}
+                    if ref["model"] == "lamellar" and chi2_best <= RETRY_CHI2 and CLASSES[int(np.argmax(p_ref))] == best:
+                        info["ml_probabilities"] = {c: float(v) for c, v in zip(CLASSES, p)}
+                        p, cls, closest = p_ref, best, None
+                if closest:
+                    info["closest_library_shape"] = closest
+                info["fits"] = {c: fit_summary(f) for c, f in fits.items()}
+        if cls != "other" and self.refine:
             t0 = time.perf_counter()
             cands = [cls, next(c for c in library if c != cls)]
-            for c in cands:
+            for c in (c for c in cands if c not in fits):
                 _refine(c)
             # the nested alternative of the CNN's shape (shell or no shell), started from that shape's fit too
             alt = NESTED.get(cls)
@@ -1081,7 +1171,7 @@ class SaxsMLAnalyser:
                 info["refined_all"] = True
             info["fits"] = {c: fit_summary(f) for c, f in fits.items()}
             if len(fits) > 1:
-                info["ml_probabilities"] = {c: float(v) for c, v in zip(CLASSES, p)}
+                info.setdefault("ml_probabilities", {c: float(v) for c, v in zip(CLASSES, p)})
                 p, info["arbitration"] = arbitrate(p, fits, q.size)
                 cls = CLASSES[int(np.argmax(p))]
             r = fits.get(cls)
