@@ -762,3 +762,15 @@ def test_far_out_curve_reports_a_lower_probability_than_an_in_range_one(analyser
     assert pb < pg and pb < 0.9, (pg, pb)
     assert pg > max(good.info["calibration"]["probabilities_before"].values()) - 0.05
     assert "low_confidence" in _desc(bad, "saxs.model").flags
+
+
+def test_calibration_collect_on_two_workers_gives_the_serial_records():
+    """`calibrate.collect` with workers=2 (spawned processes, an analyser each) returns the records one process
+    gives, in the curves' order."""
+    from sdl.techniques.saxs.calibrate import collect, generate
+
+    data = generate(1, 99, "train")
+    par, ser = collect(data, workers=2), collect(data)
+    assert set(par) == set(ser) and len(ser["label"]) == len(data["q"])
+    for k in ser:
+        np.testing.assert_allclose(np.nan_to_num(par[k].astype(float)), np.nan_to_num(ser[k].astype(float)), err_msg=k)

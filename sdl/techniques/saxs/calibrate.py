@@ -302,9 +302,9 @@ def collect(data: dict[str, list], analyser=None, log=print, workers: int = 1, w
             for k, v in got.items():
                 rows[k].append(v)
             rows["label"].append(y)
-    finally:
+    finally:  # also on an interrupt: no worker is left running
         if pool is not None:
-            pool.close()
+            pool.terminate()
     return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k in ("flagged", "library_fit") else float)
             for k, v in rows.items()}
 
