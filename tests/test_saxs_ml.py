@@ -203,14 +203,15 @@ def test_a_library_shape_that_other_cannot_explain_takes_the_answer(analyser, mo
 def test_refine_other_recovers_each_reference_model():
     """Each OTHER_REFERENCES curve (1 % noise, a flat background) is fitted best by its own model, with its parameter
     (Å, or the power-law exponent) within 5 %."""
-    from sdl.techniques.saxs.ml import refine_other
+    from sdl.techniques.saxs.ml import OTHER_REFERENCES, refine_other
 
     q = np.geomspace(0.004, 0.4, 200)
     rng = np.random.default_rng(1)
-    for model, par, value in (("lamellar", "thickness", 40.0), ("mono_gauss_coil", "rg", 80.0), ("dab", "cor_length", 120.0),
-                              ("power_law", "power", 2.7)):
-        extra = {"sld": 1.0, "sld_solvent": 0.0} if model == "lamellar" else {"i_zero": 1.0} if model == "mono_gauss_coil" else {}
-        I0 = D.form_factor(model, q, {par: value, **extra})
+    values = {"lamellar": 40.0, "mono_gauss_coil": 80.0, "dab": 120.0, "power_law": 2.7}
+    assert set(values) == set(OTHER_REFERENCES)
+    for model, (par, _, fixed) in OTHER_REFERENCES.items():
+        value = values[model]
+        I0 = D.form_factor(model, q, {par: value, **fixed})
         I0 = I0 / I0.max() + 1e-4
         f = refine_other(q, I0 * (1 + 0.01 * rng.normal(size=q.size)), 0.01 * I0, None)
         assert f["model"] == model and f["values"][par] == pytest.approx(value, rel=0.05) and f["chi2_red"] < 2, (model, f["model"], f["values"])

@@ -575,8 +575,9 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
 # what an "other" answer is measured against: the training's "other" families with one shape parameter (sasmodels
 # model: parameter, fitted in ln, fixed parameters). A sheet (lamellar) is a disc wider than the window; a coil, a
 # Debye-Anderson-Brumberger two-phase medium and a power law have a Guinier knee or a slope a solid shape can mimic
+SHEET = "lamellar"  # the reference whose best fit lets a library shape that beats it take an "other" answer
 OTHER_REFERENCES: dict[str, tuple[str, bool, dict[str, float]]] = {
-    "lamellar": ("thickness", True, {"sld": 1.0, "sld_solvent": 0.0}),
+    SHEET: ("thickness", True, {"sld": 1.0, "sld_solvent": 0.0}),
     "mono_gauss_coil": ("rg", True, {"i_zero": 1.0}),
     "dab": ("cor_length", True, {}),
     "power_law": ("power", False, {}),
@@ -1139,7 +1140,7 @@ class SaxsMLAnalyser:
                     p_ref, arb = arbitrate(p, {best: f, "other": ref}, q.size)
                     info["other_reference"] = {"model": ref["model"], "values": ref["values"], "chi2_red": ref["chi2_red"],
                                                "delta_bic": arb[best]["bic"] - arb["other"]["bic"]}
-                    if ref["model"] == "lamellar" and chi2_best <= RETRY_CHI2 and CLASSES[int(np.argmax(p_ref))] == best:
+                    if ref["model"] == SHEET and chi2_best <= RETRY_CHI2 and CLASSES[int(np.argmax(p_ref))] == best:
                         info["ml_probabilities"] = {c: float(v) for c, v in zip(CLASSES, p)}
                         p, cls, closest = p_ref, best, None
                 if closest:
