@@ -146,9 +146,10 @@ def test_other_answer_reports_its_closest_library_shape_and_a_fit_lowers_it(anal
     """When the CNN says other, its two most probable library shapes are refined all the same: a disc 8,000 Å wide
     seen from q 0.004 Å⁻¹ (its diameter far beyond the window: a sheet, which training calls other, and which the
     lamellar reference fits as well with fewer parameters) stays `other` but its disc fit (χ²_red below
-    RETRY_CHI2, inside the training ranges) is reported and sets the calibration's `library_fit`,
-    which lowers the reported probability (replayed with and without it). A Gaussian coil's closest shape needs
-    parameters beyond the training ranges (a sheet too thin or too polydisperse to resolve): no evidence."""
+    RETRY_CHI2, inside the training ranges) is reported and sets the calibration's `library_fit` and, the sheet
+    being the best reference, `sheet_fit`, which lower the reported probability (replayed with and without them). A
+    Gaussian coil's closest shape needs parameters beyond the training ranges (a sheet too thin or too polydisperse
+    to resolve) and the coil reference explains it best: no evidence."""
     from sdl.techniques.saxs.calibrate import calibrated, calibration_record
     from sdl.techniques.saxs.ml import RETRY_CHI2, load_shift_calibration
 
@@ -174,10 +175,12 @@ def test_other_answer_reports_its_closest_library_shape_and_a_fit_lowers_it(anal
     assert res["coil"].info["other_reference"]["delta_bic"] > 10
     params = load_shift_calibration(WEIGHTS)["analyser"]
     rec = {k: np.asarray([v]) for k, v in calibration_record(res["disc"]).items()}
-    assert rec["library_fit"][0]
+    assert rec["library_fit"][0] and rec["sheet_fit"][0]
+    coil = calibration_record(res["coil"])
+    assert not coil["library_fit"] and not coil["sheet_fit"]
     with_fit = calibrated(rec, params)[0]
     np.testing.assert_allclose(with_fit, [_desc(res["disc"], "saxs.model").probabilities[c] for c in CLASSES], atol=1e-9)
-    without = calibrated({**rec, "library_fit": np.array([False])}, params)[0]
+    without = calibrated({**rec, "library_fit": np.array([False]), "sheet_fit": np.array([False])}, params)[0]
     io = CLASSES.index("other")
     assert with_fit[io] < without[io] - 0.05, (with_fit[io], without[io])
 

@@ -55,7 +55,7 @@ IN_RANGE = ("train", "varied")  # regimes of the training distribution
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
 CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z", "delta_bic")  # what `collect` keeps of each fit contest
-RECORD_KEYS = ("features", "p", "p_cnn", "label", "chosen", "alt", "contest", "flagged", "library_fit")  # `collect`'s arrays
+RECORD_KEYS = ("features", "p", "p_cnn", "label", "chosen", "alt", "contest", "flagged", "library_fit", "sheet_fit")  # `collect`'s arrays
 MAX_CONTESTS = len(CLASSES) - 2  # the other library shapes a curve may have refined (all when the candidates misfit)
 # particles the library lacks (sasmodels families, neither in training nor in benchmarks/saxs_heldout.py), "other" of
 # the ``beyond`` regime with its training families: their best library fit misfits, and the calibration learns what
@@ -305,7 +305,7 @@ def collect(data: dict[str, list], analyser=None, log=print, workers: int = 1, w
     finally:  # also on an interrupt: no worker is left running
         if pool is not None:
             pool.terminate()
-    return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k in ("flagged", "library_fit") else float)
+    return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k in ("flagged", "library_fit", "sheet_fit") else float)
             for k, v in rows.items()}
 
 
@@ -315,7 +315,8 @@ def calibration_record(result) -> dict[str, Any]:
     "chosen" (class index), "alt" (MAX_CONTESTS class indices of the other refined shapes, -1 for none), "contest"
     (their CONTEST_KEYS, NaN for none), "flagged" (the analyser's own TOP_FEATURES "flagged": saxs.model flagged for a
     reason other than an ambiguous fit or a low calibrated probability: ood, or one of LOW_CONFIDENCE_REASONS but
-    "ambiguous"), "library_fit" (TOP_FEATURES: an "other" answer that a library shape fits)."""
+    "ambiguous"), "library_fit" and "sheet_fit" (TOP_FEATURES: an "other" answer that a library shape fits, and one
+    that a library shape fits as well as the sheet)."""
     cal = result.info["calibration"]
     pb = [cal["probabilities_before"][c] for c in CLASSES]
     cnn = result.info.get("ml_probabilities") or cal["probabilities_before"]  # before the fits weighed in
@@ -326,7 +327,7 @@ def calibration_record(result) -> dict[str, Any]:
         contest[j] = [c[k] for k in CONTEST_KEYS]
     return {"features": [cal["features"][k] for k in SHIFT_FEATURES], "p": pb, "p_cnn": [cnn[c] for c in CLASSES],
             "chosen": int(np.argmax(pb)), "alt": alt, "contest": contest, "flagged": bool(cal["features"]["flagged"]),
-            "library_fit": bool(cal["features"]["library_fit"])}
+            "library_fit": bool(cal["features"]["library_fit"]), "sheet_fit": bool(cal["features"]["sheet_fit"])}
 
 
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:
@@ -361,10 +362,10 @@ def with_contests(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def analyser_features(part: dict[str, np.ndarray]) -> np.ndarray:
     """(n, len(TOP_FEATURES)) of stored records: their SHIFT_FEATURES, the flag, whether a contest is ambiguous, and
-    whether a library shape fits an "other" answer."""
+    whether a library shape fits an "other" answer (as well as the sheet)."""
     part = with_contests(part)
     amb = part["pair_features"][..., PAIR_FEATURES.index("ambiguous")].any(axis=1)
-    return top_features(part["features"], part["flagged"], amb, part["library_fit"])
+    return top_features(part["features"], part["flagged"], amb, part["library_fit"], part["sheet_fit"])
 
 
 def contest_pair_features(contest: np.ndarray) -> np.ndarray:

@@ -778,10 +778,12 @@ SHIFT_FEATURES = ("noise", "noise_beyond", "resolution", "distance", "beyond_tra
 # shape fits as well) lowers it off that distribution (a uniform shrinkage towards 1/K cannot raise an
 # under-confident in-range answer: on the calibration set's curves, 2-fold CV ECE 3.2 → 2.0 % on the training
 # instrument, 2.2 → 1.8 % varied, 11.0 → 9.9 % shifted, 12.9 → 13.8 % beyond its ranges).
-TOP_FEATURES = (*SHIFT_FEATURES, "flagged", "ambiguous", "library_fit")
+TOP_FEATURES = (*SHIFT_FEATURES, "flagged", "ambiguous", "library_fit", "sheet_fit")
 # `library_fit`: the CNN said other, yet the better of its two most probable library shapes, refined, fits within
 # RETRY_CHI2 with its parameters inside the training ranges (a disc wider than the q window reads as a sheet,
-# which training calls other)
+# which training calls other). `sheet_fit`: an other answer whose best OTHER_REFERENCES fit is the sheet while that
+# library shape fits within RETRY_CHI2, inside the training ranges or not (a disc as wide as the window or wider,
+# polydisperse beyond training: the data cannot tell it from the sheet, which training calls other)
 # Where the chosen shape's refined fit and another shape's are indistinguishable the data cannot tell them apart,
 # and the CNN's prior alone decides (`arbitrate` weighs the fits' BIC by it): off the training distribution (a
 # shell thinner than trained, an axial ratio beyond it) that prior is wrong as often as not, and a prior near 1
@@ -942,9 +944,9 @@ def shrink(p: np.ndarray, lam: float | np.ndarray) -> np.ndarray:
 
 
 def top_features(shift: np.ndarray, flagged: bool | np.ndarray, ambiguous: bool | np.ndarray,
-                 library_fit: bool | np.ndarray = False) -> np.ndarray:
-    """TOP_FEATURES of one curve (SHIFT_FEATURES row, three flags) or of n ((n, 7), (n,), (n,), (n,))."""
-    flags = np.broadcast_arrays(*(np.asarray(v, float) for v in (flagged, ambiguous, library_fit)))
+                 library_fit: bool | np.ndarray = False, sheet_fit: bool | np.ndarray = False) -> np.ndarray:
+    """TOP_FEATURES of one curve (SHIFT_FEATURES row, four flags) or of n ((n, 7), (n,), (n,), (n,), (n,))."""
+    flags = np.broadcast_arrays(*(np.asarray(v, float) for v in (flagged, ambiguous, library_fit, sheet_fit)))
     return np.concatenate([np.asarray(shift, float), np.stack(flags, axis=-1)], axis=-1)
 
 
@@ -1140,6 +1142,7 @@ class SaxsMLAnalyser:
                     p_ref, arb = arbitrate(p, {best: f, "other": ref}, q.size)
                     info["other_reference"] = {"model": ref["model"], "values": ref["values"], "chi2_red": ref["chi2_red"],
                                                "delta_bic": arb[best]["bic"] - arb["other"]["bic"]}
+                    closest["sheet"] = ref["model"] == SHEET
                     if ref["model"] == SHEET and chi2_best <= RETRY_CHI2 and CLASSES[int(np.argmax(p_ref))] == best:
                         info["ml_probabilities"] = {c: float(v) for c, v in zip(CLASSES, p)}
                         p, cls, closest = p_ref, best, None
@@ -1226,7 +1229,8 @@ class SaxsMLAnalyser:
         tied = [c for c in contests if c["features"]["ambiguous"]]
         flagged = ood or bool((set(LOW_CONFIDENCE_REASONS) - {"ambiguous"}) & set(info))  # before "ambiguous" is set
         closest = info.get("closest_library_shape")  # an "other" answer's best library fit
-        f_top = top_features(feats, flagged, bool(tied), bool(closest and closest["fits"]))
+        f_top = top_features(feats, flagged, bool(tied), bool(closest and closest["fits"]),
+                             bool(closest and closest.get("sheet") and closest["misfit_chi2"] <= RETRY_CHI2))
         info["calibration"] = {"features": dict(zip(TOP_FEATURES, map(float, f_top))), "contests": contests,
                                "probabilities_before": {c: float(v) for c, v in zip(CLASSES, p)}}
         if tied:
