@@ -1132,8 +1132,9 @@ class SaxsMLAnalyser:
                 # a coil's q^-2 is a sheet thinner than the window resolves, with polydispersity on its bound: such a
                 # fit is no evidence for the shape
                 why = beyond_training(best, f["values"], f["at_bound"], f["sld_core"])
+                within = chi2_best <= RETRY_CHI2
                 closest = {"model": best, "misfit_chi2": chi2_best, "beyond_training": why,
-                           "fits": bool(chi2_best <= RETRY_CHI2 and not why)}
+                           "fits": bool(within and not why), "sheet_fit": False}
                 try:
                     ref = refine_other(q, I, sigma, dq)
                 except Exception as exc:  # refinement must not lose the ML answer
@@ -1142,8 +1143,8 @@ class SaxsMLAnalyser:
                     p_ref, arb = arbitrate(p, {best: f, "other": ref}, q.size)
                     info["other_reference"] = {"model": ref["model"], "values": ref["values"], "chi2_red": ref["chi2_red"],
                                                "delta_bic": arb[best]["bic"] - arb["other"]["bic"]}
-                    closest["sheet"] = ref["model"] == SHEET
-                    if ref["model"] == SHEET and chi2_best <= RETRY_CHI2 and CLASSES[int(np.argmax(p_ref))] == best:
+                    closest["sheet_fit"] = bool(within and ref["model"] == SHEET)
+                    if closest["sheet_fit"] and CLASSES[int(np.argmax(p_ref))] == best:
                         info["ml_probabilities"] = {c: float(v) for c, v in zip(CLASSES, p)}
                         p, cls, closest = p_ref, best, None
                 if closest:
@@ -1229,8 +1230,7 @@ class SaxsMLAnalyser:
         tied = [c for c in contests if c["features"]["ambiguous"]]
         flagged = ood or bool((set(LOW_CONFIDENCE_REASONS) - {"ambiguous"}) & set(info))  # before "ambiguous" is set
         closest = info.get("closest_library_shape")  # an "other" answer's best library fit
-        f_top = top_features(feats, flagged, bool(tied), bool(closest and closest["fits"]),
-                             bool(closest and closest.get("sheet") and closest["misfit_chi2"] <= RETRY_CHI2))
+        f_top = top_features(feats, flagged, bool(tied), bool(closest and closest["fits"]), bool(closest and closest["sheet_fit"]))
         info["calibration"] = {"features": dict(zip(TOP_FEATURES, map(float, f_top))), "contests": contests,
                                "probabilities_before": {c: float(v) for c, v in zip(CLASSES, p)}}
         if tied:
