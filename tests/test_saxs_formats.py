@@ -118,6 +118,30 @@ def test_saxs_ml_flags_a_slit_smeared_curve():
     assert any("saxs_fit" in w and "slit" in w for w in res.info["warnings"])
 
 
+def test_a_line_collimation_pdh_is_flagged_slit_smeared_unless_said_desmeared(capsys):
+    """Anton-Paar.pdh's footer gives a counter slit length of 1.558 nm⁻¹ (a SAXSess, line collimation): its curve
+    counts as slit-smeared (the beam profile is not in the file), so every value of every analyser is flagged and
+    the warning says how to say it was desmeared; `--desmeared yes` analyses it unflagged."""
+    from sdl.cli import main
+    from sdl.techniques.saxs.modelfree import SaxsModelFreeAnalyser
+
+    m = SAXS.read(DATA / "Anton-Paar.pdh")
+    assert m.metadata["line_collimation_slit_inv_angstrom"] == pytest.approx(0.1557578, rel=1e-6)
+    assert any("line-collimation" in w and "--desmeared yes" in w for w in m.metadata["warnings"])
+    res = SaxsModelFreeAnalyser().analyse(m)
+    assert res.descriptors and all("slit_smearing_suspect" in d.flags and not d.trusted for d in res.descriptors)
+    assert "line collimation" in res.info["slit_smearing"]
+    said = SAXS.read(DATA / "Anton-Paar.pdh", desmeared="yes")
+    assert "line_collimation_slit_inv_angstrom" not in said.metadata and not said.metadata.get("warnings")
+    assert all("slit_smearing_suspect" not in d.flags for d in SaxsModelFreeAnalyser().analyse(said).descriptors)
+    assert main(["analyse", "saxs", str(DATA / "Anton-Paar.pdh"), "--analyser", "saxs_modelfree", "--json",
+                 "--desmeared", "yes"]) == 0
+    rec = json.loads(capsys.readouterr().out)
+    assert all("slit_smearing_suspect" not in d.get("flags", []) for d in rec["descriptors"].values())
+    with pytest.raises(AnalysisError, match="--desmeared 'maybe' unknown"):
+        read_sas(DATA / "Anton-Paar.pdh", desmeared="maybe")
+
+
 # ----- rows that cannot be analysed ------------------------------------------------------------------
 
 def test_zero_and_nonfinite_rows_are_skipped_and_counted(tmp_path):
@@ -210,7 +234,7 @@ def test_help_shows_the_format_option(capsys):
         main(["analyse", "saxs", "--help"])
     text = capsys.readouterr().out
     assert "--format" in text and "nxcansas" in text and "rkh" in text and "--q-unit" in text
-    assert "CanSAS 1D XML" in text and ".pdh" in text
+    assert "CanSAS 1D XML" in text and ".pdh" in text and "--desmeared" in text
 
 
 def test_folder_picks_up_every_suffix(tmp_path):

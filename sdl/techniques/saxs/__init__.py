@@ -12,7 +12,10 @@ TECHNIQUE = Technique(
             Option("q_unit", "q unit when the file does not say (plain columns, RKH); given, it overrides the "
                    "file's own", choices=("angstrom", "nm")),
             Option("format", "file format (default auto: sniffed from the content, then the suffix)",
-                   choices=("auto", "columns", "cansas", "nxcansas", "rkh", "pdh", "abs"))))
+                   choices=("auto", "columns", "cansas", "nxcansas", "rkh", "pdh", "abs")),
+            Option("desmeared", "yes: the curve of a line-collimation file (an Anton Paar PDH with a counter slit "
+                   "length) was desmeared, so it is analysed unflagged; by default such a curve counts as "
+                   "slit-smeared and every value is flagged slit_smearing_suspect", choices=("yes", "no"))))
         for function, text, suffixes in (
             ("formats:read_columns", "plain columns q, I[, sigma[, dq]], q in Å⁻¹ or nm⁻¹ (header `# q_unit: nm` or a "
              "column label such as `q (1/nm)`)",

@@ -41,6 +41,9 @@ EXPECTED = ("plain columns q I [sigma [dq]], CanSAS 1D XML, NXcanSAS HDF5, ISIS 
 _HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx")
 _RKH_FORMAT_LINE = re.compile(r"^\s*\d+\s*\(\s*\d*\s*[FEGDI]\d+(\.\d+)?\s*(,\s*\d*\s*[FEGDI]\d+(\.\d+)?\s*)*\)\s*$", re.I)
 _PDH_X_UNIT = re.compile(r"<column\s+key=\"X\"\s*>.*?<value\s+key=\"unit\"\s*>([^<]*)</value>", re.S | re.I)
+# the detector window length of a line-collimation (Kratky-type) camera, in the PDH's XML footer
+_PDH_SLIT = re.compile(r"<parameter\s+key=\"CounterSlitLength\"[^>]*>.*?<value\s+key=\"value\"\s*>([^<]*)</value>"
+                       r".*?<value\s+key=\"unit\"\s*>([^<]*)</value>", re.S | re.I)
 
 
 # ----- which format? ---------------------------------------------------------------------------------
@@ -232,16 +235,19 @@ def _title(d: Any, i: int) -> str:
 # ----- the readers -----------------------------------------------------------------------------------
 
 def read_sas(path: str | Path, format: str | None = "auto", q_unit: str | None = None,
-             expected: str | None = None) -> Measurement:
+             expected: str | None = None, desmeared: str | None = None) -> Measurement:
     """The SAS curve in `path`, in any format of FORMATS ('auto' sniffs; `expected` is the format the
     suffix promised, for the error messages). q in Å⁻¹; `q_unit` ('angstrom' or 'nm') overrides the
-    file's unit (and is the unit of files that name none: plain columns, RKH)."""
+    file's unit (and is the unit of files that name none: plain columns, RKH); `desmeared` "yes": a
+    line-collimation file's curve was desmeared (`_line_collimation`)."""
     p = Path(path)
     fmt = (format or "auto").lower()
     if fmt not in FORMATS:
         raise AnalysisError(f"--format {format!r} unknown; choose one of {', '.join(FORMATS)}")
     if q_unit is not None and q_unit_name(q_unit) is None:
         raise AnalysisError(f"q unit {q_unit!r} not understood; {HOW_TO_GIVE_Q_UNIT}")
+    if desmeared not in (None, "yes", "no"):
+        raise AnalysisError(f"--desmeared {desmeared!r} unknown; choose yes or no")
     if not p.exists():
         raise AnalysisError(f"no such file: {p}")
     kind = sniff(p, expected) if fmt == "auto" else fmt
@@ -251,10 +257,10 @@ def read_sas(path: str | Path, format: str | None = "auto", q_unit: str | None =
         m = read_saxs(p, q_unit=q_unit)
         m.metadata.setdefault("format", "columns")
         return m
-    return _read_with_sasdata(p, kind, q_unit, forced=fmt != "auto")
+    return _read_with_sasdata(p, kind, q_unit, forced=fmt != "auto", desmeared=desmeared)
 
 
-def _read_with_sasdata(p: Path, kind: str, q_unit: str | None, forced: bool) -> Measurement:
+def _read_with_sasdata(p: Path, kind: str, q_unit: str | None, forced: bool, desmeared: str | None = None) -> Measurement:
     try:
         import sasdata  # noqa: F401
     except ImportError:
@@ -296,7 +302,9 @@ def _read_with_sasdata(p: Path, kind: str, q_unit: str | None, forced: bool) -> 
     raw_unit = units.get(id(d), "")
     file_unit, source = raw_unit, "file"
     if kind == "pdh":
-        m = _PDH_X_UNIT.search(p.read_text(encoding="utf-8", errors="replace"))
+        footer = p.read_text(encoding="utf-8", errors="replace")
+        _line_collimation(footer, desmeared, meta, warnings)
+        m = _PDH_X_UNIT.search(footer)
         if m and m.group(1).strip():
             file_unit = m.group(1).strip().replace("_", "")
         else:
@@ -371,6 +379,30 @@ def _read_with_sasdata(p: Path, kind: str, q_unit: str | None, forced: bool) -> 
     return Measurement(technique="saxs", arrays=arrays, metadata=meta)
 
 
+def _line_collimation(footer: str, desmeared: str | None, meta: dict[str, Any], warnings: list[str]) -> None:
+    """A PDH footer's CounterSlitLength: the file comes from a line-collimation camera (Anton Paar SAXSess,
+    SAXSpace), whose curves are slit-smeared by the beam profile unless they were desmeared. The file gives
+    neither the profile nor whether it was desmeared, so the slit length (Å⁻¹) goes to the metadata
+    (`line_collimation_slit_inv_angstrom`), whose presence flags every descriptor (`flag_line_collimation`),
+    unless `desmeared` is "yes"."""
+    m = _PDH_SLIT.search(footer)
+    try:
+        value = float(m.group(1)) if m else 0.0
+    except ValueError:
+        value = 0.0
+    factor = _unit_factor(m.group(2).replace("_", "")) if m else None
+    if not (value > 0 and factor):
+        return
+    slit = value * factor
+    if desmeared == "yes":
+        meta["line_collimation_desmeared"] = slit
+        return
+    meta["line_collimation_slit_inv_angstrom"] = slit
+    warnings.append(f"the PDH file comes from a line-collimation camera (counter slit length {slit:.3g} Å⁻¹): unless the "
+                    "curve was desmeared it is slit-smeared by a beam profile the file does not give, so every value is "
+                    "flagged slit_smearing_suspect; if it was desmeared (SAXSquant, GIFT) pass `--desmeared yes`")
+
+
 def _sasdata_version() -> str:
     try:
         from importlib.metadata import version
@@ -381,8 +413,9 @@ def _sasdata_version() -> str:
 
 
 def _reader(kind: str):
-    def read(path: str | Path, format: str | None = "auto", q_unit: str | None = None) -> Measurement:
-        return read_sas(path, format=format, q_unit=q_unit, expected=kind)
+    def read(path: str | Path, format: str | None = "auto", q_unit: str | None = None,
+             desmeared: str | None = None) -> Measurement:
+        return read_sas(path, format=format, q_unit=q_unit, expected=kind, desmeared=desmeared)
 
     read.__name__ = f"read_{kind}"
     read.__doc__ = (f"A {FORMAT_NAMES[kind]} file (its suffix's format); with format='auto' the content is sniffed "

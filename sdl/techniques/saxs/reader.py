@@ -278,9 +278,11 @@ def check_sas_q_range(m: Measurement) -> SasQCheck | None:
 def analysed_with_q_check(analyse: Any, m: Measurement) -> Any:
     """`analyse(m)` (an analyser's AnalysisResult) with check_sas_q_range applied: an implausible q
     range flags every descriptor, and where the nm⁻¹ reading is plausible it is analysed too, to
-    say in the warning what it would give. Both SAXS analysers run their curves through this."""
+    say in the warning what it would give; a line-collimation curve is flagged (`flag_line_collimation`). Every
+    SAXS analyser runs its curves through this."""
     check = check_sas_q_range(m)
     result = analyse(m)
+    flag_line_collimation(result, m)
     reader_warnings = [str(w) for w in m.metadata.get("warnings") or []]
     if reader_warnings:  # what the reader skipped or assumed reaches `sdl analyse` and the store
         result.info["warnings"] = reader_warnings + list(result.info.get("warnings", []))
@@ -315,6 +317,23 @@ def q_unit_hint(m: Measurement, too_high: bool) -> str:
 
 
 
+def _flag_slit(result: Any) -> None:
+    for d in result.descriptors:
+        d.flags.extend(f for f in ("slit_smearing_suspect", "low_confidence") if f not in d.flags)
+
+
+def flag_line_collimation(result: Any, m: Measurement) -> None:
+    """A curve from a line-collimation camera not said to be desmeared (metadata
+    `line_collimation_slit_inv_angstrom`, set by the PDH reader): slit-smeared by a beam profile no analyser
+    is given, so every descriptor is flagged `slit_smearing_suspect` and `low_confidence`; info says why."""
+    slit = m.metadata.get("line_collimation_slit_inv_angstrom")
+    if not slit:
+        return
+    _flag_slit(result)
+    result.info["slit_smearing"] = (f"line collimation (counter slit length {float(slit):.3g} Å⁻¹), not desmeared as far "
+                                    "as the file says: not modelled (`--desmeared yes` if it was desmeared)")
+
+
 def flag_unmodelled_slit(result: Any, m: Measurement, analyser: str) -> None:
     """For an analyser that does not model slit smearing (saxs_ml): a slit-smeared curve (a
     `slit_length_inv_angstrom` or `slit_width_inv_angstrom` array with a length > 0, e.g. USANS) flags
@@ -324,8 +343,7 @@ def flag_unmodelled_slit(result: Any, m: Measurement, analyser: str) -> None:
             if k in m.arrays]
     if not any(np.any(np.abs(s[np.isfinite(s)]) > 0) for s in slit):
         return
-    for d in result.descriptors:
-        d.flags.extend(f for f in ("slit_smearing_suspect", "low_confidence") if f not in d.flags)
+    _flag_slit(result)
     result.info["slit_smearing"] = "not modelled"
     result.info.setdefault("warnings", []).append(
         f"the curve is slit-smeared (slit length up to {max(float(np.nanmax(np.abs(s))) for s in slit):.3g} Å⁻¹); "
