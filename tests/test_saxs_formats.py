@@ -142,6 +142,18 @@ def test_a_line_collimation_pdh_is_flagged_slit_smeared_unless_said_desmeared(ca
         read_sas(DATA / "Anton-Paar.pdh", desmeared="maybe")
 
 
+def test_saxs_modelfree_flags_a_slit_smeared_curve():
+    """USANS (slit lengths from the ABS file): Guinier and Porod read on the slit-smeared curve are not the
+    sphere's (Rg 127 nm for a 150 nm sphere's 116, a Porod exponent of 6), so every model-free value is flagged
+    and the warning points to saxs_fit."""
+    from sdl.techniques.saxs.modelfree import SaxsModelFreeAnalyser
+
+    res = SaxsModelFreeAnalyser().analyse(read_sas(DATA / "usans_sphere_r150nm.abs"))
+    assert res.descriptors and all("slit_smearing_suspect" in d.flags and not d.trusted for d in res.descriptors)
+    assert res.info["slit_smearing"] == "not modelled"
+    assert any("saxs_fit" in w for w in res.info["warnings"])
+
+
 # ----- rows that cannot be analysed ------------------------------------------------------------------
 
 def test_zero_and_nonfinite_rows_are_skipped_and_counted(tmp_path):

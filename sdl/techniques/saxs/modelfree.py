@@ -613,10 +613,14 @@ class SaxsModelFreeAnalyser:
     technique: ClassVar[str] = "saxs"
 
     def analyse(self, measurement: Measurement) -> AnalysisResult:
-        """As the other SAXS analysers, an implausible q range flags every descriptor (q_unit_suspect)."""
-        from sdl.techniques.saxs.reader import analysed_with_q_check
+        """As the other SAXS analysers, an implausible q range flags every descriptor (q_unit_suspect). A
+        slit-smeared curve (USANS) is not desmeared, and a slit changes what Guinier and Porod read (an infinite
+        slit turns q⁻⁴ into q⁻³): every descriptor is flagged slit_smearing_suspect, as saxs_ml's."""
+        from sdl.techniques.saxs.reader import analysed_with_q_check, flag_unmodelled_slit
 
-        return analysed_with_q_check(self._analyse, measurement)
+        result = analysed_with_q_check(self._analyse, measurement)
+        flag_unmodelled_slit(result, measurement, self.name)
+        return result
 
     def _analyse(self, measurement: Measurement) -> AnalysisResult:
         descs, info = modelfree_descriptors(measurement, self.name)

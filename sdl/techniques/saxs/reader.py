@@ -335,7 +335,7 @@ def flag_line_collimation(result: Any, m: Measurement) -> None:
 
 
 def flag_unmodelled_slit(result: Any, m: Measurement, analyser: str) -> None:
-    """For an analyser that does not model slit smearing (saxs_ml): a slit-smeared curve (a
+    """For an analyser that does not model slit smearing (saxs_ml, saxs_modelfree): a slit-smeared curve (a
     `slit_length_inv_angstrom` or `slit_width_inv_angstrom` array with a length > 0, e.g. USANS) flags
     every descriptor `slit_smearing_suspect` (untrusted: the chain goes on to saxs_fit, which models
     it) and `low_confidence`, and says so in result.info."""
