@@ -55,7 +55,8 @@ IN_RANGE = ("train", "varied")  # regimes of the training distribution
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
 CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z", "delta_bic")  # what `collect` keeps of each fit contest
-RECORD_KEYS = ("features", "p", "p_cnn", "label", "chosen", "alt", "contest", "flagged", "library_fit", "sheet_fit")  # `collect`'s arrays
+RECORD_FLAGS = ("flagged", "library_fit", "sheet_fit")  # the TOP_FEATURES flags a record keeps as they are
+RECORD_KEYS = ("features", "p", "p_cnn", "label", "chosen", "alt", "contest", *RECORD_FLAGS)  # `collect`'s arrays
 MAX_CONTESTS = len(CLASSES) - 2  # the other library shapes a curve may have refined (all when the candidates misfit)
 # particles the library lacks (sasmodels families, neither in training nor in benchmarks/saxs_heldout.py), "other" of
 # the ``beyond`` regime with its training families: their best library fit misfits, and the calibration learns what
@@ -305,7 +306,7 @@ def collect(data: dict[str, list], analyser=None, log=print, workers: int = 1, w
     finally:  # also on an interrupt: no worker is left running
         if pool is not None:
             pool.terminate()
-    return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k in ("flagged", "library_fit", "sheet_fit") else float)
+    return {k: np.asarray(v, int if k in ("label", "chosen", "alt") else bool if k in RECORD_FLAGS else float)
             for k, v in rows.items()}
 
 
@@ -326,8 +327,8 @@ def calibration_record(result) -> dict[str, Any]:
         alt[j] = CLASSES.index(c["alternative"])
         contest[j] = [c[k] for k in CONTEST_KEYS]
     return {"features": [cal["features"][k] for k in SHIFT_FEATURES], "p": pb, "p_cnn": [cnn[c] for c in CLASSES],
-            "chosen": int(np.argmax(pb)), "alt": alt, "contest": contest, "flagged": bool(cal["features"]["flagged"]),
-            "library_fit": bool(cal["features"]["library_fit"]), "sheet_fit": bool(cal["features"]["sheet_fit"])}
+            "chosen": int(np.argmax(pb)), "alt": alt, "contest": contest,
+            **{k: bool(cal["features"][k]) for k in RECORD_FLAGS}}
 
 
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:

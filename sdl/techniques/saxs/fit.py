@@ -519,7 +519,7 @@ class SaxsFitAnalyser:
         (`sdl.techniques.saxs.reader.check_sas_q_range`: `q_unit_suspect` when no q unit was given)."""
         if measurement.technique not in ("saxs", "sans", "sas"):
             raise AnalysisError(f"saxs_fit analyses SAXS/SANS measurements; got technique {measurement.technique!r}")
-        return analysed_with_q_check(self._analyse, measurement)
+        return analysed_with_q_check(self._analyse, measurement, models_slit=True)
 
     def _analyse(self, measurement: Measurement) -> AnalysisResult:
         q, y, sigma, dq, w, src = self._inputs(measurement)

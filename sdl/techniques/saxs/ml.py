@@ -52,7 +52,7 @@ from sdl.analysis.ood import nearest_class_distance, whitening
 from sdl.errors import AnalysisError
 from sdl.measurement import Measurement
 from sdl.techniques.saxs.modelfree import modelfree_descriptors
-from sdl.techniques.saxs.reader import analysed_with_q_check, flag_unmodelled_slit, q_unit_hint
+from sdl.techniques.saxs.reader import analysed_with_q_check, q_unit_hint
 from simulators.saxs import dataset as D
 from simulators.saxs.dataset import APPLIES, CLASSES, TARGETS
 
@@ -1054,9 +1054,7 @@ class SaxsMLAnalyser:
         (`sdl.techniques.saxs.reader.check_sas_q_range`): `q_unit_suspect` when the file gave no q unit (the nm⁻¹
         reading is then analysed too, to say in info["warnings"] what it would give), else
         `q_range_implausible`. A slit-smeared curve (USANS) is not modelled: flagged slit_smearing_suspect."""
-        result = analysed_with_q_check(self._analyse, measurement)
-        flag_unmodelled_slit(result, measurement, self.name)
-        return result
+        return analysed_with_q_check(self._analyse, measurement)
 
     def _analyse(self, measurement: Measurement) -> AnalysisResult:
         q, I = measurement.require("q_inv_angstrom", "intensity")

@@ -616,11 +616,9 @@ class SaxsModelFreeAnalyser:
         """As the other SAXS analysers, an implausible q range flags every descriptor (q_unit_suspect). A
         slit-smeared curve (USANS) is not desmeared, and a slit changes what Guinier and Porod read (an infinite
         slit turns q⁻⁴ into q⁻³): every descriptor is flagged slit_smearing_suspect, as saxs_ml's."""
-        from sdl.techniques.saxs.reader import analysed_with_q_check, flag_unmodelled_slit
+        from sdl.techniques.saxs.reader import analysed_with_q_check
 
-        result = analysed_with_q_check(self._analyse, measurement)
-        flag_unmodelled_slit(result, measurement, self.name)
-        return result
+        return analysed_with_q_check(self._analyse, measurement)
 
     def _analyse(self, measurement: Measurement) -> AnalysisResult:
         descs, info = modelfree_descriptors(measurement, self.name)

@@ -275,11 +275,12 @@ def check_sas_q_range(m: Measurement) -> SasQCheck | None:
     return SasQCheck(unit, source, lo, hi, reasons)
 
 
-def analysed_with_q_check(analyse: Any, m: Measurement) -> Any:
+def analysed_with_q_check(analyse: Any, m: Measurement, models_slit: bool = False) -> Any:
     """`analyse(m)` (an analyser's AnalysisResult) with check_sas_q_range applied: an implausible q
     range flags every descriptor, and where the nm⁻¹ reading is plausible it is analysed too, to
-    say in the warning what it would give; a line-collimation curve is flagged (`flag_line_collimation`). Every
-    SAXS analyser runs its curves through this."""
+    say in the warning what it would give; a line-collimation curve is flagged (`flag_line_collimation`), and
+    so is a slit-smeared one unless the analyser `models_slit` (`flag_unmodelled_slit`). Every SAXS analyser
+    runs its curves through this."""
     check = check_sas_q_range(m)
     result = analyse(m)
     flag_line_collimation(result, m)
@@ -294,6 +295,8 @@ def analysed_with_q_check(analyse: Any, m: Measurement) -> Any:
             except AnalysisError as exc:
                 alt_error = str(exc)
         check.apply(result, alt, alt_error)
+    if not models_slit:
+        flag_unmodelled_slit(result, m)
     return result
 
 
@@ -334,7 +337,7 @@ def flag_line_collimation(result: Any, m: Measurement) -> None:
                                     "as the file says: not modelled (`--desmeared yes` if it was desmeared)")
 
 
-def flag_unmodelled_slit(result: Any, m: Measurement, analyser: str) -> None:
+def flag_unmodelled_slit(result: Any, m: Measurement) -> None:
     """For an analyser that does not model slit smearing (saxs_ml, saxs_modelfree): a slit-smeared curve (a
     `slit_length_inv_angstrom` or `slit_width_inv_angstrom` array with a length > 0, e.g. USANS) flags
     every descriptor `slit_smearing_suspect` (untrusted: the chain goes on to saxs_fit, which models
@@ -347,5 +350,5 @@ def flag_unmodelled_slit(result: Any, m: Measurement, analyser: str) -> None:
     result.info["slit_smearing"] = "not modelled"
     result.info.setdefault("warnings", []).append(
         f"the curve is slit-smeared (slit length up to {max(float(np.nanmax(np.abs(s))) for s in slit):.3g} Å⁻¹); "
-        f"{analyser} does not model slit smearing, so its values are flagged slit_smearing_suspect: use "
+        f"{result.analyser} does not model slit smearing, so its values are flagged slit_smearing_suspect: use "
         "`--analyser saxs_fit`, which fits with the slit resolution")
