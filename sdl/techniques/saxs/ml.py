@@ -407,11 +407,44 @@ def _sf_starts(kind: str, r_out: float) -> list[tuple[float, ...]]:
     return [(phi, float(np.clip(c0 * f, 1.0, 200.0))) for phi in (0.03, 0.1, 0.3) for f in (0.3, 1.0, 3.0)]
 
 
+class _Resolution:
+    """Where a fit computes the model (`q_calc`, Å⁻¹) and how it smears it onto the data's q.
+
+    With the file's dQ (one standard deviation per point) this is sasmodels' Pinhole1D on the data's own q, as SasView
+    and the simulated lab's instrument compute it; the dQ is fixed and `dq_over_q` (the median, reported) is ignored
+    by `__call__`. Without dQ the model is computed on a fine log grid around the window and smeared with a fitted
+    Gaussian dq/q (the training generator's smearing)."""
+
+    def __init__(self, q: np.ndarray, dq: np.ndarray | None) -> None:
+        self.q = q
+        self.dq_over_q = median_dq_over_q(q, dq)
+        if dq is None:
+            lo, hi = q.min(), q.max()
+            n_fine = int(np.clip(70 * math.log10(hi * 1.35 / (lo / 1.35)), 60, 260))
+            self.q_calc = np.logspace(math.log10(lo / 1.35), math.log10(hi * 1.35), n_fine)
+            self._pinhole = None
+        else:
+            from sasmodels.resolution import Pinhole1D
+
+            dq = np.asarray(dq, float)
+            self._order = np.argsort(q, kind="stable")  # sasmodels extends the grid from its first and last points
+            self._pinhole = Pinhole1D(q[self._order], np.where(np.isfinite(dq) & (dq > 0), dq, 0.0)[self._order])
+            self.q_calc = self._pinhole.q_calc
+
+    def __call__(self, I_calc: np.ndarray, dq_over_q: float | None) -> np.ndarray:
+        """The model I (given on q_calc) at the data's q; `dq_over_q` is the fitted resolution when no dQ is given."""
+        if self._pinhole is None:
+            return D.smear(self.q_calc, I_calc, self.q, float(dq_over_q))
+        out = np.empty(self.q.size)
+        out[self._order] = self._pinhole.apply(I_calc)
+        return out
+
+
 def _fit_setup(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | None, np.ndarray]:
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, _Resolution, np.ndarray]:
     """What every least-squares fit of a curve shares: q, I as float arrays, the weights' sigma (the file's, with a
-    0.5 % floor, or from the curve's roughness), the fine log grid the model is computed on before smearing, the
-    measured dq/q (None: fitted), and the linear terms fitted with non-negative coefficients beside the model (flat
+    0.5 % floor, or from the curve's roughness), the resolution (`_Resolution`: the file's dQ, or a dq/q to fit
+    when its `dq_over_q` is None), and the linear terms fitted with non-negative coefficients beside the model (flat
     and sloped background, a low-q upturn A q^-m of aggregates, m between 3 and 4 as two columns)."""
     q = np.asarray(q, float)
     I = np.asarray(I, float)
@@ -421,10 +454,8 @@ def _fit_setup(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.nd
     sig = np.maximum(np.asarray(sigma, float), 0.005 * np.abs(I))
     sig = np.where(sig > 0, sig, np.max(sig[sig > 0]) if np.any(sig > 0) else 1.0)
     lo, hi = q.min(), q.max()
-    n_fine = int(np.clip(70 * math.log10(hi * 1.35 / (lo / 1.35)), 60, 260))
-    qf = np.logspace(math.log10(lo / 1.35), math.log10(hi * 1.35), n_fine)
     basis_extra = np.stack([np.ones_like(q), q / hi, -q / hi, *((lo / q) ** m for m in UPTURN_EXPONENTS)], axis=1)
-    return q, I, sig, qf, median_dq_over_q(q, dq), basis_extra
+    return q, I, sig, _Resolution(q, dq), basis_extra
 
 
 def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.ndarray | None,
@@ -449,9 +480,10 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     """
     from scipy.optimize import least_squares, nnls
 
-    q, I, sig, qf, dqq_meas, basis_extra = _fit_setup(q, I, sigma, dq)
-    kernel = D.curve_function(SASMODEL[cls], qf)
-    sf_curve = {k: D.curve_function(D.STRUCTURE_FACTORS[k], qf) for k in SF_FIT} if structure and cls in D.SF_CLASSES else {}
+    q, I, sig, res_q, basis_extra = _fit_setup(q, I, sigma, dq)
+    dqq_meas = res_q.dq_over_q
+    kernel = D.curve_function(SASMODEL[cls], res_q.q_calc)
+    sf_curve = {k: D.curve_function(D.STRUCTURE_FACTORS[k], res_q.q_calc) for k in SF_FIT} if structure and cls in D.SF_CLASSES else {}
     names = list(_REFINE[cls])
     core_shell = cls.startswith("core_shell")
     fit_dq = dqq_meas is None
@@ -481,7 +513,7 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
             if not (np.all(np.isfinite(S)) and S.min() > 0):
                 return None
             P = P * S
-        A = np.column_stack([D.smear(qf, P, q, dqq), basis_extra]) / sig[:, None]
+        A = np.column_stack([res_q(P, dqq), basis_extra]) / sig[:, None]
         coef, _ = nnls(A, I / sig)
         return A @ coef * sig, coef
 
@@ -592,13 +624,14 @@ def refine_other(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.
     "chi2_red", "n_params", "nfev", ...}; no polydispersity, core or structure factor)."""
     from scipy.optimize import least_squares, nnls
 
-    q, I, sig, qf, dqq_meas, basis_extra = _fit_setup(q, I, sigma, dq)
+    q, I, sig, res_q, basis_extra = _fit_setup(q, I, sigma, dq)
+    dqq_meas = res_q.dq_over_q
     fit_dq = dqq_meas is None
     lo, hi = float(q.min()), float(q.max())
     best: dict[str, Any] | None = None
     nfev = 0
     for model, (name, log, fixed) in OTHER_REFERENCES.items():
-        kernel = D.curve_function(model, qf)
+        kernel = D.curve_function(model, res_q.q_calc)
         if log:  # a length from a fraction of the window's smallest to beyond its largest
             lb, ub = math.log(0.3 / hi), math.log(30.0 / lo)
             starts = np.linspace(math.log(1.0 / hi), math.log(3.0 / lo), 6)
@@ -607,7 +640,7 @@ def refine_other(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.
 
         def curve(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             P = np.maximum(kernel({**fixed, name: math.exp(x[0]) if log else float(x[0])}), 1e-300)
-            A = np.column_stack([D.smear(qf, P, q, float(x[1]) if fit_dq else dqq_meas), basis_extra]) / sig[:, None]
+            A = np.column_stack([res_q(P, float(x[1]) if fit_dq else None), basis_extra]) / sig[:, None]
             coef, _ = nnls(A, I / sig)
             return A @ coef * sig, coef
 
