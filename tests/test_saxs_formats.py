@@ -126,6 +126,7 @@ def test_a_line_collimation_pdh_is_flagged_slit_smeared_unless_said_desmeared(ca
     from sdl.techniques.saxs.modelfree import SaxsModelFreeAnalyser
 
     m = SAXS.read(DATA / "Anton-Paar.pdh")
+    assert m.metadata["intensity_unit"] == "1/um^2"  # the file's u_m^-2, as people write it (sasdata: um^2^{-1})
     assert m.metadata["line_collimation_slit_inv_angstrom"] == pytest.approx(0.1557578, rel=1e-6)
     assert any("line-collimation" in w and "--desmeared yes" in w for w in m.metadata["warnings"])
     res = SaxsModelFreeAnalyser().analyse(m)

@@ -226,6 +226,15 @@ def _unit_factor(unit: str) -> float | None:
     return f if np.isfinite(f) and f > 0 else None
 
 
+def plain_unit(unit: str) -> str:
+    """sasdata's rendering of a unit (LaTeX-like: "cm^{-1}", "um^2^{-1}") as people write it ("1/cm", "1/um^2")."""
+    u = unit.strip()
+    m = re.fullmatch(r"(.+?)\^\{-1\}", u)
+    if m:
+        u = "1/" + m.group(1)
+    return re.sub(r"\^\{(-?\d+)\}", r"^\1", u)
+
+
 def _title(d: Any, i: int) -> str:
     run = getattr(d, "run", None) or []
     name = str(getattr(d, "title", "") or "").strip() or (str(run[0]) if run else "")
@@ -296,7 +305,7 @@ def _read_with_sasdata(p: Path, kind: str, q_unit: str | None, forced: bool, des
     if sample:
         meta["sample"] = str(sample)
     if getattr(d, "_yunit", None):
-        meta["intensity_unit"] = str(d._yunit)
+        meta["intensity_unit"] = plain_unit(str(d._yunit))
 
     # -- q unit ----------------------------------------------------------------------------------------
     raw_unit = units.get(id(d), "")
