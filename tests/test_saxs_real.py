@@ -56,9 +56,9 @@ def test_every_real_answer_is_right_or_flagged(results):
 
 def test_cansas_absolute_units_and_a_guinier_shoulder(results):
     """sasdata renders the CanSAS unit 1/cm as cm^{-1}; the reader keeps it as 1/cm: the invariant is on absolute
-    scale (cm⁻¹ Å⁻³). The
-    10 % Pluronic curve rises to a correlation peak and a Guinier-like knee sits past it: the points below that
-    window lie far above its I(0), so its Rg (a substructure's) is low_confidence and info says why."""
+    scale (cm⁻¹ Å⁻³). The 10 % Pluronic curve rises to a correlation peak and a Guinier-like knee sits past it: the
+    points below that window lie far above its I(0), so its Rg (a substructure's) is low_confidence and info says
+    why."""
     r = results["P123_D2O_10_percent.xml"]
     got = _got(r)
     assert r.info["saxs.invariant"]["intensity_unit"] == "1/cm"

@@ -410,7 +410,7 @@ def invariant(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, guinier: d
 
 
 def _absolute(meta: dict[str, Any]) -> bool:
-    # sasdata writes the CanSAS/NXcanSAS unit as LaTeX ("cm^{-1}")
+    # the readers give "1/cm" (formats.plain_unit); a unit set by hand may still be LaTeX-like ("cm^{-1}")
     u = str(meta.get("intensity_unit") or "").replace(" ", "").replace("{", "").replace("}", "").lower()
     return u in ABSOLUTE_UNITS
 
