@@ -106,10 +106,33 @@ PD_PARAM = {
     "cylinder": "radius",
     "core_shell_cylinder": "radius",
 }
+# Size-distribution quadrature. sasmodels sums pd_n radii 2·nsigma·σ_R/(pd_n − 1) apart; where q·ΔR passes
+# ~3 the sum aliases into dips and spikes that no real distribution has (large polydisperse particles at
+# high q). PD_N is the floor; pd_points adds radii up to PD_N_MAX. Orientation-averaged kernels cost
+# pd_n × their angle quadrature, so they stop at 25, within ~2 % of converged for the training's widths.
 PD_N = {"sphere": 15, "core_shell_sphere": 15, "ellipsoid": 9, "cylinder": 9, "core_shell_cylinder": 9}
+PD_N_MAX = {"sphere": 400, "core_shell_sphere": 400, "ellipsoid": 25, "cylinder": 25, "core_shell_cylinder": 25}
+PD_NSIGMA = 3.0
+
+
+def pd_points(model: str, pars: dict[str, Any], qmax: float, floor: int | None = None) -> int:
+    """Quadrature points for the size distribution of `model`'s PD_PARAM (sasmodels names: Å, and its `_pd`
+    relative width) that keep qmax·ΔR ≤ 2.5 (qmax in Å⁻¹: the highest q computed), at least `floor`
+    (default PD_N), at most PD_N_MAX unless the floor is higher. Orientation averaging hides the polydisperse radius where it is the larger dimension
+    (discs, oblate ellipsoids: within 2 % at 9 points), so the smaller dimension sets the spacing."""
+    p = PD_PARAM[model]
+    size = float(pars[p])
+    if model == "ellipsoid":
+        size = min(size, float(pars["radius_polar"]))
+    elif model in ("cylinder", "core_shell_cylinder"):
+        size = min(size, float(pars["length"]) / 2.0)
+    need = 1 + math.ceil(2.0 * PD_NSIGMA * float(pars[p + "_pd"]) * size * qmax / 2.5)
+    floor = PD_N[model] if floor is None else floor
+    return int(max(floor, min(need, PD_N_MAX[model])))
 
 # the fine q grid that noise-free curves are computed on (margin for resolution smearing)
 Q_FINE = np.logspace(math.log10(0.0006), math.log10(1.2), 256)
+QMAX_SMEARED = 1.4  # a window's q_max times this: the highest q its smearing (dq/q ≤ 0.12, 3σ) reads
 
 
 @dataclass(frozen=True)
@@ -182,15 +205,16 @@ def _kernel(model: str, q: np.ndarray, dtype: str = "single"):
     return k[0]
 
 
-def form_factor(model: str, q: np.ndarray, params: dict[str, float], dtype: str = "single") -> np.ndarray:
+def form_factor(model: str, q: np.ndarray, params: dict[str, float], dtype: str = "single", qmax: float | None = None) -> np.ndarray:
     """Noise-free sasmodels I(q) (scale 1, no background) for `params` (Å, SLD in 1e-6 Å⁻²).
 
-    `params` may hold `polydispersity` (Schulz width of the model's radius parameter).
+    `params` may hold `polydispersity` (Schulz width of the model's radius parameter); `qmax` (Å⁻¹,
+    default q.max()) is the highest q the curve will be used at, which sets the size quadrature.
     Pass the same array object for `q` repeatedly to reuse the compiled kernel.
     """
     from sasmodels.direct_model import call_kernel
 
-    pars = _sasmodels_pars(model, params)
+    pars = _sasmodels_pars(model, params, float(np.max(q)) if qmax is None else qmax)
     I = np.asarray(call_kernel(_kernel(model, q, dtype), pars), dtype=float)
     return I
 
@@ -204,23 +228,24 @@ def curve_function(model: str, q: np.ndarray, dtype: str = "double") -> Callable
     if mkey not in _MODELS:
         _MODELS[mkey] = load_model(model, dtype=dtype)
     q = np.asarray(q, dtype=float)
+    qmax = float(q.max())
     kernel = _MODELS[mkey].make_kernel([q])
 
     def f(params: dict[str, float]) -> np.ndarray:
-        return np.asarray(call_kernel(kernel, _sasmodels_pars(model, params)), dtype=float)
+        return np.asarray(call_kernel(kernel, _sasmodels_pars(model, params, qmax)), dtype=float)
 
     return f
 
 
-def _sasmodels_pars(model: str, params: dict[str, float]) -> dict[str, Any]:
+def _sasmodels_pars(model: str, params: dict[str, float], qmax: float) -> dict[str, Any]:
     pars = {k: v for k, v in params.items() if k != "polydispersity"}
     pd = float(params.get("polydispersity", 0.0) or 0.0)
     if model in PD_PARAM and pd >= 0.005:  # narrower Schulz weights overflow in sasmodels: monodisperse
         p = PD_PARAM[model]
         pars[p + "_pd"] = pd
-        pars[p + "_pd_n"] = PD_N[model]
+        pars[p + "_pd_n"] = pd_points(model, pars, qmax)
         pars[p + "_pd_type"] = "schulz"
-        pars[p + "_pd_nsigma"] = 3.0
+        pars[p + "_pd_nsigma"] = PD_NSIGMA
     pars.setdefault("scale", 1.0)
     pars.setdefault("background", 0.0)
     return pars
@@ -501,7 +526,7 @@ def generate(
         for _ in range(n_per_class):
             qmin, qmax = draw_window(inst, rng)
             model, params, target = sample_params(cls, qmin, qmax, rng)
-            I_fine = form_factor(model, Q_FINE, params)
+            I_fine = form_factor(model, Q_FINE, params, qmax=QMAX_SMEARED * qmax)
             if cls in SF_CLASSES and inst.p_structure and rng.random() < inst.p_structure:
                 kind, sf = random_structure(rng, target["radius"] + target.get("shell", 0.0))
                 S = structure_factor(kind, Q_FINE, sf)
@@ -535,7 +560,7 @@ def generate_ood(n_per_family: int, seed: int, split: str = "test", families: It
                 if fam == "random_smooth":
                     I_fine = random_smooth(rng)
                 else:
-                    I_fine = form_factor(fam, Q_FINE, _other_params(fam, qmin, qmax, rng))
+                    I_fine = form_factor(fam, Q_FINE, _other_params(fam, qmin, qmax, rng), qmax=QMAX_SMEARED * qmax)
                 m = measure(I_fine, qmin, qmax, inst, rng)
             for k in ("q", "I", "sigma", "dq"):
                 out[k].append(m[k])

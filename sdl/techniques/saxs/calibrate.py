@@ -226,10 +226,10 @@ def generate(n_per_class: int, seed: int, regime: str) -> dict[str, list]:
                     model, I_fine = "random_smooth", got
                 else:
                     model, params = got
-                    I_fine = D.form_factor(model, D.Q_FINE, params)
+                    I_fine = D.form_factor(model, D.Q_FINE, params, qmax=D.QMAX_SMEARED * qmax)
             else:
                 model, params, _ = D.sample_params(cls, qmin, qmax, rng)
-                I_fine = D.form_factor(model, D.Q_FINE, params)
+                I_fine = D.form_factor(model, D.Q_FINE, params, qmax=D.QMAX_SMEARED * qmax)
             if not (np.all(np.isfinite(I_fine)) and I_fine.max() > 0):
                 continue
             if regime == "shifted":
