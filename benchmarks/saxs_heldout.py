@@ -62,7 +62,7 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
-from printout import Printout  # noqa: E402
+from printout import Printout, commit  # noqa: E402
 from simulators.saxs.dataset import PD_PARAM, pd_points  # noqa: E402  (quadrature convergence, not the training's ranges)
 
 CLASSES = ("sphere", "core_shell_sphere", "ellipsoid", "cylinder", "disc", "core_shell_cylinder", "other")
@@ -340,8 +340,12 @@ def save_cache(path: Path, rows: list[dict]) -> None:
     z = {k: np.array([r[k] if k != "flags" else ",".join(f for f in r["flags"] if f != "low_probability") for r in rows])
          for k in CACHE_KEYS}
     z.update({"cal_" + k: np.array([r["cal"][k] for r in rows]) for k in rows[0]["cal"]})
+    now = commit()
+    z["commit"] = np.array([r.get("commit") or now for r in rows])  # the code each fit was made with
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, **z)
+    tmp = path.with_name(path.stem + ".partial.npz")  # a run killed while saving keeps the previous file
+    np.savez(tmp, **z)
+    tmp.replace(path)
 
 
 def load_cache(path: Path) -> list[dict]:
@@ -349,6 +353,8 @@ def load_cache(path: Path) -> list[dict]:
     z = np.load(path)
     cal = [k for k in z.files if k.startswith("cal_")]
     rows = [{k: z[k][n].item() for k in CACHE_KEYS} | {"cal": {k[4:]: z[k][n] for k in cal}} for n in range(len(z["i"]))]
+    for r, c in zip(rows, z["commit"] if "commit" in z.files else [None] * len(rows)):
+        r["commit"] = None if c is None else str(c)
     for r in rows:
         r["flags"] = [f for f in r["flags"].split(",") if f]
     return rows
@@ -459,24 +465,36 @@ def main() -> None:
     done = {(r["split"], r["i"]) for r in cached}
     jobs = [j for j in jobs if (j[0], j[1]) not in done]
     t = time.perf_counter()
+    rows = list(cached)
+
+    def collect(results) -> None:
+        """Rows with their truth; the cache is saved every 5 min, so an interrupted run resumes with --reuse-cache."""
+        saved = time.perf_counter()
+        for r in tqdm(results, total=len(jobs), desc="whole analyser"):
+            if r is not None:
+                d = data[r["split"]]
+                rows.append(dict(r, label=int(d["label"][r["i"]]), model=d["model"][r["i"]],
+                                 truth_radius=d["truth"][r["i"]].get("radius", math.nan)))
+            if args.cache and time.perf_counter() - saved > 300:
+                save_cache(args.cache, rows)
+                saved = time.perf_counter()
+
     if args.workers > 1 and jobs:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.weights,)) as pool:
-            results = list(tqdm(pool.imap(_analyse_one, jobs, chunksize=1), total=len(jobs), desc="whole analyser"))
+            collect(pool.imap(_analyse_one, jobs, chunksize=1))
     else:
         _init_worker(args.weights, an)
-        results = [_analyse_one(j) for j in tqdm(jobs, desc="whole analyser")]
+        collect(map(_analyse_one, jobs))
     wall = time.perf_counter() - t
-    rows = cached + [dict(r, label=int(data[r["split"]]["label"][r["i"]]), model=data[r["split"]]["model"][r["i"]],
-                          truth_radius=data[r["split"]]["truth"][r["i"]].get("radius", math.nan))
-                     for r in results if r is not None]
     if args.cache:
         save_cache(args.cache, rows)
         rows = [r for r in rescore(rows, args.weights) if (r["split"], r["i"]) in wanted]  # one calibration for all
     if cached:
-        out(f"({len(wanted) - len(jobs)} of these rows are the fits cached in {args.cache.name}, rescored with this "
-            "commit's calibration file: they are not redone)")
+        made = sorted({str(r.get("commit") or "before cache commits were kept") for r in cached})
+        out(f"({len(wanted) - len(jobs)} of these rows are the fits cached in {args.cache.name} (made at {', '.join(made)}), "
+            "rescored with this commit's calibration file: they are not redone)")
     rel, details = whole_analyser_table(rows, out)
     out(f"({len(jobs)} curves analysed in {wall:.0f} s wall, {args.workers} worker(s))")
     for line in details:
