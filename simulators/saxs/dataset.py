@@ -117,9 +117,10 @@ PD_NSIGMA = 3.0
 
 def pd_points(model: str, pars: dict[str, Any], qmax: float, floor: int | None = None) -> int:
     """Quadrature points for the size distribution of `model`'s PD_PARAM (sasmodels names: Å, and its `_pd`
-    relative width) that keep qmax·ΔR ≤ 2.5 (qmax in Å⁻¹: the highest q computed), at least `floor`
-    (default PD_N), at most PD_N_MAX unless the floor is higher. Orientation averaging hides the polydisperse radius where it is the larger dimension
-    (discs, oblate ellipsoids: within 2 % at 9 points), so the smaller dimension sets the spacing."""
+    relative width) that keep qmax·ΔR ≤ 2.5 (qmax in Å⁻¹: the highest q computed): at least `floor`
+    (default PD_N), at most PD_N_MAX unless the floor is higher. Orientation averaging hides the
+    polydisperse radius where it is the larger dimension (discs, oblate ellipsoids: within 2 % at 9
+    points), so the smaller dimension sets the spacing."""
     p = PD_PARAM[model]
     size = float(pars[p])
     if model == "ellipsoid":

@@ -347,7 +347,7 @@ def porod_fit(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, n_fixed: f
         sd = np.full(J.shape[1], np.nan)
     A = a0 * q[0] ** n  # I = a0 (q/q0)^-n = (a0 q0^n) q^-n
     n_sd = float(sd[1]) if n_fixed is None else 0.0
-    A_sd = abs(A) * math.hypot(float(sd[0]) / abs(a0) if a0 else math.inf, n_sd * math.log(q[0]))
+    A_sd = math.hypot(float(sd[0]) * q[0] ** n, A * n_sd * math.log(q[0]))  # σ_A² = (q0^n σ_a0)² + (A ln q0 σ_n)²
     return {"n": n, "n_sd": n_sd, "A": A, "A_sd": A_sd, "B": B, "B_sd": float(sd[-1]) if background else 0.0,
             "chi2_reduced": float(chi2r), "weighting": weighting, "ok": bool(a0 > 0 and np.isfinite(n))}
 
