@@ -229,22 +229,24 @@ def curve_function(model: str, q: np.ndarray, dtype: str = "double") -> Callable
     if mkey not in _MODELS:
         _MODELS[mkey] = load_model(model, dtype=dtype)
     q = np.asarray(q, dtype=float)
-    qmax = float(q.max())
     kernel = _MODELS[mkey].make_kernel([q])
 
+    # The fixed PD_N: a pd_n that follows the parameters makes the χ² surface step (a disc's unidentifiable
+    # width wandered to 0.33). A quadrature fixed per fit and grown to its q range is the next step.
     def f(params: dict[str, float]) -> np.ndarray:
-        return np.asarray(call_kernel(kernel, _sasmodels_pars(model, params, qmax)), dtype=float)
+        return np.asarray(call_kernel(kernel, _sasmodels_pars(model, params, None)), dtype=float)
 
     return f
 
 
-def _sasmodels_pars(model: str, params: dict[str, float], qmax: float) -> dict[str, Any]:
+def _sasmodels_pars(model: str, params: dict[str, float], qmax: float | None) -> dict[str, Any]:
+    """sasmodels parameters; the size quadrature from `pd_points` at `qmax` (Å⁻¹), or PD_N when None."""
     pars = {k: v for k, v in params.items() if k != "polydispersity"}
     pd = float(params.get("polydispersity", 0.0) or 0.0)
     if model in PD_PARAM and pd >= 0.005:  # narrower Schulz weights overflow in sasmodels: monodisperse
         p = PD_PARAM[model]
         pars[p + "_pd"] = pd
-        pars[p + "_pd_n"] = pd_points(model, pars, qmax)
+        pars[p + "_pd_n"] = PD_N[model] if qmax is None else pd_points(model, pars, qmax)
         pars[p + "_pd_type"] = "schulz"
         pars[p + "_pd_nsigma"] = PD_NSIGMA
     pars.setdefault("scale", 1.0)

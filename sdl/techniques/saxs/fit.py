@@ -236,16 +236,12 @@ class _Curve:
     def __init__(self, spec: _ModelSpec, q, dq, pd_n: int):
         self.spec = spec
         self.dm = _direct_model(spec.name, q, dq)
-        self.pd_n = pd_n  # the floor; large polydisperse particles get more (simulators.saxs.dataset.pd_points)
-        self.qmax = float(np.max(self.dm.resolution.q_calc))  # smearing reads beyond the last point
+        self.pd_n = pd_n
         self.calls = 0
 
     def __call__(self, x) -> np.ndarray:
-        from simulators.saxs.dataset import PD_PARAM, pd_points
-
         self.calls += 1
         kw = self.spec.to_kwargs(np.asarray(x, dtype=float), self.pd_n)
-        kw[PD_PARAM[self.spec.name] + "_pd_n"] = pd_points(self.spec.name, kw, self.qmax, self.pd_n)
         return np.asarray(self.dm(scale=1.0, background=0.0, **kw), dtype=float)
 
 
