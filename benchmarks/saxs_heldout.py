@@ -6,7 +6,7 @@ with other recipes for everything around the particle —
 
 * q: windows from qmin 0.001-0.02 to qmax 0.15-1.0 Å⁻¹, log, linear or two-segment spacing;
 * resolution: sasmodels' Pinhole1D (not the training generator's own smearing), dq/q 0-0.15;
-* size distribution: log-normal (training: Schulz), its quadrature converged at the curve's q (pd_points: no
+* size distribution: log-normal (training: Schulz), its quadrature converged at the curve's q (converged_pd: no
   aliasing dips from too few radii, which the fixed 9-25 points of earlier runs left on large polydisperse particles);
 * scale: volume fraction x contrast², absolute cm⁻¹;
 * background: flat incoherent plus, on some curves, a low-q power-law upturn (aggregates);
@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 from printout import Printout, commit  # noqa: E402
-from simulators.saxs.dataset import PD_PARAM, pd_points  # noqa: E402  (quadrature convergence, not the training's ranges)
+from simulators.saxs.dataset import converged_pd  # noqa: E402  (quadrature convergence, not the training's ranges)
 
 CLASSES = ("sphere", "core_shell_sphere", "ellipsoid", "cylinder", "disc", "core_shell_cylinder", "other")
 SOLVENT = 9.4  # 1e-6 Å⁻² (water, X-rays)
@@ -173,10 +173,7 @@ def measure(model: str, pars: dict, q: np.ndarray, split: str, rng) -> tuple[np.
     dq_over_q = float(rng.uniform(0.10, 0.15) if shifted else rng.uniform(0.0, 0.08))
     res = Pinhole1D(q, np.maximum(dq_over_q * q, 1e-9))
     kernel = _model(model).make_kernel([res.q_calc])
-    pars = dict(pars)
-    shape = model.split("@")[0]
-    if pars.get(PD_PARAM.get(shape, "") + "_pd", 0) > 0:  # a converged size quadrature at these q
-        pars[PD_PARAM[shape] + "_pd_n"] = pd_points(shape, pars, float(res.q_calc.max()), pars[PD_PARAM[shape] + "_pd_n"])
+    pars = converged_pd(model, pars, float(res.q_calc.max()))  # a copy, its size quadrature converged at these q
     pars.setdefault("scale", logu(rng, 1e-4, 1e-2))
     pars["background"] = 0.0
     ideal = res.apply(call_kernel(kernel, pars))

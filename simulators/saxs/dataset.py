@@ -131,6 +131,16 @@ def pd_points(model: str, pars: dict[str, Any], qmax: float, floor: int | None =
     floor = PD_N[model] if floor is None else floor
     return int(max(floor, min(need, PD_N_MAX[model])))
 
+
+def converged_pd(model: str, pars: dict[str, Any], qmax: float) -> dict[str, Any]:
+    """A copy of `pars` (sasmodels names; `model` may carry "@structure_factor") with the size quadrature
+    raised to `pd_points` at `qmax` (Å⁻¹), its own `_pd_n` (sasmodels' default 35 when absent) the floor."""
+    shape, out = model.split("@")[0], dict(pars)
+    p = PD_PARAM.get(shape, "")
+    if out.get(p + "_pd", 0) > 0:
+        out[p + "_pd_n"] = pd_points(shape, out, qmax, int(out.get(p + "_pd_n", 35)))
+    return out
+
 # the fine q grid that noise-free curves are computed on (margin for resolution smearing)
 Q_FINE = np.logspace(math.log10(0.0006), math.log10(1.2), 256)
 QMAX_SMEARED = 1.4  # a window's q_max times this: the highest q its smearing (dq/q ≤ 0.12, 3σ) reads

@@ -136,16 +136,13 @@ class SaxsInstrument:
 
     def expected_intensity(self, sample) -> np.ndarray:
         """Noise-free, resolution-smeared I(q) + background, cm^-1."""
-        from simulators.saxs.dataset import PD_PARAM, pd_points
+        from simulators.saxs.dataset import converged_pd
 
         shape, params = _shape_and_params(sample)
         dm = self._direct_model(shape)
-        pars = dict(params)
+        # enough radii in the size average not to alias up to this camera's q_max and its smearing
+        pars = converged_pd(shape, params, self.q_max_inv_angstrom * (1 + 3 * self.dq_over_q))
         pars["background"] = self.background_cm + float(params.get("background", 0.0))
-        p = PD_PARAM.get(shape, "")
-        if pars.get(p + "_pd", 0) > 0:  # enough radii in the size average not to alias at this camera's q_max
-            q_top = self.q_max_inv_angstrom * (1 + 3 * self.dq_over_q)
-            pars[p + "_pd_n"] = pd_points(shape, pars, q_top, int(pars.get(p + "_pd_n", 35)))
         return np.asarray(dm(**pars), dtype=float)
 
     def measure(self, sample, rng: np.random.Generator | None = None) -> dict[str, Any]:
