@@ -230,8 +230,10 @@ def form_factor(model: str, q: np.ndarray, params: dict[str, float], dtype: str 
     return I
 
 
-def curve_function(model: str, q: np.ndarray, dtype: str = "double") -> Callable[[dict[str, float]], np.ndarray]:
-    """f(params) -> noise-free I(q) for a fixed q array (one compiled kernel; for refinement)."""
+def curve_function(model: str, q: np.ndarray, dtype: str = "double") -> Callable[..., np.ndarray]:
+    """f(params, pd_n=None) -> noise-free I(q) for a fixed q array (one compiled kernel; for refinement), the size
+    average over `pd_n` radii (default PD_N). A fit keeps pd_n fixed while it runs (`quadrature` at its start):
+    a pd_n that follows the parameters makes the χ² surface step (a disc's unidentifiable width wandered to 0.33)."""
     from sasmodels.core import load_model
     from sasmodels.direct_model import call_kernel
 
@@ -241,12 +243,19 @@ def curve_function(model: str, q: np.ndarray, dtype: str = "double") -> Callable
     q = np.asarray(q, dtype=float)
     kernel = _MODELS[mkey].make_kernel([q])
 
-    # The fixed PD_N: a pd_n that follows the parameters makes the χ² surface step (a disc's unidentifiable
-    # width wandered to 0.33). A quadrature fixed per fit and grown to its q range is the next step.
-    def f(params: dict[str, float]) -> np.ndarray:
-        return np.asarray(call_kernel(kernel, _sasmodels_pars(model, params, None)), dtype=float)
+    def f(params: dict[str, float], pd_n: int | None = None) -> np.ndarray:
+        pars = _sasmodels_pars(model, params, None)
+        key = PD_PARAM.get(model, "") + "_pd_n"
+        if pd_n is not None and key in pars:
+            pars[key] = int(pd_n)
+        return np.asarray(call_kernel(kernel, pars), dtype=float)
 
     return f
+
+
+def quadrature(model: str, params: dict[str, float], qmax: float) -> int | None:
+    """`pd_points` for `params` (as `form_factor` takes them) at `qmax` (Å⁻¹); None when monodisperse."""
+    return _sasmodels_pars(model, params, qmax).get(PD_PARAM.get(model, "") + "_pd_n")
 
 
 def _sasmodels_pars(model: str, params: dict[str, float], qmax: float | None) -> dict[str, Any]:

@@ -237,7 +237,17 @@ class _Curve:
         self.spec = spec
         self.dm = _direct_model(spec.name, q, dq)
         self.pd_n = pd_n
+        self.qmax = float(np.max(self.dm.resolution.q_calc))  # smearing reads beyond the last point
         self.calls = 0
+
+    def converge(self, x) -> "_Curve":
+        """Raise pd_n to what the size average needs at x over the computed q range (simulators.saxs.dataset.
+        pd_points), then keep it: a pd_n that follows x while a fit runs makes χ² step."""
+        from simulators.saxs.dataset import PD_PARAM, pd_points
+
+        kw = self.spec.to_kwargs(np.asarray(x, dtype=float), self.pd_n)
+        self.pd_n = pd_points(self.spec.name, kw, self.qmax, self.pd_n) if kw.get(PD_PARAM[self.spec.name] + "_pd", 0) > 0 else self.pd_n
+        return self
 
     def __call__(self, x) -> np.ndarray:
         self.calls += 1
@@ -408,7 +418,7 @@ class SaxsFitAnalyser:
         k = len(lo) + 2
         if best_x is None:
             return _Fit(spec.name, starts[0], 0.0, 0.0, float("inf"), y.size, k, None, np.zeros_like(y), False, "no start converged")
-        full = _Curve(spec, q, dq, n_final)
+        full = _Curve(spec, q, dq, n_final).converge(best_x)
         resid_full = self._varpro(full, y, w)
         message = "search"
         try:

@@ -483,6 +483,7 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
     q, I, sig, res_q, basis_extra = _fit_setup(q, I, sigma, dq)
     dqq_meas = res_q.dq_over_q
     kernel = D.curve_function(SASMODEL[cls], res_q.q_calc)
+    qmax = float(np.max(res_q.q_calc))
     sf_curve = {k: D.curve_function(D.STRUCTURE_FACTORS[k], res_q.q_calc) for k in SF_FIT} if structure and cls in D.SF_CLASSES else {}
     names = list(_REFINE[cls])
     core_shell = cls.startswith("core_shell")
@@ -504,10 +505,14 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
             p[name] = math.exp(v) if log else float(v)
         return p
 
-    def curve(x: np.ndarray, kind: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+    def quad(x: np.ndarray) -> int | None:  # size-average radii converged at x over the computed q range
+        t, sld, _ = unpack(x)
+        return D.quadrature(*D.class_params(cls, t, {"sld_core": sld}), qmax)
+
+    def curve(x: np.ndarray, kind: str | None, pd_n: int | None) -> tuple[np.ndarray, np.ndarray] | None:
         t, sld, dqq = unpack(x)
         _, params = D.class_params(cls, t, {"sld_core": sld})
-        P = np.maximum(kernel(params), 1e-300)
+        P = np.maximum(kernel(params, pd_n), 1e-300)
         if kind is not None:
             S = sf_curve[kind](sf_params(kind, x, t))
             if not (np.all(np.isfinite(S)) and S.min() > 0):
@@ -517,17 +522,29 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
         coef, _ = nnls(A, I / sig)
         return A @ coef * sig, coef
 
-    def resid(x: np.ndarray, kind: str | None) -> np.ndarray:
-        c = curve(x, kind)
+    def resid(x: np.ndarray, kind: str | None, pd_n: int | None) -> np.ndarray:
+        c = curve(x, kind, pd_n)
         return np.full(q.size, _BAD) if c is None else (c[0] - I) / sig
 
+    def chi2_at(x: np.ndarray, kind: str | None) -> float:  # with the size average converged at x
+        return float(np.sum(resid(x, kind, quad(x)) ** 2))
+
     def best(starts: list[np.ndarray], kind: str | None) -> np.ndarray:  # cheap: one evaluation each
-        return min(starts, key=lambda x: float(np.sum(resid(x, kind) ** 2)))
+        return min(starts, key=lambda x: chi2_at(x, kind))
 
     def fit(x0: np.ndarray, lb: np.ndarray, ub: np.ndarray, kind: str | None) -> dict[str, Any] | None:
-        x0 = np.clip(x0, lb + 1e-9, ub - 1e-9)
-        res = least_squares(resid, x0, bounds=(lb, ub), x_scale="jac", diff_step=1e-3, max_nfev=max_nfev, args=(kind,))
-        c = curve(res.x, kind)
+        # the size quadrature is fixed while least_squares runs (a pd_n that follows x steps χ²); where the result
+        # needs more radii than its start gave, the fit goes on from there with them
+        x0, nfev, pd_n = np.clip(x0, lb + 1e-9, ub - 1e-9), 0, quad(x0)
+        for _ in range(3):
+            res = least_squares(resid, x0, bounds=(lb, ub), x_scale="jac", diff_step=1e-3, max_nfev=max_nfev, args=(kind, pd_n))
+            nfev += int(res.nfev)
+            need = quad(res.x)
+            if pd_n is None or need is None or need <= pd_n:
+                break
+            x0, pd_n = res.x, need
+        res.nfev = nfev
+        c = curve(res.x, kind, pd_n)
         if c is None:
             return None
         chi2 = float(np.sum(res.fun ** 2))
@@ -571,7 +588,7 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
         if f is not None:
             fits[kind] = f
     for g in [g for k, g in fits.items() if k != "none"]:  # S = 1 is inside each S(q) fit: the plain one must not be worse
-        if np.sum(resid(g["res"].x[:n_shape], None) ** 2) < fits["none"]["chi2"]:
+        if chi2_at(g["res"].x[:n_shape], None) < fits["none"]["chi2"]:
             f = fit(g["res"].x[:n_shape], np.array(lb), np.array(ub), None)
             fits["none"] = min(fits["none"], f, key=lambda h: h["chi2"])
     # BIC on χ²/ĉ, ĉ = the best fit's χ²_red when above 1 (quasi-likelihood: a misfit inflates χ² differences)
