@@ -349,6 +349,10 @@ _REFINE = {
 # upper bound of the refined Schulz polydispersity: spheres up to 0.6, beyond the trained 0.35, so that a broad
 # distribution of spheres is fitted as one (and flagged beyond_training) rather than imitated by an ellipsoid
 FIT_PD_MAX = {"sphere": 0.6, "default": 0.35}
+# least_squares' ftol and xtol: a fit stops once χ² falls by less than 1e-5 of itself (~0.003 on 300 points, far
+# below the ΔBIC ~ 1 that the contests read) or its parameters move by less than 1e-5 relative. scipy's 1e-8 took
+# 60 % more evaluations on 21 held-out curves for the same answers (sizes within 0.2 %; 25 % of the CPU saved)
+FIT_TOL = 1e-5
 CORE_CONTRASTS = (-0.5, 0.0, 0.2, 3.0)  # core SLD / shell SLD (solvent 0) tried before refining; 0: hollow
 # structure factors (D.STRUCTURE_FACTORS) refined on D.SF_CLASSES: fitted sasmodels parameters as
 # (name, lower, upper, fitted in ln), the starting values tried, the fixed ones (Hayter-Penfold: 1 mM
@@ -537,7 +541,8 @@ def refine(cls: str, q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq:
         # needs more radii than its start gave, the fit goes on from there with them
         x0, nfev, pd_n = np.clip(x0, lb + 1e-9, ub - 1e-9), 0, quad(x0)
         for _ in range(3):
-            res = least_squares(resid, x0, bounds=(lb, ub), x_scale="jac", diff_step=1e-3, max_nfev=max_nfev, args=(kind, pd_n))
+            res = least_squares(resid, x0, bounds=(lb, ub), x_scale="jac", diff_step=1e-3, ftol=FIT_TOL, xtol=FIT_TOL,
+                                max_nfev=max_nfev, args=(kind, pd_n))
             nfev += int(res.nfev)
             need = quad(res.x)
             if pd_n is None or need is None or need <= pd_n:
