@@ -248,8 +248,10 @@ def debye_fit(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, rg_start: 
             f = np.where(x < 1e-6, 1 - x / 3, 2 * (np.expm1(-x) + x) / np.maximum(x, 1e-300) ** 2)
             return (math.exp(p[0]) * f + p[2] - yy) / ss
 
-        r = least_squares(resid, [math.log(max(float(yy[0]), 1e-30)), math.log(rg), 0.0], x_scale="jac",
-                          bounds=([-np.inf, -np.inf, 0.0], [np.inf, np.inf, np.inf]))
+        # ln Rg at most that of q_min·Rg = 100 (the curve holds nothing beyond): an unbounded one overflowed x
+        ln_rg_max = math.log(100.0 / float(qq[0]))
+        r = least_squares(resid, [math.log(max(float(yy[0]), 1e-30)), min(math.log(rg), ln_rg_max - 1e-6), 0.0], x_scale="jac",
+                          bounds=([-np.inf, -np.inf, 0.0], [np.inf, ln_rg_max, np.inf]))
         rg = math.exp(r.x[1])
     dof = int(m.sum()) - 3
     chi2r = float(np.sum(r.fun ** 2) / dof)
