@@ -24,6 +24,7 @@ def commit() -> str:
 class Printout:
     def __init__(self) -> None:
         self.lines: list[str] = []
+        self.commit = commit()  # at the start: the code the run imported, not what HEAD is when it ends
 
     def __call__(self, line: str = "") -> None:
         print(line, flush=True)
@@ -34,6 +35,6 @@ class Printout:
         were made on, to `path`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [head or f"# python {' '.join(sys.argv)}", f"# commit {commit()}", *self.lines]
+        lines = [head or f"# python {' '.join(sys.argv)}", f"# commit {self.commit}", *self.lines]
         path.write_text("\n".join(lines) + "\n")
         return path

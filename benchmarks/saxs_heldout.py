@@ -332,13 +332,15 @@ def whole_analyser_table(rows: list[dict], out) -> tuple[list[float], list[str]]
 CACHE_KEYS = ("split", "i", "label", "model", "truth_radius", "flags", "chi2_red", "rough", "radius", "cpu")
 
 
+STARTED_AT = commit()  # the code this run imported; a commit made while it runs does not relabel its fits
+
+
 def save_cache(path: Path, rows: list[dict]) -> None:
     """The whole-analyser rows (CACHE_KEYS, the flags without low_probability, and the calibration record) as npz."""
     z = {k: np.array([r[k] if k != "flags" else ",".join(f for f in r["flags"] if f != "low_probability") for r in rows])
          for k in CACHE_KEYS}
     z.update({"cal_" + k: np.array([r["cal"][k] for r in rows]) for k in rows[0]["cal"]})
-    now = commit()
-    z["commit"] = np.array([r.get("commit") or now for r in rows])  # the code each fit was made with
+    z["commit"] = np.array([r.get("commit") or STARTED_AT for r in rows])  # the code each fit was made with
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.npz")  # a run killed while saving keeps the previous file
     np.savez(tmp, **z)

@@ -246,7 +246,8 @@ class _Curve:
         from simulators.saxs.dataset import PD_PARAM, pd_points
 
         kw = self.spec.to_kwargs(np.asarray(x, dtype=float), self.pd_n)
-        self.pd_n = pd_points(self.spec.name, kw, self.qmax, self.pd_n) if kw.get(PD_PARAM[self.spec.name] + "_pd", 0) > 0 else self.pd_n
+        if kw.get(PD_PARAM[self.spec.name] + "_pd", 0) > 0:
+            self.pd_n = pd_points(self.spec.name, kw, self.qmax, self.pd_n)
         return self
 
     def __call__(self, x) -> np.ndarray:
