@@ -243,11 +243,10 @@ class _Curve:
     def converge(self, x) -> "_Curve":
         """Raise pd_n to what the size average needs at x over the computed q range (simulators.saxs.dataset.
         pd_points), then keep it: a pd_n that follows x while a fit runs makes χ² step."""
-        from simulators.saxs.dataset import PD_PARAM, pd_points
+        from simulators.saxs.dataset import PD_PARAM, converged_pd
 
-        kw = self.spec.to_kwargs(np.asarray(x, dtype=float), self.pd_n)
-        if kw.get(PD_PARAM[self.spec.name] + "_pd", 0) > 0:
-            self.pd_n = pd_points(self.spec.name, kw, self.qmax, self.pd_n)
+        kw = converged_pd(self.spec.name, self.spec.to_kwargs(np.asarray(x, dtype=float), self.pd_n), self.qmax)
+        self.pd_n = int(kw[PD_PARAM[self.spec.name] + "_pd_n"])
         return self
 
     def __call__(self, x) -> np.ndarray:
