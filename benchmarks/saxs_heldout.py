@@ -462,7 +462,8 @@ def main() -> None:
     cached = load_cache(args.cache) if args.reuse_cache and args.cache.exists() else []
     wanted = {(j[0], j[1]) for j in jobs}
     done = {(r["split"], r["i"]) for r in cached}
-    jobs = [j for j in jobs if (j[0], j[1]) not in done]
+    # by curve index across the splits, so that a run cut short leaves the first n curves of every split
+    jobs = sorted((j for j in jobs if (j[0], j[1]) not in done), key=lambda j: j[1])
     t = time.perf_counter()
     rows = list(cached)
 
