@@ -42,26 +42,27 @@ def main() -> None:
     args = ap.parse_args()
 
     rows = H.rescore(H.load_cache(args.cache), None)
+    plan, jobs = {}, []  # split -> (rows by curve index, errors, right answers, sampled right answers, sample sizes)
     for split in ("in_range", "shifted", "out_range"):
         rs = {r["i"]: r for r in rows if r["split"] == split}
         if not rs:
             continue
         wrong = sorted(i for i, r in rs.items() if np.argmax(r["p"]) != r["label"])
         right = sorted(i for i, r in rs.items() if np.argmax(r["p"]) == r["label"])
-        samples, rest = [], list(right)
         sizes = args.in_range_samples if split == "in_range" else args.other_samples
+        sampled, rest = [], list(right)
         for s, n in enumerate(int(x) for x in sizes.split(",")):
-            pick = np.random.default_rng(s).choice(rest, min(n, len(rest)), replace=False).tolist()
-            samples.append(sorted(pick))
-            taken = set(pick)
-            rest = [i for i in rest if i not in taken]
-        sampled = sorted(i for sm in samples for i in sm)
+            pick = set(np.random.default_rng(s).choice(rest, min(n, len(rest)), replace=False).tolist())
+            sampled += pick
+            rest = [i for i in rest if i not in pick]
+        sampled = sorted(sampled)
+        plan[split] = (rs, wrong, right, sampled, sizes)
         d = H.draw(max(rs) + 1, args.seed, split)
-        todo = (wrong + sampled)[: args.limit]
-        jobs = [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for i in todo]
-        with mp.get_context("spawn").Pool(args.workers, initializer=H._init_worker, initargs=(args.weights,)) as pool:
-            got = {j[1]: o for j, o in zip(jobs, pool.imap(H._analyse_one, jobs, chunksize=1)) if o}
-        ok = {i: int(np.argmax(o["p"])) == rs[i]["label"] for i, o in got.items()}
+        jobs += [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for i in (wrong + sampled)[: args.limit]]
+    with mp.get_context("spawn").Pool(args.workers, initializer=H._init_worker, initargs=(args.weights,)) as pool:
+        got = {(j[0], j[1]): o for j, o in zip(jobs, pool.imap(H._analyse_one, jobs, chunksize=1)) if o}
+    for split, (rs, wrong, right, sampled, sizes) in plan.items():
+        ok = {i: int(np.argmax(o["p"])) == rs[i]["label"] for (sp, i), o in got.items() if sp == split}
         fixed = sum(ok[i] for i in wrong if i in ok)
         n_s = sum(1 for i in sampled if i in ok)
         broken = [i for i in sampled if i in ok and not ok[i]]
@@ -70,7 +71,7 @@ def main() -> None:
               f"{fixed} of {sum(1 for i in wrong if i in ok)} errors right, {len(broken)} of {n_s} sampled right "
               f"answers wrong (samples {sizes}): about {est:.1%}")
         for i in broken:
-            o = got[i]
+            o = got[(split, i)]
             print(f"    {i}: {H.CLASSES[rs[i]['label']]} -> {H.CLASSES[int(np.argmax(o['p']))]} (p {max(o['p']):.2f}, "
                   f"{', '.join(o['flags']) or 'unflagged'})")
 
