@@ -332,13 +332,15 @@ def whole_analyser_table(rows: list[dict], out) -> tuple[list[float], list[str]]
 CACHE_KEYS = ("split", "i", "label", "model", "truth_radius", "flags", "chi2_red", "rough", "radius", "cpu")
 
 
-def save_cache(path: Path, rows: list[dict], made_at: str) -> None:
+def save_cache(path: Path, rows: list[dict], made_at: str, weights: str) -> None:
     """The whole-analyser rows (CACHE_KEYS, the flags without low_probability, and the calibration record) as npz;
-    rows fitted in this run are marked `made_at` (the commit at its start: one made while it runs does not relabel them)."""
+    rows fitted in this run are marked `made_at` (the commit at its start: one made while it runs does not relabel them)
+    and `weights` (sdl.techniques.saxs.ml.weights_digest)."""
     z = {k: np.array([r[k] if k != "flags" else ",".join(f for f in r["flags"] if f != "low_probability") for r in rows])
          for k in CACHE_KEYS}
     z.update({"cal_" + k: np.array([r["cal"][k] for r in rows]) for k in rows[0]["cal"]})
     z["commit"] = np.array([r.get("commit") or made_at for r in rows])  # the code each fit was made with
+    z["weights"] = np.array([r.get("weights") or weights for r in rows])  # and the CNN
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.npz")  # a run killed while saving keeps the previous file
     np.savez(tmp, **z)
@@ -350,8 +352,9 @@ def load_cache(path: Path) -> list[dict]:
     z = np.load(path)
     cal = [k for k in z.files if k.startswith("cal_")]
     rows = [{k: z[k][n].item() for k in CACHE_KEYS} | {"cal": {k[4:]: z[k][n] for k in cal}} for n in range(len(z["i"]))]
-    for r, c in zip(rows, z["commit"] if "commit" in z.files else [None] * len(rows)):
-        r["commit"] = None if c is None else str(c)
+    for key in ("commit", "weights"):  # absent from files older than these stamps
+        for r, c in zip(rows, z[key] if key in z.files else [None] * len(rows)):
+            r[key] = None if c is None else str(c)
     for r in rows:
         r["flags"] = [f for f in r["flags"].split(",") if f]
     return rows
@@ -362,8 +365,12 @@ def rescore(rows: list[dict], weights: Path | None) -> list[dict]:
     low_probability flag the calibration file beside `weights` gives now (sdl.techniques.saxs.calibrate.calibrated:
     the same steps as the analyser), computed from their calibration records."""
     from sdl.techniques.saxs.calibrate import calibrated
-    from sdl.techniques.saxs.ml import LOW_CONFIDENCE, WEIGHTS, load_shift_calibration
+    from sdl.techniques.saxs.ml import LOW_CONFIDENCE, WEIGHTS, load_shift_calibration, weights_digest
 
+    digest, made = weights_digest(weights), {r["weights"] for r in rows}
+    if made != {digest}:
+        raise SystemExit(f"the cached fits were made with weights {', '.join(sorted(map(str, made)))}, not with "
+                         f"{weights or WEIGHTS} ({digest}): give those weights (--weights) to score them")
     shift = load_shift_calibration(weights or WEIGHTS)
     part = {k: np.array([r["cal"][k] for r in rows]) for k in rows[0]["cal"]}
     p = calibrated(part, shift["analyser"] if shift else None)
@@ -407,7 +414,7 @@ def main() -> None:
     args.out = args.out or ROOT / "benchmarks" / "results" / f"saxs_heldout{'_' + args.only if args.only else ''}.txt"
     import torch
 
-    from sdl.techniques.saxs.ml import SaxsMLAnalyser
+    from sdl.techniques.saxs.ml import SaxsMLAnalyser, weights_digest
     from sdl.analysis.calibration import expected_calibration_error
 
     torch.set_num_threads(2)
@@ -457,7 +464,13 @@ def main() -> None:
         f"first {full['in_range']} curves of in_range, {args.full} of the others:")
     jobs = [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for split, d in data.items()
             for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: full[split]]]
+    digest = weights_digest(args.weights)
     cached = load_cache(args.cache) if args.reuse_cache and args.cache.exists() else []
+    other = [r for r in cached if r["weights"] != digest]
+    if other:  # fits made with another CNN are redone, not mixed in
+        out(f"({len(other)} rows of {args.cache.name} were made with other weights ({', '.join(sorted({str(r['weights']) for r in other}))}): "
+            "analysed again)")
+        cached = [r for r in cached if r["weights"] == digest]
     wanted = {(j[0], j[1]) for j in jobs}
     done = {(r["split"], r["i"]) for r in cached}
     # by curve index across the splits, so that a run cut short leaves the first n curves of every split
@@ -474,7 +487,7 @@ def main() -> None:
                 rows.append(dict(r, label=int(d["label"][r["i"]]), model=d["model"][r["i"]],
                                  truth_radius=d["truth"][r["i"]].get("radius", math.nan)))
             if args.cache and time.perf_counter() - saved > 300:
-                save_cache(args.cache, rows, out.commit)
+                save_cache(args.cache, rows, out.commit, digest)
                 saved = time.perf_counter()
 
     if args.workers > 1 and jobs:
@@ -487,7 +500,7 @@ def main() -> None:
         collect(map(_analyse_one, jobs))
     wall = time.perf_counter() - t
     if args.cache:
-        save_cache(args.cache, rows, out.commit)
+        save_cache(args.cache, rows, out.commit, digest)
         rows = [r for r in rescore(rows, args.weights) if (r["split"], r["i"]) in wanted]  # one calibration for all
     if cached:
         made = sorted({str(r.get("commit") or "before cache commits were kept") for r in cached})

@@ -45,7 +45,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, PAIR_FEATURES, SHIFT_FEATURES, TOP_FEATURES, WEIGHTS,
-                                   bic_share, confident, pair_features, pair_mu, share_pair, shift_lambda, shrink, top_features)
+                                   bic_share, confident, pair_features, pair_mu, share_pair, shift_lambda, shrink, top_features,
+                                   weights_digest)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
 IN_RANGE = ("train", "varied")  # regimes of the training distribution
@@ -473,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parts: dict[str, dict[str, np.ndarray]] = {}
     t0 = time.perf_counter()
     for regime in REGIMES:
-        cache = args.cache / f"saxs_shift_{regime}_n{args.n_per_class}_s{args.seed}.npz" if args.cache else None
+        # named by the weights too: the analysed curves depend on the CNN
+        cache = args.cache / f"saxs_shift_{regime}_n{args.n_per_class}_s{args.seed}_w{weights_digest(args.weights)}.npz" if args.cache else None
         z = np.load(cache) if cache is not None and cache.is_file() else None
         if z is not None and set(RECORD_KEYS) <= set(z.files):  # a cache from older code is analysed afresh
             parts[regime] = {k: z[k] for k in z.files}

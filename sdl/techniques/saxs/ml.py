@@ -40,6 +40,7 @@ Train new ones with `sdl train saxs` (sdl.techniques.saxs.train).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from pathlib import Path
@@ -1027,6 +1028,12 @@ def confident(p: np.ndarray, features: np.ndarray, params: dict[str, Any] | None
     out = rest * (1.0 - top)[:, None]
     out[rows, k] = top
     return out[0] if one else out
+
+
+def weights_digest(weights: Path | None = None) -> str:
+    """The first 12 hex digits of a weights file's SHA-256 (default the shipped one): which CNN a cached analysis
+    was made with."""
+    return hashlib.sha256(Path(weights or WEIGHTS).read_bytes()).hexdigest()[:12]
 
 
 def load_shift_calibration(weights: Path) -> dict[str, Any] | None:
