@@ -484,7 +484,7 @@ def main() -> None:
         for r in tqdm(results, total=len(jobs), desc="whole analyser"):
             if r is not None:
                 d = data[r["split"]]
-                rows.append(dict(r, label=int(d["label"][r["i"]]), model=d["model"][r["i"]],
+                rows.append(dict(r, label=int(d["label"][r["i"]]), model=d["model"][r["i"]], weights=digest,
                                  truth_radius=d["truth"][r["i"]].get("radius", math.nan)))
             if args.cache and time.perf_counter() - saved > 300:
                 save_cache(args.cache, rows, out.commit, digest)

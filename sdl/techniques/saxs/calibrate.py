@@ -473,9 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     an = SaxsMLAnalyser(weights=args.weights, shift_calibration=False) if args.workers == 1 else None
     parts: dict[str, dict[str, np.ndarray]] = {}
     t0 = time.perf_counter()
+    digest = weights_digest(args.weights)  # in the cache names: the analysed curves depend on the CNN
     for regime in REGIMES:
-        # named by the weights too: the analysed curves depend on the CNN
-        cache = args.cache / f"saxs_shift_{regime}_n{args.n_per_class}_s{args.seed}_w{weights_digest(args.weights)}.npz" if args.cache else None
+        cache = args.cache / f"saxs_shift_{regime}_n{args.n_per_class}_s{args.seed}_w{digest}.npz" if args.cache else None
         z = np.load(cache) if cache is not None and cache.is_file() else None
         if z is not None and set(RECORD_KEYS) <= set(z.files):  # a cache from older code is analysed afresh
             parts[regime] = {k: z[k] for k in z.files}
