@@ -494,7 +494,7 @@ def main() -> None:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.weights,)) as pool:
-            collect(pool.imap(_analyse_one, jobs, chunksize=1))
+            collect(pool.imap_unordered(_analyse_one, jobs, chunksize=1))  # a slow fit delays no save
     else:
         _init_worker(args.weights, an)
         collect(map(_analyse_one, jobs))
