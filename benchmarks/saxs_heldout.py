@@ -332,15 +332,15 @@ def whole_analyser_table(rows: list[dict], out) -> tuple[list[float], list[str]]
 CACHE_KEYS = ("split", "i", "label", "model", "truth_radius", "flags", "chi2_red", "rough", "radius", "cpu")
 
 
-def save_cache(path: Path, rows: list[dict], made_at: str, weights: str) -> None:
-    """The whole-analyser rows (CACHE_KEYS, the flags without low_probability, and the calibration record) as npz;
-    rows fitted in this run are marked `made_at` (the commit at its start: one made while it runs does not relabel them)
-    and `weights` (sdl.techniques.saxs.ml.weights_digest)."""
+def save_cache(path: Path, rows: list[dict], made_at: str) -> None:
+    """The whole-analyser rows (CACHE_KEYS, the flags without low_probability, the calibration record and the
+    `weights` each was analysed with, sdl.techniques.saxs.ml.weights_digest) as npz; rows fitted in this run are marked
+    `made_at` (the commit at its start: one made while it runs does not relabel them)."""
     z = {k: np.array([r[k] if k != "flags" else ",".join(f for f in r["flags"] if f != "low_probability") for r in rows])
          for k in CACHE_KEYS}
     z.update({"cal_" + k: np.array([r["cal"][k] for r in rows]) for k in rows[0]["cal"]})
     z["commit"] = np.array([r.get("commit") or made_at for r in rows])  # the code each fit was made with
-    z["weights"] = np.array([r.get("weights") or weights for r in rows])  # and the CNN
+    z["weights"] = np.array([r["weights"] for r in rows])  # and the CNN
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.stem + ".partial.npz")  # a run killed while saving keeps the previous file
     np.savez(tmp, **z)
@@ -487,7 +487,7 @@ def main() -> None:
                 rows.append(dict(r, label=int(d["label"][r["i"]]), model=d["model"][r["i"]], weights=digest,
                                  truth_radius=d["truth"][r["i"]].get("radius", math.nan)))
             if args.cache and time.perf_counter() - saved > 300:
-                save_cache(args.cache, rows, out.commit, digest)
+                save_cache(args.cache, rows, out.commit)
                 saved = time.perf_counter()
 
     if args.workers > 1 and jobs:
@@ -500,7 +500,7 @@ def main() -> None:
         collect(map(_analyse_one, jobs))
     wall = time.perf_counter() - t
     if args.cache:
-        save_cache(args.cache, rows, out.commit, digest)
+        save_cache(args.cache, rows, out.commit)
         rows = [r for r in rescore(rows, args.weights) if (r["split"], r["i"]) in wanted]  # one calibration for all
     if cached:
         made = sorted({str(r.get("commit") or "before cache commits were kept") for r in cached})
