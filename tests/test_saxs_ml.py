@@ -16,8 +16,8 @@ from sdl.techniques.saxs.ml import CLASSES, WEIGHTS, SaxsMLAnalyser  # noqa: E40
 from sdl.errors import AnalysisError  # noqa: E402
 from sdl.measurement import Measurement  # noqa: E402
 
-# shipped weights on D.generate(40, 777, "test"): 97.9 % shape accuracy (235/240), 4.2 % OOD false
-# alarms; on the 4,500-curve benchmark 97.8 % (docs/analysers.md). The bound leaves ~3 points for noise.
+# shipped weights (16,000 per class) on D.generate(40, 777, "test"): 97.9 % shape accuracy (235/240), 3.3 % OOD
+# false alarms (the 4,000-per-class weights: 235/240, 4.2 %). The bound leaves ~3 points for noise.
 SHAPE_ACCURACY_BOUND = 0.95
 
 
@@ -149,7 +149,10 @@ def test_other_answer_reports_its_closest_library_shape_and_a_fit_lowers_it(anal
     RETRY_CHI2, inside the training ranges) is reported and sets the calibration's `library_fit` and, the sheet
     being the best reference, `sheet_fit`, which lower the reported probability (replayed with and without them). A
     Gaussian coil's closest shape needs parameters beyond the training ranges (a sheet too thin or too polydisperse
-    to resolve) and the coil reference explains it best: no evidence."""
+    to resolve) and the coil reference explains it best: no evidence. The disc's width is unresolved, so its refined
+    radius (900-1,600 Å) and polydispersity (0.21-0.35) vary with the noise draw: with the 16,000-per-class weights
+    the draws of seeds 1, 3 and 4 fit inside the trained polydispersity (0.25), those of 0, 2 and 5 beyond it, where
+    the fit is rightly no evidence; seed 1 is used."""
     from sdl.techniques.saxs.calibrate import calibrated, calibration_record
     from sdl.techniques.saxs.ml import RETRY_CHI2, load_shift_calibration
 
@@ -157,7 +160,7 @@ def test_other_answer_reports_its_closest_library_shape_and_a_fit_lowers_it(anal
                                                 "radius_pd": 0.1, "radius_pd_n": 9})
     coil = D.form_factor("mono_gauss_coil", D.Q_FINE, {"i_zero": 1.0, "rg": 60.0})
     res = {}
-    for name, I_fine, qmin, seed in (("disc", disc, 0.004, 0), ("coil", coil, 0.004, 3)):
+    for name, I_fine, qmin, seed in (("disc", disc, 0.004, 1), ("coil", coil, 0.004, 3)):
         m = D.measure(I_fine, qmin, qmin * 90, D.TRAIN, np.random.default_rng(seed))
         res[name] = analyser.analyse(_measurement(m["q"], m["I"], m["sigma"]))
         assert _desc(res[name], "saxs.model").value == "other", name
@@ -770,21 +773,22 @@ def test_shapes_the_data_do_not_tell_apart_are_flagged_and_a_clear_sphere_is_not
 
 
 def test_fits_overruling_the_cnn_flag_low_confidence(analyser):
-    """A training-regime curve of the calibration set (sdl's own generator, seed 13, curve 43: an ellipsoid) that
-    the CNN reads as a disc and the refined fits as the ellipsoid: the answer is the fits', and since the two
-    sources disagree — such answers were right for 6 of 11 in-range calibration curves — saxs.model is
-    low_confidence with info["overruled"] naming both shapes."""
+    """A training-regime curve of the calibration set (sdl's own generator, seed 13, curve 63: a cylinder) that
+    the CNN reads as an ellipsoid and the refined fits as the cylinder: the answer is the fits', and since the two
+    sources disagree, saxs.model is low_confidence with info["overruled"] naming both shapes. (Curve 43, an
+    ellipsoid, served until the 16,000-per-class weights read it right; their analysed calibration
+    curves, benchmarks/results/saxs_calibrate_cache/saxs_shift_train_n80_s13_*.npz, list the overruled ones.)"""
     from sdl.techniques.saxs.calibrate import generate
     from sdl.techniques.saxs.ml import LOW_CONFIDENCE_REASONS
 
     d = generate(20, 13, "train")
-    i = 43  # 45 until the weights trained on the converged size quadrature (f9fb875) read that one right
+    i = 63
     res = analyser.analyse(_measurement(d["q"][i], d["I"][i], d["sigma"][i], d["dq"][i]))
     model = _desc(res, "saxs.model")
     cnn = max(res.info["ml_probabilities"], key=res.info["ml_probabilities"].get)
-    assert CLASSES[d["label"][i]] == "ellipsoid" and model.value == "ellipsoid" and cnn != "ellipsoid", (model.value, cnn)
+    assert CLASSES[d["label"][i]] == "cylinder" and model.value == "cylinder" and cnn != "cylinder", (model.value, cnn)
     assert "overruled" in LOW_CONFIDENCE_REASONS and "low_confidence" in model.flags
-    assert "ellipsoid" in res.info["overruled"] and cnn in res.info["overruled"], res.info["overruled"]
+    assert "cylinder" in res.info["overruled"] and cnn in res.info["overruled"], res.info["overruled"]
     assert res.info["calibration"]["features"]["overruled"] == 1.0
 
 
