@@ -245,7 +245,7 @@ def debye_fit(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, rg_start: 
 
         def resid(p: np.ndarray) -> np.ndarray:
             x = (qq * math.exp(p[1])) ** 2
-            f = np.where(x < 1e-6, 1 - x / 3, 2 * (np.expm1(-x) + x) / np.maximum(x, 1e-300) ** 2)
+            f = np.where(x < 1e-6, 1 - x / 3, 2 * (np.expm1(-x) + x) / np.maximum(x, 1e-6) ** 2)  # both branches are evaluated
             return (math.exp(p[0]) * f + p[2] - yy) / ss
 
         # ln Rg at most that of q_min·Rg = 100 (the curve holds nothing beyond): an unbounded one overflowed x
