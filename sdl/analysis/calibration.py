@@ -13,8 +13,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> float:
     """ECE of the top-class probability (equal-width bins): the mean |confidence - accuracy|, weighted by bin size."""
-    conf = p.max(axis=1)
-    correct = (p.argmax(axis=1) == y).astype(float)
+    return _ece(p.max(axis=1), (p.argmax(axis=1) == y).astype(float), bins)
+
+
+def ece_noise_floor(p: np.ndarray, bins: int = 15, draws: int = 200, seed: int = 0) -> tuple[float, float]:
+    """The ECE that a perfectly calibrated classifier with these top-class probabilities shows on as many samples
+    by chance (each answer right with its own probability; `draws` such outcome sets): (mean, 95th percentile).
+    A measured ECE is biased upwards by this much, so one near the floor is no evidence of miscalibration, and a
+    goal below it cannot be told from chance on a set of this size (it shrinks about as 1/sqrt(n))."""
+    conf = np.asarray(p, float).max(axis=1)
+    rng = np.random.default_rng(seed)
+    got = [_ece(conf, (rng.random(conf.size) < conf).astype(float), bins) for _ in range(draws)]
+    return float(np.mean(got)), float(np.percentile(got, 95))
+
+
+def _ece(conf: np.ndarray, correct: np.ndarray, bins: int) -> float:
     edges = np.linspace(0, 1, bins + 1)
     ece = 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):
