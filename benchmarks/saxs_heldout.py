@@ -44,7 +44,7 @@ sdl.techniques.saxs.calibrate.calibration_record), so that `--rescore FILE` prin
 with the calibration file as it is now (a report only: nothing is ever fitted on this generator). With `--reuse-cache`
 a run keeps FILE's fits and analyses only the curves FILE lacks, so a larger `--full` grows the section.
 
-    python benchmarks/saxs_heldout.py [--n 6000] [--n-other 3000] [--seed 7] [--full 140] [--workers 2] [--concentrated 100] [--only concentrated] [--cache FILE [--reuse-cache]]
+    python benchmarks/saxs_heldout.py [--n 6000] [--n-other 3000] [--seed 7] [--full 140] [--full-in-range N] [--full-out-range N] [--workers 2] [--concentrated 100] [--only concentrated] [--cache FILE [--reuse-cache]]
     python benchmarks/saxs_heldout.py --rescore FILE
 """
 
@@ -392,6 +392,8 @@ def main() -> None:
                     "arbitration between the two most probable shapes, misfit flag; radius error in range)")
     ap.add_argument("--full-in-range", type=int, default=None, help="curves of the in_range split analysed end to end "
                     "(default: --full)")
+    ap.add_argument("--full-out-range", type=int, default=None, help="curves of the out_range split analysed end to end "
+                    "(default: --full)")
     ap.add_argument("--workers", type=int, default=1, help="processes for the whole-analyser section (one torch thread each)")
     ap.add_argument("--weights", type=Path, default=None, help="saxs_ml weights (default: the shipped ones)")
     ap.add_argument("--concentrated", type=int, default=100, help="concentrated (hard-sphere S(q)) and dilute spheres "
@@ -459,10 +461,11 @@ def main() -> None:
     out()
     # the whole analyser (refinement of the CNN's two most probable shapes and of the nested alternative, BIC
     # arbitration, misfit / fit-disagreement / ambiguous / beyond-training flags), per split
-    full = {split: args.full for split in data} | {"in_range": args.full_in_range or args.full}
+    full = {split: args.full for split in data} | {"in_range": args.full_in_range or args.full,
+                                                  "out_range": args.full_out_range or args.full}
     out(f"whole analyser (CNN, then refinement of the two most probable shapes and the nested (core-)shell alternative weighed "
         f"by BIC, all library shapes when these misfit; flags: misfit, fit disagrees, ambiguous, beyond training, fits overrule the CNN), "
-        f"first {full['in_range']} curves of in_range, {args.full} of the others:")
+        f"first {full['in_range']} / {full['shifted']} / {full['out_range']} curves of in_range / shifted / out_range:")
     jobs = [(split, i, d["q"][i], d["I"][i], d["sigma"][i]) for split, d in data.items()
             for i in [i for i, I in enumerate(d["I"]) if (I > 0).sum() >= 20][: full[split]]]
     digest = weights_digest(args.weights)
