@@ -19,8 +19,8 @@ def expected_calibration_error(p: np.ndarray, y: np.ndarray, bins: int = 15) -> 
 def ece_noise_floor(p: np.ndarray, bins: int = 15, draws: int = 200, seed: int = 0) -> tuple[float, float]:
     """The ECE that a perfectly calibrated classifier with these top-class probabilities shows on as many samples
     by chance (each answer right with its own probability; `draws` such outcome sets): (mean, 95th percentile).
-    A measured ECE is biased upwards by this much, so one near the floor is no evidence of miscalibration, and a
-    goal below it cannot be told from chance on a set of this size (it shrinks about as 1/sqrt(n))."""
+    ECE is biased upwards on a finite set: a measured one near the floor is no evidence of miscalibration, and a goal
+    below the floor cannot be told from chance on a set of this size (the floor shrinks about as 1/sqrt(n))."""
     conf = np.asarray(p, float).max(axis=1)
     rng = np.random.default_rng(seed)
     got = [_ece(conf, (rng.random(conf.size) < conf).astype(float), bins) for _ in range(draws)]
