@@ -350,11 +350,13 @@ def save_cache(path: Path, rows: list[dict], made_at: str) -> None:
 
 def load_cache(path: Path) -> list[dict]:
     """The rows `save_cache` wrote, as it takes them (flags a list, the calibration record under "cal")."""
-    z = np.load(path)
-    cal = [k for k in z.files if k.startswith("cal_")]
-    rows = [{k: z[k][n].item() for k in CACHE_KEYS} | {"cal": {k[4:]: z[k][n] for k in cal}} for n in range(len(z["i"]))]
+    with np.load(path) as f:  # each array read once: NpzFile decompresses it again at every z[k]
+        z = {k: f[k] for k in f.files}
+    cal = [k for k in z if k.startswith("cal_")]
+    # copies, not views: a row must not keep its whole column alive
+    rows = [{k: z[k][n].item() for k in CACHE_KEYS} | {"cal": {k[4:]: z[k][n].copy() for k in cal}} for n in range(len(z["i"]))]
     for key in ("commit", "weights"):  # absent from files older than these stamps
-        for r, c in zip(rows, z[key] if key in z.files else [None] * len(rows)):
+        for r, c in zip(rows, z[key] if key in z else [None] * len(rows)):
             r[key] = None if c is None else str(c)
     for r in rows:
         r["flags"] = [f for f in r["flags"].split(",") if f]
