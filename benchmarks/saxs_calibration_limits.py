@@ -13,10 +13,11 @@ nothing again (about 3 minutes on 2 cores). It prints, per held-out split (ECE, 
    (its features times the logit), and the CNN's doubt in the answer (-ln of its probability) as one more feature;
    and the shipped form without the pair step, fitted as a convex logistic regression (`fit_logistic`), which any
    machine fits to the same optimum;
-2. an oracle: the answer's probability of being right fitted on each held-out split's own curves (5-fold
+2. an oracle: the answer's probability of being right fitted on the held-out curves themselves (5-fold
    cross-fitting; logistic regression and gradient-boosted trees on all the evidence the analyser has: its
-   features, logit, answer, the CNN's and the fits' probabilities, the contests, χ²_red), i.e. what a calibrator
-   that knew the held-out generator could reach;
+   features, logit, answer, the CNN's and the fits' probabilities, the contests, χ²_red), each split apart (it knows
+   which kind of curve it sees) or the splits pooled (it does not, as the analyser does not): what a calibrator that
+   knew the held-out generator's mix of curves could reach;
 3. the noise floor: the ECE a perfectly calibrated analyser with the shipped probabilities shows on as many
    curves by chance (sdl.analysis.calibration.ece_noise_floor).
 """
@@ -156,25 +157,31 @@ def objective(part: dict, weights: np.ndarray, params: dict) -> float:
     return float(-np.sum(wt * np.log(np.maximum(pr, 1e-12))) + 1e-3 * np.sum(x ** 2))
 
 
-def oracle(part: dict, p: np.ndarray, model: str, seed: int) -> float:
-    """Top-label ECE of the answers' probability of being right, fitted by 5-fold cross-fitting on `part` itself."""
+def oracle(parts: list[dict], probs: list[np.ndarray], model: str, seed: int) -> list[float]:
+    """Top-label ECE per part of the answers' probability of being right, fitted by 5-fold cross-fitting on the parts
+    pooled (so it does not know which part a curve is from)."""
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    k = p.argmax(axis=1)
-    right = (k == part["label"]).astype(int)
-    t = np.clip(p.max(axis=1), 1e-6, 1 - 1e-6)
-    contests = np.clip(np.nan_to_num(part["contest"].reshape(len(k), -1), nan=99.0, posinf=99.0, neginf=-99.0), -99, 99)
-    x = np.column_stack([C.analyser_features(part), np.log(t / (1 - t)), np.eye(len(CLASSES))[k], part["p_cnn"], part["p"],
-                         contests, np.nan_to_num(part["chi2_red"], nan=1.0)])
+    def evidence(part, p):
+        k = p.argmax(axis=1)
+        t = np.clip(p.max(axis=1), 1e-6, 1 - 1e-6)
+        contests = np.clip(np.nan_to_num(part["contest"].reshape(len(k), -1), nan=99.0, posinf=99.0, neginf=-99.0), -99, 99)
+        return np.column_stack([C.analyser_features(part), np.log(t / (1 - t)), np.eye(len(CLASSES))[k], part["p_cnn"],
+                                part["p"], contests, np.nan_to_num(part["chi2_red"], nan=1.0)]), k == part["label"]
+
+    xs, rights = zip(*(evidence(part, p) for part, p in zip(parts, probs)))
+    x, right = np.concatenate(xs), np.concatenate(rights).astype(int)
     clf = (HistGradientBoostingClassifier(max_depth=3, learning_rate=0.05, max_iter=200, l2_regularization=1.0)
            if model == "trees" else make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)))
     q = cross_val_predict(clf, x, right, cv=StratifiedKFold(5, shuffle=True, random_state=seed), method="predict_proba")[:, 1]
     # as a two-class probability table: the answer right with q (expected_calibration_error takes the top class)
-    return expected_calibration_error(np.column_stack([q, 1 - q]), 1 - right)
+    edges = np.cumsum([0] + [len(r) for r in rights])
+    return [expected_calibration_error(np.column_stack([q[a:b], 1 - q[a:b]]), 1 - right[a:b])
+            for a, b in zip(edges[:-1], edges[1:])]
 
 
 def main() -> None:
@@ -204,11 +211,15 @@ def main() -> None:
     for w in (8.0, 16.0):
         params = fit_logistic(parts, w)
         out(f"   {'no pair step, convex fit, in-range weight %g' % w:<49} {scores(held, lambda part: C.calibrated(part, params))}")
-    out("2. oracle: fitted on each held-out split's own curves (5-fold cross-fitting, mean of 3 fold seeds):")
+    out("2. oracle: fitted on the held-out curves themselves (5-fold cross-fitting, mean of 3 fold seeds):")
     shipped = {s: C.calibrated(held[s], shipped_file) for s in SPLITS}
     for model in ("logistic", "trees"):
-        cells = [f"{np.mean([oracle(held[s], shipped[s], model, seed) for seed in range(3)]):6.1%}" for s in SPLITS]
-        out(f"   {model + ' on all the evidence':<49} {' '.join(cells)}")
+        for label, groups in (("each split apart", [[s] for s in SPLITS]), ("splits pooled", [list(SPLITS)])):
+            got = {}
+            for g in groups:
+                runs = [oracle([held[s] for s in g], [shipped[s] for s in g], model, seed) for seed in range(3)]
+                got |= dict(zip(g, np.mean(runs, axis=0)))
+            out(f"   {model + ', ' + label:<49} {' '.join(f'{got[s]:6.1%}' for s in SPLITS)}")
     out("3. noise floor: a perfectly calibrated analyser with the shipped probabilities, on as many curves:")
     floors = [ece_noise_floor(shipped[s]) for s in SPLITS]
     out(f"   {'mean':<49} {' '.join(f'{m:6.1%}' for m, _ in floors)}")
