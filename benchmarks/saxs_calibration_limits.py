@@ -4,7 +4,7 @@
 
 Reads the analysed calibration curves (benchmarks/results/saxs_calibrate_cache: sdl's own generator, what
 `python -m sdl.techniques.saxs.calibrate` fits on) and the held-out run's fits (saxs_heldout_cache.npz); analyses
-nothing again (about 3 minutes on 2 cores). It prints, per held-out split (ECE, and the out-of-range confident errors):
+nothing again (about 5 minutes on 2 cores). It prints, per held-out split (ECE, and the out-of-range confident errors):
 
 1. calibrations fitted on sdl's generator as `calibrate` fits them, scored on the held-out curves: the shipped
    file; the shipped form refitted on this machine at in-range weights 4 / 8 (as shipped) / 16, with the objective
@@ -43,6 +43,12 @@ from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, TOP_FEATURES, WEIGH
 SPLITS = ("in_range", "shifted", "out_range")
 
 
+def top_logit(p: np.ndarray) -> np.ndarray:
+    """logit of each row's top probability, clipped to 1e-6 as `confident` clips it."""
+    t = np.clip(p.max(axis=1), 1e-6, 1 - 1e-6)
+    return np.log(t / (1 - t))
+
+
 def calibration_parts() -> dict[str, dict[str, np.ndarray]]:
     """The stored calibration records of the shipped weights, per calibrate.REGIMES regime."""
     cache, digest = ROOT / "benchmarks" / "results" / "saxs_calibrate_cache", weights_digest()
@@ -69,8 +75,7 @@ def extra_columns(part: dict[str, np.ndarray], p0: np.ndarray, form: str) -> np.
     if form == "class intercepts":
         return np.eye(len(CLASSES))[k]
     if form == "evidence temperature":  # each shift feature times the answer's logit: the slope b falls with it
-        t = np.clip(p0.max(axis=1), 1e-6, 1 - 1e-6)
-        return C.analyser_features(part) * np.log(t / (1 - t))[:, None]
+        return C.analyser_features(part) * top_logit(p0)[:, None]
     if form == "CNN doubt":
         return np.clip(-np.log(np.clip(part["p_cnn"][np.arange(len(k)), k], 1e-6, 1.0)), 0.0, 5.0)[:, None]
     raise ValueError(form)
@@ -116,8 +121,7 @@ def fit_logistic(parts: dict, weight: float = C.IN_RANGE_WEIGHT) -> dict:
     from scipy.optimize import minimize
 
     def design(part):
-        t = np.clip(part["p"].max(axis=1), 1e-6, 1 - 1e-6)
-        return np.column_stack([np.ones(len(t)), np.log(t / (1 - t)), -C.analyser_features(part)])
+        return np.column_stack([np.ones(len(part["p"])), top_logit(part["p"]), -C.analyser_features(part)])
 
     x = np.concatenate([design(parts[r]) for r in C.REGIMES])
     right = np.concatenate([(parts[r]["p"].argmax(axis=1) == parts[r]["label"]) for r in C.REGIMES]).astype(float)
@@ -137,13 +141,9 @@ def fit_logistic(parts: dict, weight: float = C.IN_RANGE_WEIGHT) -> dict:
 
 def scores(held: dict, probs) -> str:
     """ECE per held-out split and the out-of-range confident errors (wrong, p >= 0.9, not flagged)."""
-    cells = []
-    for s in SPLITS:
-        part = held[s]
-        p, y = probs(part), part["label"]
-        cells.append(f"{expected_calibration_error(p, y):6.1%}")
-    part = held["out_range"]
-    p = probs(part)
+    p = {s: probs(held[s]) for s in SPLITS}
+    cells = [f"{expected_calibration_error(p[s], held[s]['label']):6.1%}" for s in SPLITS]
+    part, p = held["out_range"], p["out_range"]
     wrong = p.argmax(axis=1) != part["label"]
     conf = wrong & ~(part["flagged_fit"] | (p.max(axis=1) < LOW_CONFIDENCE)) & (p.max(axis=1) >= 0.9)
     return " ".join(cells) + f" {int(conf.sum()):>5d}"
@@ -168,9 +168,8 @@ def oracle(parts: list[dict], probs: list[np.ndarray], model: str, seed: int) ->
 
     def evidence(part, p):
         k = p.argmax(axis=1)
-        t = np.clip(p.max(axis=1), 1e-6, 1 - 1e-6)
         contests = np.clip(np.nan_to_num(part["contest"].reshape(len(k), -1), nan=99.0, posinf=99.0, neginf=-99.0), -99, 99)
-        return np.column_stack([C.analyser_features(part), np.log(t / (1 - t)), np.eye(len(CLASSES))[k], part["p_cnn"],
+        return np.column_stack([C.analyser_features(part), top_logit(p), np.eye(len(CLASSES))[k], part["p_cnn"],
                                 part["p"], contests, np.nan_to_num(part["chi2_red"], nan=1.0)]), k == part["label"]
 
     xs, rights = zip(*(evidence(part, p) for part, p in zip(parts, probs)))
