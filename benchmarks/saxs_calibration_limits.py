@@ -8,11 +8,9 @@ nothing again (150 s on 2 cores). It prints, per held-out split (ECE, and the ou
 
 1. calibrations fitted on sdl's generator as `calibrate` fits them, scored on the held-out curves: the shipped
    file; the shipped form refitted on this machine at in-range weights 4 / 8 (as shipped) / 16, with the objective
-   of the shipped file and of the refit at 8 (the optimum the fit reaches can differ between machines); and three
-   forms with more capacity: an intercept per answered class, a temperature that grows with the shift evidence
+   of the shipped file and of the refit at 8 (a convex fit: the same on every machine); and three forms with more
+   capacity, fitted the same way: an intercept per answered class, a temperature that grows with the shift evidence
    (its features times the logit), and the CNN's doubt in the answer (-ln of its probability) as one more feature;
-   and the shipped form without the pair step, fitted as a convex logistic regression (`fit_logistic`), which any
-   machine fits to the same optimum;
 2. an oracle: the answer's probability of being right fitted on the held-out curves themselves (5-fold
    cross-fitting; logistic regression and gradient-boosted trees on all the evidence the analyser has: its
    features, logit, answer, the CNN's and the fits' probabilities, the contests, χ²_red), each split apart (it knows
@@ -43,16 +41,10 @@ from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, TOP_FEATURES, WEIGH
 SPLITS = ("in_range", "shifted", "out_range")
 
 
-def top_logit(p: np.ndarray) -> np.ndarray:
-    """logit of each row's top probability, clipped to 1e-6 as `confident` clips it."""
-    t = np.clip(p.max(axis=1), 1e-6, 1 - 1e-6)
-    return np.log(t / (1 - t))
-
-
 def calibration_parts() -> dict[str, dict[str, np.ndarray]]:
     """The stored calibration records of the shipped weights, per calibrate.REGIMES regime."""
     cache, digest = ROOT / "benchmarks" / "results" / "saxs_calibrate_cache", weights_digest()
-    return {r: C.with_contests(dict(np.load(cache / f"saxs_shift_{r}_n80_s13_w{digest}.npz"))) for r in C.REGIMES}
+    return {r: dict(np.load(cache / f"saxs_shift_{r}_n80_s13_w{digest}.npz")) for r in C.REGIMES}
 
 
 def heldout_parts() -> dict[str, dict[str, np.ndarray]]:
@@ -65,7 +57,7 @@ def heldout_parts() -> dict[str, dict[str, np.ndarray]]:
         part = {k: np.array([r["cal"][k] for r in rs]) for k in rs[0]["cal"]}
         part |= {"label": np.array([r["label"] for r in rs]), "chi2_red": np.array([r["chi2_red"] for r in rs]),
                  "flagged_fit": np.array([any(f != "low_probability" for f in r["flags"]) for r in rs])}
-        out[s] = C.with_contests(part)
+        out[s] = part
     return out
 
 
@@ -75,7 +67,7 @@ def extra_columns(part: dict[str, np.ndarray], p0: np.ndarray, form: str) -> np.
     if form == "class intercepts":
         return np.eye(len(CLASSES))[k]
     if form == "evidence temperature":  # each shift feature times the answer's logit: the slope b falls with it
-        return C.analyser_features(part) * top_logit(p0)[:, None]
+        return C.analyser_features(part) * C.top_logit(p0)[:, None]
     if form == "CNN doubt":
         return np.clip(-np.log(np.clip(part["p_cnn"][np.arange(len(k)), k], 1e-6, 1.0)), 0.0, 5.0)[:, None]
     raise ValueError(form)
@@ -84,59 +76,17 @@ def extra_columns(part: dict[str, np.ndarray], p0: np.ndarray, form: str) -> np.
 SIGNED = {"class intercepts"}  # columns whose weights may have either sign (the others only lower the probability)
 
 
-def fit_form(parts: dict, pair: dict, form: str, weight: float = C.IN_RANGE_WEIGHT):
-    """`confident`'s a, b and weights on TOP_FEATURES plus `form`'s columns, fitted as `calibrate` fits (maximum
-    likelihood of the true class, in-range curves weighing `weight`, L2 1e-3) after the pair step of `pair`.
-    Returns a function of a part giving its probabilities."""
-    from scipy.optimize import minimize
-
+def fit_form(parts: dict, form: str, weight: float = C.IN_RANGE_WEIGHT):
+    """`confident`'s a, b and weights on TOP_FEATURES plus `form`'s columns, fitted as `calibrate` fits
+    (`calibrate.fit_top`, in-range curves weighing `weight`). Returns a function of a part giving its probabilities."""
     def inputs(part):
-        p0 = C.calibrated(part, {**pair, "a": 0.0, "b": 1.0, "top_weights": [0.0] * len(TOP_FEATURES)})
-        return p0, np.column_stack([C.analyser_features(part), extra_columns(part, p0, form)])
+        return np.column_stack([C.analyser_features(part), extra_columns(part, part["p"], form)])
 
-    p0, f = (np.concatenate(v) for v in zip(*(inputs(parts[r]) for r in C.REGIMES)))
-    y = np.concatenate([parts[r]["label"] for r in C.REGIMES])
-    wt = C.regime_weights(parts, weight)
-    wt = wt / wt.sum()
-    n_extra = f.shape[1] - len(TOP_FEATURES)
-    lo = -20.0 if form in SIGNED else 0.0
-    bounds = [(-10.0, 10.0), (0.05, 5.0)] + [(0.0, 20.0)] * len(TOP_FEATURES) + [(lo, 20.0)] * n_extra
-
-    def probs(x, p0, f):
-        return confident(p0, f, {"a": x[0], "b": x[1], "top_weights": list(x[2:])})
-
-    def nll(x):
-        return float(-np.sum(wt * np.log(np.maximum(probs(x, p0, f)[np.arange(len(y)), y], 1e-12))) + 1e-3 * np.sum(x ** 2))
-
-    x0 = np.r_[0.0, 1.0, np.full(f.shape[1], 0.1)]
-    x = min((minimize(nll, np.r_[x0[:2], x0[2:] * s], method="L-BFGS-B", bounds=bounds) for s in (1.0, 5.0, 20.0)),
-            key=lambda r: r.fun).x
-    return lambda part: probs(x, *inputs(part))
-
-
-def fit_logistic(parts: dict, weight: float = C.IN_RANGE_WEIGHT) -> dict:
-    """`confident`'s a, b and w fitted without the pair step as a logistic regression of whether the arbitrated answer
-    is right (the true class's likelihood under `confident` less a term that does not depend on them, where the
-    ranking guard is not active): convex, with an analytic gradient, so every machine reaches the same optimum."""
-    from scipy.optimize import minimize
-
-    def design(part):
-        return np.column_stack([np.ones(len(part["p"])), top_logit(part["p"]), -C.analyser_features(part)])
-
-    x = np.concatenate([design(parts[r]) for r in C.REGIMES])
-    right = np.concatenate([(parts[r]["p"].argmax(axis=1) == parts[r]["label"]) for r in C.REGIMES]).astype(float)
-    wt = C.regime_weights(parts, weight)
-    wt = wt / wt.sum()
-
-    def f(v):
-        z = x @ v
-        val = np.sum(wt * (right * np.logaddexp(0, -z) + (1 - right) * np.logaddexp(0, z))) + 1e-3 * np.sum(v ** 2)
-        return val, -x.T @ (wt * (right - 1 / (1 + np.exp(-z)))) + 2e-3 * v
-
-    v = minimize(f, np.r_[0.0, 1.0, np.zeros(len(TOP_FEATURES))], jac=True, method="L-BFGS-B",
-                 bounds=[(-10.0, 10.0), (0.05, 5.0)] + [(0.0, 20.0)] * len(TOP_FEATURES),
-                 options={"ftol": 1e-15, "gtol": 1e-10}).x
-    return {"a": float(v[0]), "b": float(v[1]), "top_weights": [float(u) for u in v[2:]]}
+    f = np.concatenate([inputs(parts[r]) for r in C.REGIMES])
+    p, y = (np.concatenate([parts[r][k] for r in C.REGIMES]) for k in ("p", "label"))
+    lower = np.r_[np.zeros(len(TOP_FEATURES)), np.full(f.shape[1] - len(TOP_FEATURES), -20.0 if form in SIGNED else 0.0)]
+    v = C.fit_top(p, f, p.argmax(axis=1) == y, C.regime_weights(parts, weight), lower)
+    return lambda part: confident(part["p"], inputs(part), {"a": v[0], "b": v[1], "top_weights": list(v[2:])})
 
 
 def scores(held: dict, probs) -> str:
@@ -147,14 +97,6 @@ def scores(held: dict, probs) -> str:
     wrong = p.argmax(axis=1) != part["label"]
     conf = wrong & ~(part["flagged_fit"] | (p.max(axis=1) < LOW_CONFIDENCE)) & (p.max(axis=1) >= 0.9)
     return " ".join(cells) + f" {int(conf.sum()):>5d}"
-
-
-def objective(part: dict, weights: np.ndarray, params: dict) -> float:
-    """`calibrate.fit_calibration`'s objective at `params`: the weighted NLL of the true class plus its L2 term."""
-    x = np.r_[params["pair_weights"], params["a"], params["b"], params["top_weights"]]
-    wt = weights / weights.sum()
-    pr = C.calibrated(part, params)[np.arange(len(part["label"])), part["label"]]
-    return float(-np.sum(wt * np.log(np.maximum(pr, 1e-12))) + 1e-3 * np.sum(x ** 2))
 
 
 def oracle(parts: list[dict], probs: list[np.ndarray], model: str, seed: int) -> list[float]:
@@ -169,7 +111,7 @@ def oracle(parts: list[dict], probs: list[np.ndarray], model: str, seed: int) ->
     def evidence(part, p):
         k = p.argmax(axis=1)
         contests = np.clip(np.nan_to_num(part["contest"].reshape(len(k), -1), nan=99.0, posinf=99.0, neginf=-99.0), -99, 99)
-        return np.column_stack([C.analyser_features(part), top_logit(p), np.eye(len(CLASSES))[k], part["p_cnn"],
+        return np.column_stack([C.analyser_features(part), C.top_logit(p), np.eye(len(CLASSES))[k], part["p_cnn"],
                                 part["p"], contests, np.nan_to_num(part["chi2_red"], nan=1.0)]), k == part["label"]
 
     xs, rights = zip(*(evidence(part, p) for part, p in zip(parts, probs)))
@@ -193,23 +135,19 @@ def main() -> None:
     out("1. fitted on sdl's generator (saxs_calibrate_cache), scored on the held-out:")
     shipped_file = load_shift_calibration(WEIGHTS)["analyser"]
     out(f"   {'the shipped file (saxs_ml_shift.json)':<49} {scores(held, lambda part: C.calibrated(part, shipped_file))}")
-    allp = {k: np.concatenate([parts[r][k] for r in C.REGIMES]) for k in parts["train"]}
-    pair = None
+    allp = {k: np.concatenate([parts[r][k] for r in C.REGIMES]) for k in C.RECORD_KEYS}
+    wt = C.regime_weights(parts, C.IN_RANGE_WEIGHT)
     for w in (4.0, 8.0, 16.0):
         params = C.fit_calibration(allp, C.regime_weights(parts, w))
         if w == C.IN_RANGE_WEIGHT:
-            pair = params
+            refit = params
         out(f"   {'refitted here, in-range weight %g' % w + (' (as shipped)' if w == C.IN_RANGE_WEIGHT else ''):<49} "
             f"{scores(held, lambda part: C.calibrated(part, params))}")
-    # the fitted objective (weighted NLL + L2) of both, on the same curves: which optimum each fit reached
-    wt = C.regime_weights(parts, C.IN_RANGE_WEIGHT)
-    out(f"   (objective on the calibration curves: shipped file {objective(allp, wt, shipped_file):.5f}, refitted here "
-        f"{objective(allp, wt, pair):.5f})")
+    # the fitted objective of both, on the same curves: the fit is convex, so they agree unless the file is stale
+    out(f"   (objective on the calibration curves: shipped file {C.objective(allp, wt, shipped_file):.5f}, refitted here "
+        f"{refit['objective']:.5f})")
     for form in ("class intercepts", "evidence temperature", "CNN doubt"):
-        out(f"   {'+ ' + form:<49} {scores(held, fit_form(parts, pair, form))}")
-    for w in (8.0, 16.0):
-        params = fit_logistic(parts, w)
-        out(f"   {'no pair step, convex fit, in-range weight %g' % w:<49} {scores(held, lambda part: C.calibrated(part, params))}")
+        out(f"   {'+ ' + form:<49} {scores(held, fit_form(parts, form))}")
     out("2. oracle: fitted on the held-out curves themselves (5-fold cross-fitting, mean of 3 fold seeds):")
     shipped = {s: C.calibrated(held[s], shipped_file) for s in SPLITS}
     for model in ("logistic", "trees"):

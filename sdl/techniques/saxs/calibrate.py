@@ -1,7 +1,6 @@
-"""Fit the saxs_ml calibration off the training distribution: how far to move probability between two shapes whose
-refined fits are indistinguishable, how confident the whole analyser's top answer is, and how far to shrink the CNN's
-probabilities (sdl.techniques.saxs.ml: fit_contests, pair_features, bic_share, share_pair, shift_features,
-top_features, confident, shift_lambda, shrink).
+"""Fit the saxs_ml calibration off the training distribution: how confident the whole analyser's top answer is, and
+how far to shrink the CNN's probabilities (sdl.techniques.saxs.ml: shift_features, top_features, confident,
+shift_lambda, shrink).
 
     python -m sdl.techniques.saxs.calibrate --n-per-class 80 --seed 13 [--cache DIR]
 
@@ -25,11 +24,10 @@ with its own seeds, in four regimes of `--n-per-class` curves per class each:
 Each curve goes through the whole analyser (refinement and flags) with the calibration off; the features
 and probabilities it reports are kept (`--cache`, a speed-up only), then the calibration is fitted by maximum
 likelihood of the true class (each in-range curve weighing IN_RANGE_WEIGHT times a shifted or beyond one): for
-the analyser's final probabilities, the pair's move a fraction μ = 1 - exp(-v·g) towards the split by BIC with the
-other refined shape (g: its PAIR_FEATURES; `share_pair`), then the top class's probability σ(a + b·logit p_top −
-w·f) with f its TOP_FEATURES (`confident`), v, w >= 0 ("analyser"); for the CNN's alone, p' = (1 - λ) p + λ / K with
-λ = 1 - exp(-w·f) and the features it has without refinement ("cnn", for predict_batch). Written to
-<weights stem>_shift.json.
+the analyser's final probabilities, the top class's probability σ(a + b·logit p_top − w·f) with f its TOP_FEATURES
+(`confident`), w >= 0 ("analyser": a logistic regression of whether the answer is right, convex, so that every
+machine reaches the same optimum); for the CNN's alone, p' = (1 - λ) p + λ / K with λ = 1 - exp(-w·f) and the
+features it has without refinement ("cnn", for predict_batch). Written to <weights stem>_shift.json.
 """
 
 from __future__ import annotations
@@ -44,9 +42,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, PAIR_FEATURES, SHIFT_FEATURES, TOP_FEATURES, WEIGHTS,
-                                   bic_share, confident, pair_features, pair_mu, share_pair, shift_lambda, shrink, top_features,
-                                   weights_digest)
+from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, SHIFT_FEATURES, TOP_FEATURES, WEIGHTS, confident,
+                                   contest_ambiguous, shift_lambda, shrink, top_features, weights_digest)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
 IN_RANGE = ("train", "varied")  # regimes of the training distribution
@@ -323,7 +320,7 @@ def calibration_record(result) -> dict[str, Any]:
     pb = [cal["probabilities_before"][c] for c in CLASSES]
     cnn = result.info.get("ml_probabilities") or cal["probabilities_before"]  # before the fits weighed in
     alt = np.full(MAX_CONTESTS, -1)
-    contest = np.full((MAX_CONTESTS, len(CONTEST_KEYS)), np.nan)  # the pair features' inputs
+    contest = np.full((MAX_CONTESTS, len(CONTEST_KEYS)), np.nan)  # `contest_ambiguous`'s inputs
     for j, c in enumerate(cal.get("contests", [])[:MAX_CONTESTS]):
         alt[j] = CLASSES.index(c["alternative"])
         contest[j] = [c[k] for k in CONTEST_KEYS]
@@ -333,92 +330,88 @@ def calibration_record(result) -> dict[str, Any]:
 
 
 def calibrated(part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> np.ndarray:
-    """The probabilities the analyser reports with calibration `params`: for the analyser's ("p"), the pair's move
-    towards the split by BIC with the other refined shape whose μ × share is largest (`share_pair`, `pair_mu`,
-    `bic_share`), then the top class's recalibration (`confident`); for the CNN's alone ("p_cnn"), the shrinkage
-    with the features predict_batch has. `part` may carry "pair_features" and "shares" (`with_contests`)."""
-    p = part[key]
+    """The probabilities the analyser reports with calibration `params`: for the analyser's ("p"), the top class's
+    recalibration (`confident`); for the CNN's alone ("p_cnn"), the shrinkage with the features predict_batch has."""
     if key != "p":
-        return shrink(p, shift_lambda(_cnn_only(part["features"]), params))
-    out = np.array(p, float)
-    if params and params.get("pair_weights") and "contest" in part:
-        part = with_contests(part)
-        mu = pair_mu(part["pair_features"].reshape(-1, len(PAIR_FEATURES)), params).reshape(part["alt"].shape)
-        share = part["shares"]
-        move = np.where(part["alt"] >= 0, mu * share, 0.0)
-        j = move.argmax(axis=1)
-        for n, (c, jn) in enumerate(zip(part["chosen"], j)):
-            if move[n, jn] > 0:
-                out[n] = share_pair(out[n], int(c), int(part["alt"][n, jn]), float(mu[n, jn]), float(share[n, jn]))
-    return confident(out, analyser_features(part), params)
-
-
-def with_contests(part: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """`part` with "pair_features" (n, m, len(PAIR_FEATURES)) and "shares" (n, m) of its m stored
-    contests, computed once (fitting evaluates `calibrated` thousands of times)."""
-    if "pair_features" in part:
-        return part
-    return {**part, "pair_features": contest_pair_features(part["contest"]).reshape(*part["contest"].shape[:2], len(PAIR_FEATURES)),
-            "shares": contest_shares(part["contest"])}
+        return shrink(part[key], shift_lambda(_cnn_only(part["features"]), params))
+    return confident(part["p"], analyser_features(part), params)
 
 
 def analyser_features(part: dict[str, np.ndarray]) -> np.ndarray:
-    """(n, len(TOP_FEATURES)) of stored records: their SHIFT_FEATURES, the flag, whether a contest is ambiguous, and
-    whether a library shape fits an "other" answer (as well as the sheet)."""
-    part = with_contests(part)
-    amb = part["pair_features"][..., PAIR_FEATURES.index("ambiguous")].any(axis=1)
-    return top_features(part["features"], part["flagged"], amb, part["library_fit"], part["sheet_fit"])
+    """(n, len(TOP_FEATURES)) of stored records: their SHIFT_FEATURES, the flag, whether a contest is ambiguous
+    (`contest_ambiguous`, computed here rather than stored, so that it is the code's that fits), and whether a
+    library shape fits an "other" answer (as well as the sheet)."""
+    if "ambiguous" not in part:  # fitting and scoring evaluate this many times: once per part
+        rows = part["contest"].reshape(-1, len(CONTEST_KEYS))
+        amb = [np.isfinite(r[0]) and contest_ambiguous(dict(zip(CONTEST_KEYS, r))) for r in rows]
+        part["ambiguous"] = np.array(amb, bool).reshape(part["contest"].shape[:2]).any(axis=1)
+    return top_features(part["features"], part["flagged"], part["ambiguous"], part["library_fit"], part["sheet_fit"])
 
 
-def contest_pair_features(contest: np.ndarray) -> np.ndarray:
-    """(n·MAX_CONTESTS, len(PAIR_FEATURES)) PAIR_FEATURES of the stored CONTEST_KEYS of each contest (the
-    `collect` "contest" array; NaN rows, no contest, give zeros): computed here rather than stored, so that the
-    features are those of the code that fits."""
-    rows = contest.reshape(-1, len(CONTEST_KEYS))
-    return np.array([pair_features(dict(zip(CONTEST_KEYS, row))) if np.isfinite(row[0]) else np.zeros(len(PAIR_FEATURES))
-                     for row in rows]).reshape(len(rows), len(PAIR_FEATURES))
+def top_logit(p: np.ndarray) -> np.ndarray:
+    """logit of each row's top probability, clipped to 1e-6 as `confident` clips it."""
+    t = np.clip(np.asarray(p, float).max(axis=1), 1e-6, 1 - 1e-6)
+    return np.log(t / (1 - t))
 
 
-def contest_shares(contest: np.ndarray) -> np.ndarray:
-    """(n, MAX_CONTESTS) `bic_share` of each stored contest (0 where there is none)."""
-    d = contest[..., CONTEST_KEYS.index("delta_bic")]
-    return np.vectorize(lambda x: bic_share(x) if np.isfinite(x) else 0.0, otypes=[float])(d)
+def top_loss(v: np.ndarray, x: np.ndarray, right: np.ndarray, wt: np.ndarray, l2: float = 1e-3) -> tuple[float, np.ndarray]:
+    """The weighted log-loss (and its gradient) of whether each answer is right under P(right) = σ(x·v), plus l2·|v|²:
+    with x = [1, logit p_top, -f] and v = [a, b, w] the true class's negative log-likelihood under `confident` less
+    a term that does not depend on v (where `confident`'s ranking guard is not active). Convex in v."""
+    z = x @ v
+    val = np.sum(wt * (right * np.logaddexp(0.0, -z) + (1.0 - right) * np.logaddexp(0.0, z))) + l2 * float(v @ v)
+    return float(val), -x.T @ (wt * (right - 0.5 * (1.0 + np.tanh(0.5 * z)))) + 2.0 * l2 * v
 
 
-def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p", l2: float = 1e-3) -> dict[str, Any]:
-    """Maximum-likelihood calibration parameters of the true class under `calibrated`, each curve's log-likelihood
-    weighted by `weights`, with a small L2 penalty: for the analyser ("p") the pair weights v >= 0, a, b > 0 and the
-    top weights w >= 0 of `confident`; for the CNN alone ("p_cnn") the shrinkage weights >= 0 on CNN_FEATURES."""
+def fit_top(p: np.ndarray, features: np.ndarray, right: np.ndarray, weights: np.ndarray,
+            lower: np.ndarray | None = None) -> np.ndarray:
+    """[a, b, w] of `confident` minimising `top_loss` (analytic gradient, L-BFGS-B; a in [-10, 10], b in [0.05, 5],
+    each w in [`lower` (default 0), 20]) for probabilities `p` whose top answers are `right`, with `features`."""
     from scipy.optimize import minimize
 
+    x = np.column_stack([np.ones(len(p)), top_logit(p), -np.asarray(features, float)])
     wt = np.asarray(weights, float) / np.sum(weights)
-    y = part["label"]
+    lo = np.zeros(features.shape[1]) if lower is None else lower
+    res = minimize(top_loss, np.r_[0.0, 1.0, np.zeros(features.shape[1])], args=(x, np.asarray(right, float), wt),
+                   jac=True, method="L-BFGS-B", bounds=[(-10.0, 10.0), (0.05, 5.0)] + [(float(a), 20.0) for a in lo],
+                   options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 10000})
+    return res.x
+
+
+def objective(part: dict[str, np.ndarray], weights: np.ndarray, params: dict[str, Any], key: str = "p") -> float:
+    """What `fit_calibration` minimises, at `params`: for the analyser ("p") `top_loss`, for the CNN alone ("p_cnn")
+    the weighted negative log-likelihood of the true class plus 1e-3·|w|² (both with `weights` normalised)."""
+    wt = np.asarray(weights, float) / np.sum(weights)
     if key == "p":
-        part = with_contests(part)
-        n_p, n_t = len(PAIR_FEATURES), len(TOP_FEATURES)
-        x0 = np.r_[np.full(n_p, 0.1), 0.0, 1.0, np.full(n_t, 0.1)]
-        bounds = [(0.0, 20.0)] * n_p + [(-10.0, 10.0), (0.05, 5.0)] + [(0.0, 20.0)] * n_t
+        v = np.r_[params["a"], params["b"], params["top_weights"]]
+        x = np.column_stack([np.ones(len(wt)), top_logit(part["p"]), -analyser_features(part)])
+        return top_loss(v, x, (part["p"].argmax(axis=1) == part["label"]).astype(float), wt)[0]
+    cols = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
+    pr = calibrated(part, params, key)[np.arange(len(wt)), part["label"]]
+    return float(-np.sum(wt * np.log(np.maximum(pr, 1e-12))) + 1e-3 * np.sum(np.asarray(params["weights"])[cols] ** 2))
 
-        def unpack(x: np.ndarray) -> dict[str, Any]:
-            return {"pair_weights": [float(v) for v in x[:n_p]], "a": float(x[n_p]), "b": float(x[n_p + 1]),
-                    "top_weights": [float(v) for v in x[n_p + 2:]]}
-    else:
-        cols = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
-        x0, bounds = np.full(len(cols), 0.1), [(0.0, 20.0)] * len(cols)
 
-        def unpack(x: np.ndarray) -> dict[str, Any]:
-            w = np.zeros(len(SHIFT_FEATURES))
-            w[cols] = x
-            return {"weights": [float(v) for v in w]}
+def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p") -> dict[str, Any]:
+    """The calibration parameters minimising `objective` on `part`, each curve weighted by `weights`: for the
+    analyser ("p") a, b > 0 and the top weights w >= 0 of `confident` (`fit_top`: one optimum, whatever the machine);
+    for the CNN alone ("p_cnn") the shrinkage weights >= 0 on CNN_FEATURES."""
+    if key == "p":
+        v = fit_top(part["p"], analyser_features(part), part["p"].argmax(axis=1) == part["label"], weights)
+        params = {"a": float(v[0]), "b": float(v[1]), "top_weights": [float(u) for u in v[2:]]}
+        return {**params, "objective": objective(part, weights, params)}
+    from scipy.optimize import minimize
 
-    def nll(x: np.ndarray) -> float:
-        pr = calibrated(part, unpack(x), key)[np.arange(len(y)), y]
-        return float(-np.sum(wt * np.log(np.maximum(pr, 1e-12))) + l2 * np.sum(x ** 2))
+    cols = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
 
-    # the likelihood is not convex in these parameters: the best of a few starts (all weights 0.1, 0.5, 2)
-    res = min((minimize(nll, np.where(x0 == 0.1, s, x0), method="L-BFGS-B", bounds=bounds) for s in (0.1, 0.5, 2.0)),
-              key=lambda r: r.fun)
-    return {**unpack(res.x), "nll": float(res.fun)}
+    def unpack(x: np.ndarray) -> dict[str, Any]:
+        w = np.zeros(len(SHIFT_FEATURES))
+        w[cols] = x
+        return {"weights": [float(v) for v in w]}
+
+    # not convex in w: the best of a few starts (all weights 0.1, 0.5, 2)
+    res = min((minimize(lambda x: objective(part, weights, unpack(x), key), np.full(len(cols), s), method="L-BFGS-B",
+                        bounds=[(0.0, 20.0)] * len(cols)) for s in (0.1, 0.5, 2.0)), key=lambda r: r.fun)
+    return {**unpack(res.x), "objective": float(res.fun)}
 
 
 def report(name: str, part: dict[str, np.ndarray], params: dict[str, Any] | None, key: str = "p") -> str:
@@ -502,7 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmd = f"python -m sdl.techniques.saxs.calibrate --n-per-class {args.n_per_class} --seed {args.seed}"
     if args.weights.resolve() != WEIGHTS.resolve():
         cmd += f" --weights {args.weights}"
-    blob = {"features": list(SHIFT_FEATURES), "pair_features": list(PAIR_FEATURES), "top_features": list(TOP_FEATURES),
+    blob = {"features": list(SHIFT_FEATURES), "top_features": list(TOP_FEATURES),
             "analyser": analyser, "cnn": cnn,
             "fitted_with": {"command": cmd,
                             "generator": "simulators.saxs.dataset (sdl's training generator): its instrument, the same "

@@ -840,16 +840,7 @@ TOP_FEATURES = (*SHIFT_FEATURES, "flagged", "ambiguous", "library_fit", "sheet_f
 # which training calls other). `sheet_fit`: an other answer whose best OTHER_REFERENCES fit is the sheet while that
 # library shape fits within RETRY_CHI2, inside the training ranges or not (a disc as wide as the window or wider,
 # polydisperse beyond training: the data cannot tell it from the sheet, which training calls other)
-# Where the chosen shape's refined fit and another shape's are indistinguishable the data cannot tell them apart,
-# and the CNN's prior alone decides (`arbitrate` weighs the fits' BIC by it): off the training distribution (a
-# shell thinner than trained, an axial ratio beyond it) that prior is wrong as often as not, and a prior near 1
-# overrules even a BIC that favours the alternative. The analyser therefore moves the pair's probability a
-# fraction μ = 1 - exp(-v·g) of the way towards the split the fits alone give, the alternative's BIC weight
-# 1 / (1 + exp(ΔBIC / 2)) capped at an even split (`share_pair`, before the shrinkage above); g: PAIR_FEATURES
-# (the kind of contest: an alternative with no more parameters, one with more, ambiguous), v >= 0 fitted. A nested
-# shell that does not improve the fit has a BIC weight near 0 and takes nothing; one the data favour takes up to half.
-PAIR_FEATURES = ("alike", "more_params", "ambiguous")
-# `ambiguous` (flag and pair feature): the data do not tell the chosen shape from a refined alternative.
+# `ambiguous` (flag and TOP_FEATURES): the data do not tell the chosen shape from a refined alternative.
 # An alternative with no more parameters is a tie when it fits worse by less than AMBIGUOUS_CHI2 (in ĉ units):
 # Kass & Raftery's "strong" evidence starts at a BIC difference of 6, and with no parameters saved the χ²
 # difference is the BIC difference (a simpler alternative would also be favoured by parsimony). An alternative
@@ -921,28 +912,6 @@ def shell_z(f: dict[str, Any]) -> float:
     return float(min(z(f["sld_core"] - 1.0, sc), z(f["values"]["shell"], ss)))
 
 
-def pair_features(contest: dict[str, Any] | None) -> np.ndarray:
-    """PAIR_FEATURES of one of `fit_contests` (each 0 or 1): `alike` when the alternative has no more parameters
-    than the chosen shape (ellipsoid against cylinder, a core-shell shape against its plain core), `more_params`
-    when it has more (a shell or an axial ratio the chosen plain shape lacks), `ambiguous` when `is_ambiguous`.
-    How far the fits favour the alternative is in `bic_share`, not here. All 0 without another fit."""
-    if not contest:
-        return np.zeros(len(PAIR_FEATURES))
-    d, dk = float(contest["delta_chi2"]), int(contest["extra_params"])
-    if not math.isfinite(d):
-        return np.zeros(len(PAIR_FEATURES))
-    amb = float(is_ambiguous(d, dk, float(contest.get("shell_z", math.nan)), float(contest.get("delta_bic", math.nan))))
-    return np.array([float(dk <= 0), float(dk > 0), amb])
-
-
-def bic_share(delta_bic: float) -> float:
-    """The alternative's share of a pair by the fits alone: its BIC weight 1 / (1 + exp(ΔBIC / 2)) (ΔBIC =
-    BIC_alt - BIC_chosen, χ² in ĉ units), capped at 0.5 so that the chosen shape stays first; 0 when not finite."""
-    if not math.isfinite(delta_bic):
-        return 0.0
-    return min(1.0 / (1.0 + math.exp(min(delta_bic / 2.0, 700.0))), 0.5)
-
-
 def is_ambiguous(delta_chi2: float, extra_params: int, shell: float = math.nan, delta_bic: float = math.nan) -> bool:
     """Whether the data do not tell the chosen shape from an alternative that fits worse by `delta_chi2` (ĉ units;
     < 0: better) with `extra_params` more parameters: with none more, it fits worse by less than AMBIGUOUS_CHI2;
@@ -963,25 +932,10 @@ def is_ambiguous(delta_chi2: float, extra_params: int, shell: float = math.nan, 
     return -delta_chi2 > float(chi2.ppf(1.0 - AMBIGUOUS_LRT_P, extra_params))
 
 
-def share_pair(p: np.ndarray, i: int, j: int, mu: float, share: float) -> np.ndarray:
-    """Probabilities `p` with the pair of the chosen class i and the alternative j moved a fraction `mu` towards
-    the split that gives j `share` (<= 0.5, `bic_share`) of their sum: p_j' = (1 - μ) p_j + μ share (p_i + p_j).
-    Their sum and the other classes are kept, and so is the ranking when p_i >= p_j."""
-    out = np.array(p, dtype=float)
-    if i == j or mu <= 0:
-        return out
-    m = out[i] + out[j]
-    out[j] = (1 - mu) * out[j] + mu * min(share, 0.5) * m
-    out[i] = m - out[j]
-    return out
-
-
-def pair_mu(features: np.ndarray, params: dict[str, Any] | None) -> float | np.ndarray:
-    """μ = 1 - exp(-v·g) for PAIR_FEATURES `features` (one row or (n, len(PAIR_FEATURES))), v = params["pair_weights"] (0 when absent)."""
-    v = (params or {}).get("pair_weights")
-    if not v:
-        return 0.0 if np.ndim(features) == 1 else np.zeros(len(features))
-    return 1.0 - np.exp(-(np.asarray(features, float) @ np.asarray(v, float)))
+def contest_ambiguous(contest: dict[str, Any]) -> bool:
+    """`is_ambiguous` of one of `fit_contests` (its delta_chi2, extra_params, shell_z and delta_bic)."""
+    return is_ambiguous(float(contest["delta_chi2"]), int(contest["extra_params"]),
+                        float(contest.get("shell_z", math.nan)), float(contest.get("delta_bic", math.nan)))
 
 
 def shift_lambda(features: np.ndarray, params: dict[str, Any] | None) -> float | np.ndarray:
@@ -1037,16 +991,16 @@ def weights_digest(weights: Path | None = None) -> str:
 
 
 def load_shift_calibration(weights: Path) -> dict[str, Any] | None:
-    """The calibration stored beside `weights` (<stem>_shift.json); None when there is none or its features are
-    not SHIFT_FEATURES, PAIR_FEATURES and TOP_FEATURES."""
+    """The calibration stored beside `weights` (<stem>_shift.json); None when there is none, when its features are
+    not SHIFT_FEATURES and TOP_FEATURES, or when it was fitted with a pair step (`pair_weights`) this code lacks."""
     import json
 
     path = weights.with_name(weights.stem + "_shift.json")
     if not path.is_file():
         return None
     blob = json.loads(path.read_text())
-    if (tuple(blob.get("features", ())) != SHIFT_FEATURES or tuple(blob.get("pair_features", ())) != PAIR_FEATURES
-            or tuple(blob.get("top_features", ())) != TOP_FEATURES):
+    if (tuple(blob.get("features", ())) != SHIFT_FEATURES or tuple(blob.get("top_features", ())) != TOP_FEATURES
+            or "pair_weights" in blob.get("analyser", {})):
         return None
     return blob
 
@@ -1281,13 +1235,10 @@ class SaxsMLAnalyser:
         feats = shift_features(info["noise_informative"], dqq if dqq is not None else (r["dq_over_q"] if r is not None else None),
                                float(pred["distance_cdf"][0]), len(beyond), chi2, cls != pred["model"][0])
         params = self.shift["analyser"] if self.shift else None
-        # fits the data cannot tell apart: probability moved between the chosen shape and that alternative
         contests = fit_contests(cls, fits, q.size) if r is not None else []
         for c in contests:
-            g = pair_features(c)
-            c["features"] = dict(zip(PAIR_FEATURES, map(float, g)))
-            c["mu"] = float(pair_mu(g, params))
-        tied = [c for c in contests if c["features"]["ambiguous"]]
+            c["ambiguous"] = contest_ambiguous(c)
+        tied = [c for c in contests if c["ambiguous"]]
         flagged = ood or bool((set(LOW_CONFIDENCE_REASONS) - {"ambiguous"}) & set(info))  # before "ambiguous" is set
         closest = info.get("closest_library_shape")  # an "other" answer's best library fit
         f_top = top_features(feats, flagged, bool(tied), bool(closest and closest["fits"]), bool(closest and closest["sheet_fit"]))
@@ -1298,12 +1249,6 @@ class SaxsMLAnalyser:
             info["ambiguous"] = (f"the data do not tell {cls} from " + ", ".join(
                 f"{c['alternative']} (Δχ² {c['delta_chi2']:+.1f}, {c['extra_params']:+d} parameters)" for c in tied)
                 + ": both refined shapes fit as well")
-        # the contest that would move the most: μ × the alternative's share by BIC
-        share, top = max(((bic_share(c["delta_bic"]), c) for c in contests), key=lambda t: t[1]["mu"] * t[0],
-                         default=(0.0, None))
-        if top is not None and top["mu"] * share > 0:
-            p = share_pair(p, CLASSES.index(cls), CLASSES.index(top["alternative"]), top["mu"], share)
-            info["calibration"]["shared"] = {"alternative": top["alternative"], "mu": top["mu"], "bic_share": share}
         p = confident(p, f_top, params)
         if p.max() < LOW_CONFIDENCE or set(LOW_CONFIDENCE_REASONS) & set(info):
             flags.append("low_confidence")
