@@ -36,15 +36,15 @@ from saxs_heldout import load_cache  # noqa: E402
 from sdl.analysis.calibration import ece_noise_floor, expected_calibration_error  # noqa: E402
 from sdl.techniques.saxs import calibrate as C  # noqa: E402
 from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, TOP_FEATURES, WEIGHTS, confident,  # noqa: E402
-                                   load_shift_calibration, weights_digest)
+                                   load_shift_calibration)
 
 SPLITS = ("in_range", "shifted", "out_range")
 
 
 def calibration_parts() -> dict[str, dict[str, np.ndarray]]:
     """The stored calibration records of the shipped weights, per calibrate.REGIMES regime."""
-    cache, digest = ROOT / "benchmarks" / "results" / "saxs_calibrate_cache", weights_digest()
-    return {r: dict(np.load(cache / f"saxs_shift_{r}_n80_s13_w{digest}.npz")) for r in C.REGIMES}
+    return {r: dict(np.load(C.cache_file(ROOT / "benchmarks" / "results" / "saxs_calibrate_cache", r, 80, 13)))
+            for r in C.REGIMES}
 
 
 def heldout_parts() -> dict[str, dict[str, np.ndarray]]:

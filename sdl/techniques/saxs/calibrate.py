@@ -47,9 +47,11 @@ from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, SHIFT_FEATURES, TOP
 
 REGIMES = ("train", "varied", "shifted", "beyond")
 IN_RANGE = ("train", "varied")  # regimes of the training distribution
-# likelihood weight of each "train"-regime curve against a shifted or beyond one; chosen by 2-fold CV on the
-# calibration set (3 splits; with the uniform shrinkage the analyser used before `confident`): in-range ECE 5.0 % at
-# weight 1, 2.9 % at 8, shifted 19.5 / 19.2 %, beyond 18.5 / 17.9 %
+# likelihood weight of each in-range curve against a shifted or beyond one; 2-fold CV on the calibration set (5
+# splits, the convex fit), ECE train / varied / shifted / beyond: weight 2: 2.9 / 3.2 / 9.2 / 9.6 %, 4: 2.5 / 2.6 /
+# 9.4 / 9.5 %, 8: 2.2 / 2.7 / 10.9 / 9.6 %, 16: 2.2 / 2.5 / 11.5 / 9.9 %, 32: 2.0 / 2.7 / 12.3 / 10.8 % (halves of
+# 280 curves: differences of a few tenths are noise); 8 keeps the in-range regimes near their best without giving
+# up the others
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
 CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z", "delta_bic")  # what `collect` keeps of each fit contest
@@ -447,6 +449,12 @@ def regime_weights(parts: dict[str, dict[str, np.ndarray]], in_range_weight: flo
     return np.concatenate([np.full(len(parts[r]["label"]), in_range_weight if r in IN_RANGE else 1.0) for r in REGIMES])
 
 
+def cache_file(folder: Path, regime: str, n_per_class: int, seed: int, weights: Path = WEIGHTS) -> Path:
+    """Where `--cache folder` keeps one regime's analysed curves; the weights' digest is in the name, since the
+    analysed curves depend on the CNN."""
+    return Path(folder) / f"saxs_shift_{regime}_n{n_per_class}_s{seed}_w{weights_digest(weights)}.npz"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sdl.techniques.saxs.calibrate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--n-per-class", type=int, default=80, help="curves per class and regime (default 80)")
@@ -466,9 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     an = SaxsMLAnalyser(weights=args.weights, shift_calibration=False) if args.workers == 1 else None
     parts: dict[str, dict[str, np.ndarray]] = {}
     t0 = time.perf_counter()
-    digest = weights_digest(args.weights)  # in the cache names: the analysed curves depend on the CNN
     for regime in REGIMES:
-        cache = args.cache / f"saxs_shift_{regime}_n{args.n_per_class}_s{args.seed}_w{digest}.npz" if args.cache else None
+        cache = cache_file(args.cache, regime, args.n_per_class, args.seed, args.weights) if args.cache else None
         z = np.load(cache) if cache is not None and cache.is_file() else None
         if z is not None and set(RECORD_KEYS) <= set(z.files):  # a cache from older code is analysed afresh
             parts[regime] = {k: z[k] for k in z.files}
