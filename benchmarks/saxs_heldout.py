@@ -229,9 +229,11 @@ def concentrated(an, n: int, seed: int, out: Printout) -> None:
         except Exception:
             continue
         got = {x.name: x.value for x in r.descriptors}
+        flagged = any({"ood", "low_confidence"} & set(x.flags) for x in r.descriptors if x.name == "saxs.model")
         radius = got["saxs.radius_nm"] * 10 if got.get("saxs.model") == "sphere" else math.nan
         rows[kind].append((got.get("saxs.structure_factor"), abs(radius / truth["radius"] - 1),
-                           abs(got.get("saxs.volume_fraction", math.nan) - truth.get("volfraction", math.nan))))
+                           abs(got.get("saxs.volume_fraction", math.nan) - truth.get("volfraction", math.nan)),
+                           got.get("saxs.model"), flagged, (truth["radius"], pars["radius_pd"], truth.get("volfraction"))))
     c = rows["concentrated"]
     sf = np.array([x[0] == "hard_sphere" for x in c])
     rel = np.array([x[1] for x in c])
@@ -243,6 +245,13 @@ def concentrated(an, n: int, seed: int, out: Printout) -> None:
     out(f"    radius (called sphere): median rel err {med:.1%}, within 5 % {np.mean(rel <= 0.05):.1%} of all; "
         f"median |volume fraction error| {np.median(dphi) if dphi.size else math.nan:.3f}; "
         f"hard_sphere and radius within 5 %: {np.mean(sf & (rel <= 0.05)):.1%}")
+    bad = [x for x in c if not (x[0] == "hard_sphere" and x[1] <= 0.05)]
+    out(f"    right or flagged (saxs.model ood or low_confidence): {1 - sum(not x[4] for x in bad) / len(c):.1%}; the "
+        f"{len(bad)} that miss the goal (answer, structure factor, radius error, flagged; true radius Å, polydispersity, "
+        "volume fraction):")
+    for x in bad:
+        out(f"      {x[3]}, {x[0]}, {x[1]:.1%}, {'flagged' if x[4] else 'NOT flagged'}; "
+            f"{x[5][0]:.0f}, {x[5][1]:.2f}, {x[5][2]:.2f}")
     d = [x[0] for x in rows["dilute"]]
     refined = [x for x in d if x is not None]
     out(f"dilute spheres (n={len(d)}): a structure factor on {sum(x != 'none' for x in refined)} of the {len(refined)} analysed "
