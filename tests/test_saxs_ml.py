@@ -650,7 +650,7 @@ def test_calibration_fit_is_convex_and_recovers_known_parameters():
     right = rng.random(n) < 1.0 / (1.0 + np.exp(-(a + b * C.top_logit(p) - f @ w)))
     v = C.fit_top(p, f, right, np.ones(n))
     np.testing.assert_allclose(v, np.r_[a, b, w], atol=0.12)
-    x, y, wt = np.column_stack([np.ones(n), C.top_logit(p), -f]), right.astype(float), np.full(n, 1.0 / n)
+    x, y, wt = C.top_design(p, f), right.astype(float), np.full(n, 1.0 / n)
     u = np.r_[0.3, 1.0, 0.2, 0.5, 0.1]
     fd = [(C.top_loss(u + e, x, y, wt)[0] - C.top_loss(u - e, x, y, wt)[0]) / 2e-6 for e in np.eye(len(u)) * 1e-6]
     np.testing.assert_allclose(C.top_loss(u, x, y, wt)[1], fd, rtol=1e-4, atol=1e-7)

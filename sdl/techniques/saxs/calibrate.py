@@ -356,6 +356,11 @@ def top_logit(p: np.ndarray) -> np.ndarray:
     return np.log(t / (1 - t))
 
 
+def top_design(p: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """The regressors of `top_loss`: [1, logit p_top, -f] per curve."""
+    return np.column_stack([np.ones(len(p)), top_logit(p), -np.asarray(features, float)])
+
+
 def top_loss(v: np.ndarray, x: np.ndarray, right: np.ndarray, wt: np.ndarray, l2: float = 1e-3) -> tuple[float, np.ndarray]:
     """The weighted log-loss (and its gradient) of whether each answer is right under P(right) = σ(x·v), plus l2·|v|²:
     with x = [1, logit p_top, -f] and v = [a, b, w] the true class's negative log-likelihood under `confident` less
@@ -371,7 +376,7 @@ def fit_top(p: np.ndarray, features: np.ndarray, right: np.ndarray, weights: np.
     each w in [`lower` (default 0), 20]) for probabilities `p` whose top answers are `right`, with `features`."""
     from scipy.optimize import minimize
 
-    x = np.column_stack([np.ones(len(p)), top_logit(p), -np.asarray(features, float)])
+    x = top_design(p, features)
     wt = np.asarray(weights, float) / np.sum(weights)
     lo = np.zeros(features.shape[1]) if lower is None else lower
     res = minimize(top_loss, np.r_[0.0, 1.0, np.zeros(features.shape[1])], args=(x, np.asarray(right, float), wt),
@@ -386,7 +391,7 @@ def objective(part: dict[str, np.ndarray], weights: np.ndarray, params: dict[str
     wt = np.asarray(weights, float) / np.sum(weights)
     if key == "p":
         v = np.r_[params["a"], params["b"], params["top_weights"]]
-        x = np.column_stack([np.ones(len(wt)), top_logit(part["p"]), -analyser_features(part)])
+        x = top_design(part["p"], analyser_features(part))
         return top_loss(v, x, (part["p"].argmax(axis=1) == part["label"]).astype(float), wt)[0]
     cols = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
     pr = calibrated(part, params, key)[np.arange(len(wt)), part["label"]]
