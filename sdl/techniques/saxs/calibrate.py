@@ -43,7 +43,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from sdl.techniques.saxs.ml import (CLASSES, LOW_CONFIDENCE, SHIFT_FEATURES, TOP_FEATURES, WEIGHTS, confident,
-                                   contest_ambiguous, shift_lambda, shrink, top_features, weights_digest)
+                                   contest_ambiguous, shift_lambda, shrink, top_features, top_logit, weights_digest)
 
 REGIMES = ("train", "varied", "shifted", "beyond")
 IN_RANGE = ("train", "varied")  # regimes of the training distribution
@@ -54,6 +54,7 @@ IN_RANGE = ("train", "varied")  # regimes of the training distribution
 # up the others
 IN_RANGE_WEIGHT = 8.0
 CNN_FEATURES = ("noise", "noise_beyond", "distance")  # what predict_batch knows (no dq, no fit)
+CNN_COLS = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
 CONTEST_KEYS = ("delta_chi2", "extra_params", "shell_z", "delta_bic")  # what `collect` keeps of each fit contest
 RECORD_FLAGS = ("flagged", "library_fit", "sheet_fit")  # the TOP_FEATURES flags a record keeps as they are
 RECORD_KEYS = ("features", "p", "p_cnn", "label", "chosen", "alt", "contest", *RECORD_FLAGS)  # `collect`'s arrays
@@ -350,12 +351,6 @@ def analyser_features(part: dict[str, np.ndarray]) -> np.ndarray:
     return top_features(part["features"], part["flagged"], part["ambiguous"], part["library_fit"], part["sheet_fit"])
 
 
-def top_logit(p: np.ndarray) -> np.ndarray:
-    """logit of each row's top probability, clipped to 1e-6 as `confident` clips it."""
-    t = np.clip(np.asarray(p, float).max(axis=1), 1e-6, 1 - 1e-6)
-    return np.log(t / (1 - t))
-
-
 def top_design(p: np.ndarray, features: np.ndarray) -> np.ndarray:
     """The regressors of `top_loss`: [1, logit p_top, -f] per curve."""
     return np.column_stack([np.ones(len(p)), top_logit(p), -np.asarray(features, float)])
@@ -393,9 +388,8 @@ def objective(part: dict[str, np.ndarray], weights: np.ndarray, params: dict[str
         v = np.r_[params["a"], params["b"], params["top_weights"]]
         x = top_design(part["p"], analyser_features(part))
         return top_loss(v, x, (part["p"].argmax(axis=1) == part["label"]).astype(float), wt)[0]
-    cols = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
     pr = calibrated(part, params, key)[np.arange(len(wt)), part["label"]]
-    return float(-np.sum(wt * np.log(np.maximum(pr, 1e-12))) + 1e-3 * np.sum(np.asarray(params["weights"])[cols] ** 2))
+    return float(-np.sum(wt * np.log(np.maximum(pr, 1e-12))) + 1e-3 * np.sum(np.asarray(params["weights"])[CNN_COLS] ** 2))
 
 
 def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str = "p") -> dict[str, Any]:
@@ -408,16 +402,14 @@ def fit_calibration(part: dict[str, np.ndarray], weights: np.ndarray, key: str =
         return {**params, "objective": objective(part, weights, params)}
     from scipy.optimize import minimize
 
-    cols = [SHIFT_FEATURES.index(u) for u in CNN_FEATURES]
-
     def unpack(x: np.ndarray) -> dict[str, Any]:
         w = np.zeros(len(SHIFT_FEATURES))
-        w[cols] = x
+        w[CNN_COLS] = x
         return {"weights": [float(v) for v in w]}
 
     # not convex in w: the best of a few starts (all weights 0.1, 0.5, 2)
-    res = min((minimize(lambda x: objective(part, weights, unpack(x), key), np.full(len(cols), s), method="L-BFGS-B",
-                        bounds=[(0.0, 20.0)] * len(cols)) for s in (0.1, 0.5, 2.0)), key=lambda r: r.fun)
+    res = min((minimize(lambda x: objective(part, weights, unpack(x), key), np.full(len(CNN_COLS), s), method="L-BFGS-B",
+                        bounds=[(0.0, 20.0)] * len(CNN_COLS)) for s in (0.1, 0.5, 2.0)), key=lambda r: r.fun)
     return {**unpack(res.x), "objective": float(res.fun)}
 
 
@@ -444,8 +436,7 @@ def report(name: str, part: dict[str, np.ndarray], params: dict[str, Any] | None
 def _cnn_only(features: np.ndarray) -> np.ndarray:
     """The features predict_batch has (no refinement: the others are 0)."""
     f = np.zeros_like(features)
-    for k in CNN_FEATURES:
-        f[:, SHIFT_FEATURES.index(k)] = features[:, SHIFT_FEATURES.index(k)]
+    f[:, CNN_COLS] = features[:, CNN_COLS]
     return f
 
 

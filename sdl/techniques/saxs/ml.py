@@ -960,6 +960,12 @@ def top_features(shift: np.ndarray, flagged: bool | np.ndarray, ambiguous: bool 
     return np.concatenate([np.asarray(shift, float), np.stack(flags, axis=-1)], axis=-1)
 
 
+def top_logit(p: np.ndarray) -> np.ndarray:
+    """logit of each row's top probability, clipped to [1e-6, 1 - 1e-6] (what `confident` recalibrates)."""
+    t = np.clip(np.asarray(p, float).max(axis=1), 1e-6, 1 - 1e-6)
+    return np.log(t / (1 - t))
+
+
 def confident(p: np.ndarray, features: np.ndarray, params: dict[str, Any] | None) -> np.ndarray:
     """Probabilities (last axis) with the top class's set to σ(a + b·logit p_top − w·f) for TOP_FEATURES `features`
     and `params` {"a", "b", "top_weights": w >= 0}; the other classes keep their ratios and share the rest, and the top
@@ -970,8 +976,7 @@ def confident(p: np.ndarray, features: np.ndarray, params: dict[str, Any] | None
     one = p.ndim == 1
     p2, f = np.atleast_2d(p), np.atleast_2d(np.asarray(features, float))
     rows, k = np.arange(len(p2)), p2.argmax(axis=1)
-    t = np.clip(p2[rows, k], 1e-6, 1 - 1e-6)
-    top = 1.0 / (1.0 + np.exp(-(params["a"] + params["b"] * np.log(t / (1 - t)) - f @ np.asarray(params["top_weights"], float))))
+    top = 1.0 / (1.0 + np.exp(-(params["a"] + params["b"] * top_logit(p2) - f @ np.asarray(params["top_weights"], float))))
     rest = p2.copy()
     rest[rows, k] = 0.0
     s = rest.sum(axis=1, keepdims=True)
