@@ -68,7 +68,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from sdl.measurement import Measurement
     from sdl.techniques.pdf.ml import PdfMLAnalyser, represent_grid
-    from sdl.analysis.calibration import expected_calibration_error
+    from sdl.analysis.calibration import ece_noise_floor, expected_calibration_error
     from simulators.pdf import dataset
 
     say = Printout()
@@ -105,7 +105,8 @@ def main() -> None:
     adp_true = np.asarray(data["adp_angstrom2"], float)
     say("")
     say("## CNN (no refinement)")
-    say(f"{'split':<28}{'n':>6}{'accuracy':>10}{'ECE':>8}{'right|flagged':>15}{'confident err':>15}"
+    say("(ECE floor: the mean ECE a perfectly calibrated classifier with these probabilities shows on as many curves)")
+    say(f"{'split':<28}{'n':>6}{'accuracy':>10}{'ECE':>8}{'floor':>7}{'right|flagged':>15}{'confident err':>15}"
         f"{'n_atoms med rel':>17}{'nn MAE Å':>10}{'ADP MAE Å²':>12}")
     ds = np.array([m in DEEPSTRUC_TYPES for m in data["motif"]])
     for name, m in (("in range, DeepStruc types", inr & ds), ("in range, all 8 classes", inr),
@@ -116,14 +117,14 @@ def main() -> None:
         conf_err = (~right) & (pmax[m] >= 0.9) & (~flagged[m])
         rel = np.abs(pred["n_atoms"][m] - n_true[m]) / n_true[m]
         say(f"{name:<28}{int(m.sum()):>6}{right.mean():>10.3f}{expected_calibration_error(p[m], y[m]):>8.3f}"
-            f"{(right | flagged[m]).mean():>15.3f}{conf_err.mean():>15.4f}{np.median(rel):>17.3f}"
+            f"{ece_noise_floor(p[m])[0]:>7.3f}{(right | flagged[m]).mean():>15.3f}{conf_err.mean():>15.4f}{np.median(rel):>17.3f}"
             f"{np.mean(np.abs(pred['nn_distance_angstrom'][m] - nn_true[m])):>10.4f}"
             f"{np.mean(np.abs(pred['adp_angstrom2'][m] - adp_true[m])):>12.4f}")
     if an.model.in_channels > 2:  # the same curves without Qdamp (a file that does not give it)
         pu = an.predict_batch(represent_grid(G))["probabilities"]
         m = inr & ds
         say(f"{'  same, Qdamp not given':<28}{int(m.sum()):>6}{np.mean(pu[m].argmax(1) == y[m]):>10.3f}"
-            f"{expected_calibration_error(pu[m], y[m]):>8.3f}")
+            f"{expected_calibration_error(pu[m], y[m]):>8.3f}{ece_noise_floor(pu[m])[0]:>7.3f}")
     say("")
     say("per class (in range): accuracy, flagged")
     for k, c in enumerate(classes):
@@ -186,7 +187,8 @@ def main() -> None:
         say(f"motif accuracy {right.mean():.3f} (CNN alone on the same curves {np.mean(right_cnn):.3f}); refinement "
             f"changed the CNN's motif {sum(changes.values())}x ({', '.join(f'{k} {v}' for k, v in changes.items())})")
         say(f"right or flagged {np.mean(right | flag):.3f}; confident errors {np.mean(conf):.4f}; ECE of the final "
-            f"probabilities {expected_calibration_error(np.array(p_fin), np.array(y_fin)):.3f}; flagged {flag.mean():.3f}")
+            f"probabilities {expected_calibration_error(np.array(p_fin), np.array(y_fin)):.3f} (floor "
+            f"{ece_noise_floor(np.array(p_fin))[0]:.3f}); flagged {flag.mean():.3f}")
         amb = np.array(amb)
         say(f"ambiguous (another refined motif fits within chi2 difference <= 2: flagged low_confidence): "
             f"{amb.mean():.3f} of the curves, {amb[right].mean() if right.any() else 0:.3f} of the right answers, "

@@ -11,13 +11,19 @@ nothing again (150 s on 2 cores). It prints, per held-out split (ECE, and the ou
    of the shipped file and of the refit at 8 (a convex fit: the same on every machine); and three forms with more
    capacity, fitted the same way: an intercept per answered class, a temperature that grows with the shift evidence
    (its features times the logit), and the CNN's doubt in the answer (-ln of its probability) as one more feature;
+   and no logistic at all: gradient-boosted trees on all the evidence (as the oracle's below, without χ²_red,
+   which the calibration curves do not keep), predicting whether the answer is right;
 2. an oracle: the answer's probability of being right fitted on the held-out curves themselves (5-fold
    cross-fitting; logistic regression and gradient-boosted trees on all the evidence the analyser has: its
    features, logit, answer, the CNN's and the fits' probabilities, the contests, χ²_red), each split apart (it knows
    which kind of curve it sees) or the splits pooled (it does not, as the analyser does not): what a calibrator that
    knew the held-out generator's mix of curves could reach;
 3. the noise floor: the ECE a perfectly calibrated analyser with the shipped probabilities shows on as many
-   curves by chance (sdl.analysis.calibration.ece_noise_floor).
+   curves by chance (sdl.analysis.calibration.ece_noise_floor);
+4. what each piece of evidence means on each generator: for every TOP_FEATURES feature (and for curves with none),
+   how many curves raise it, how often their answer is right and the mean shipped probability, on sdl's calibration
+   regimes and on the held-out splits. A calibration is a map from evidence to a probability; where the same
+   evidence comes with other accuracies on the two generators, no map fitted on one is calibrated on the other.
 """
 
 from __future__ import annotations
@@ -99,30 +105,44 @@ def scores(held: dict, probs) -> str:
     return " ".join(cells) + f" {int(conf.sum()):>5d}"
 
 
+def evidence(part: dict[str, np.ndarray], p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All the evidence the analyser has about an answer (its features, logit, answer, the CNN's and the fits'
+    probabilities, the contests, χ²_red where the part keeps it), and whether the answer is right."""
+    k = p.argmax(axis=1)
+    contests = np.clip(np.nan_to_num(part["contest"].reshape(len(k), -1), nan=99.0, posinf=99.0, neginf=-99.0), -99, 99)
+    cols = [C.analyser_features(part), C.top_logit(p), np.eye(len(CLASSES))[k], part["p_cnn"], part["p"], contests]
+    if "chi2_red" in part:
+        cols.append(np.nan_to_num(part["chi2_red"], nan=1.0))
+    return np.column_stack(cols), k == part["label"]
+
+
+def trees():
+    """The gradient-boosted trees of the oracle and of the trees fitted on sdl's generator."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(max_depth=3, learning_rate=0.05, max_iter=200, l2_regularization=1.0, random_state=0)
+
+
+def right_probability(q: np.ndarray, right: np.ndarray) -> float:
+    """Top-label ECE of answers that are `right` with probability `q`."""
+    return expected_calibration_error(np.column_stack([q, 1 - q]), 1 - np.asarray(right, int))
+
+
 def oracle(parts: list[dict], probs: list[np.ndarray], model: str, seed: int) -> list[float]:
     """Top-label ECE per part of the answers' probability of being right, fitted by 5-fold cross-fitting on the parts
     pooled (so it does not know which part a curve is from)."""
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    def evidence(part, p):
-        k = p.argmax(axis=1)
-        contests = np.clip(np.nan_to_num(part["contest"].reshape(len(k), -1), nan=99.0, posinf=99.0, neginf=-99.0), -99, 99)
-        return np.column_stack([C.analyser_features(part), C.top_logit(p), np.eye(len(CLASSES))[k], part["p_cnn"],
-                                part["p"], contests, np.nan_to_num(part["chi2_red"], nan=1.0)]), k == part["label"]
-
     xs, rights = zip(*(evidence(part, p) for part, p in zip(parts, probs)))
     x, right = np.concatenate(xs), np.concatenate(rights).astype(int)
-    clf = (HistGradientBoostingClassifier(max_depth=3, learning_rate=0.05, max_iter=200, l2_regularization=1.0)
-           if model == "trees" else make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)))
+    clf = trees() if model == "trees" else make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     q = cross_val_predict(clf, x, right, cv=StratifiedKFold(5, shuffle=True, random_state=seed), method="predict_proba")[:, 1]
     # as a two-class probability table: the answer right with q (expected_calibration_error takes the top class)
     edges = np.cumsum([0] + [len(r) for r in rights])
-    return [expected_calibration_error(np.column_stack([q[a:b], 1 - q[a:b]]), 1 - right[a:b])
-            for a, b in zip(edges[:-1], edges[1:])]
+    return [right_probability(q[a:b], right[a:b]) for a, b in zip(edges[:-1], edges[1:])]
 
 
 def main() -> None:
@@ -148,6 +168,13 @@ def main() -> None:
         f"{refit['objective']:.5f})")
     for form in ("class intercepts", "evidence temperature", "CNN doubt"):
         out(f"   {'+ ' + form:<49} {scores(held, fit_form(parts, form))}")
+    # more capacity than a logistic: trees on all the evidence (the calibration curves keep no χ²_red), fitted on sdl's
+    # generator with the in-range weight; the answer's probability of being right is what they predict
+    x, right = map(np.concatenate, zip(*(evidence(parts[r], parts[r]["p"]) for r in C.REGIMES)))
+    clf = trees().fit(x, right.astype(int), sample_weight=wt)
+    held_ev = {s: evidence({k: v for k, v in held[s].items() if k != "chi2_red"}, held[s]["p"]) for s in SPLITS}
+    out(f"   {'gradient-boosted trees on all the evidence':<49} "
+        + " ".join(f"{right_probability(clf.predict_proba(held_ev[s][0])[:, 1], held_ev[s][1]):6.1%}" for s in SPLITS))
     out("2. oracle: fitted on the held-out curves themselves (5-fold cross-fitting, mean of 3 fold seeds):")
     shipped = {s: C.calibrated(held[s], shipped_file) for s in SPLITS}
     for model in ("logistic", "trees"):
@@ -161,6 +188,18 @@ def main() -> None:
     floors = [ece_noise_floor(shipped[s]) for s in SPLITS]
     out(f"   {'mean':<49} {' '.join(f'{m:6.1%}' for m, _ in floors)}")
     out(f"   {'95th percentile':<49} {' '.join(f'{q:6.1%}' for _, q in floors)}")
+    out("4. what the evidence means on each generator: curves raising it, accuracy / mean shipped probability")
+    sets = {**{f"sdl {r}": parts[r] for r in C.REGIMES}, **{f"held {s.replace('_range', '')}": held[s] for s in SPLITS}}
+    out(f"   {'':<16}" + "".join(f"{k:>15}" for k in sets))
+    cols = {k: (C.analyser_features(part) != 0, C.calibrated(part, shipped_file)) for k, part in sets.items()}
+    for j, name in [*enumerate(TOP_FEATURES), (None, "(none)")]:
+        cells = []
+        for k, part in sets.items():
+            f, q = cols[k]
+            m = f[:, j] if j is not None else ~f.any(axis=1)
+            right = q.argmax(axis=1) == part["label"]
+            cells.append(f"{m.sum():4d} {right[m].mean():4.0%} {q[m].max(axis=1).mean():4.0%}" if m.any() else "-")
+        out(f"   {name:<16}" + "".join(f"{c:>15}" for c in cells))
     path = out.write(ROOT / "benchmarks" / "results" / "saxs_calibration_limits.txt")
     print(f"(written to {path})")
 
