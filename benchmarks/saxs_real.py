@@ -2,7 +2,8 @@
 sasdata's loaders): for each sample, what the analyser says and whether that is right, flagged (`ood` or
 `low_confidence` on saxs.model) or a confident error (wrong and unflagged). What counts as right is in
 tests/data/sas_real/expected.json (the library shapes that describe the sample; a hollow sample's core-shell
-answer must have its core contrast within HOLLOW_CORE of 0).
+answer must have its core contrast within HOLLOW_CORE of 0). Under each answer its warnings but the model-free
+descriptors' (info["warnings"], as `sdl analyse saxs` prints them): the reader's, and why saxs.model is flagged.
 
     python benchmarks/saxs_real.py [--plot DIR]
 """
@@ -73,6 +74,8 @@ def main() -> None:
         out(f"    accepted {'/'.join(e['accepted'])}{' (hollow)' if e.get('hollow') else ''}; answer {model.value} "
             f"(p {max(model.probabilities.values()):.2f}) [{', '.join(model.flags) or 'no flag'}] -> {v.upper()}; "
             f"{sizes or 'no sizes'}{f', S(q) {sf.value}' if sf else ''}; {guinier}; {dt:.1f} s")
+        for w in (w for w in r.info.get("warnings", []) if not w.startswith("saxs.")):  # the reader's, why flagged
+            out(f"    warning: {w}")
         if args.plot:
             plot_analysis(r, args.plot / f"{Path(e['file']).stem}.png", technique=technique("saxs"), measurement=m)
     n = len(spec["files"])

@@ -135,6 +135,9 @@ def test_no_guinier_region_is_flagged_not_reported():
     assert "fit_failed" in rg.flags and not rg.trusted
     assert "no Guinier region" in info["saxs.rg_nm"]["note"] and info["saxs.rg_nm"]["q_min"] is None
     assert "low_confidence" in d["saxs.invariant"].flags  # no Guinier extrapolation to q = 0
+    # each flag's reason, where a person reads it
+    assert any(w.startswith("saxs.rg_nm: no Guinier region") for w in info["warnings"])
+    assert any(w.startswith("saxs.invariant: ") for w in info["warnings"])
 
 
 def test_a_correlation_peak_is_not_a_guinier_region():

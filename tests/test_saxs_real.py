@@ -54,6 +54,28 @@ def test_every_real_answer_is_right_or_flagged(results):
         assert got["saxs.rg_nm"].value == pytest.approx(e["rg_nm"], rel=0.1), e["file"]
 
 
+def test_every_flag_is_explained(results):
+    """A flagged answer says why in info["warnings"] (what `sdl analyse saxs` and --plot show): an `other` answer
+    what fits instead, an OOD score its threshold, each low-confidence reason its own sentence; a flagged model-free
+    descriptor its note, "name: reason"."""
+    for e in EXPECTED:
+        res = results[e["file"]]
+        warnings = res.info.get("warnings", [])
+        model = _got(res)["saxs.model"]
+        reasons = [w for w in warnings if not w.startswith("saxs.")]
+        if model.flags:
+            assert reasons, (e["file"], model.value, model.flags)
+        if "ood" in model.flags:
+            assert any(("OOD score" in w) if model.value != "other" else w.startswith("no library shape") for w in reasons), e["file"]
+        for d in res.descriptors:
+            if d.name in ("saxs.rg_nm", "saxs.porod_exponent", "saxs.invariant") and d.flags:
+                assert any(w.startswith(d.name + ": ") for w in warnings), (e["file"], d.name, d.flags)
+    blend = results["ISIS_Polymer_Blend_RT2.xml"].info["warnings"]
+    assert "a Gaussian coil fits best" in blend[0] and "rg 5.6" in blend[0]
+    silica = results["Ludox_silica.xml"].info["warnings"]
+    assert any("OOD score" in w for w in silica) and any("reduced chi-square" in w for w in silica)
+
+
 def test_cansas_absolute_units_and_a_guinier_shoulder(results):
     """sasdata renders the CanSAS unit 1/cm as cm^{-1}; the reader keeps it as 1/cm: the invariant is on absolute
     scale (cm⁻¹ Å⁻³). The 10 % Pluronic curve rises to a correlation peak and a Guinier-like knee sits past it: the

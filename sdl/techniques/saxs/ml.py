@@ -639,6 +639,11 @@ OTHER_REFERENCES: dict[str, tuple[str, bool, dict[str, float]]] = {
 }
 
 
+# how `flag_reasons` names each OTHER_REFERENCES model
+REFERENCE_WORDS = {SHEET: "a sheet (lamellar)", "mono_gauss_coil": "a Gaussian coil",
+                   "dab": "a two-phase medium (Debye-Anderson-Brumberger)", "power_law": "a power law"}
+
+
 def refine_other(q: np.ndarray, I: np.ndarray, sigma: np.ndarray | None, dq: np.ndarray | None,
                  max_nfev: int = 40) -> dict[str, Any]:
     """The best least-squares fit (by χ²) of the OTHER_REFERENCES models on (q Å⁻¹, I), each with the background,
@@ -960,6 +965,41 @@ def top_features(shift: np.ndarray, flagged: bool | np.ndarray, ambiguous: bool 
     return np.concatenate([np.asarray(shift, float), np.stack(flags, axis=-1)], axis=-1)
 
 
+def flag_reasons(cls: str, info: dict[str, Any], p_top: float, ood_score: float | None) -> list[str]:
+    """Why saxs.model is flagged, in plain words, from what `SaxsMLAnalyser.analyse` put in `info`: an "other" answer
+    (what describes the curve instead, and how the closest library shape fits), an OOD score above the threshold
+    (`ood_score`, None when below), each of LOW_CONFIDENCE_REASONS present, and a calibrated top probability
+    `p_top` below LOW_CONFIDENCE. Empty for an answer that is not flagged."""
+    out = []
+    if cls == "other":
+        text = "no library shape describes this curve (answer: other)"
+        ref = info.get("other_reference")
+        if ref:
+            name, _, _ = OTHER_REFERENCES[ref["model"]]
+            v = ref["values"][name]
+            value = f"{v:.2f}" if name == "power" else f"{v / 10:.3g} nm"
+            text += f"; of the model-free references, {REFERENCE_WORDS[ref['model']]} fits best ({name} {value}, χ²_red {ref['chi2_red']:.2g})"
+        closest = info.get("closest_library_shape")
+        if closest:
+            m, x = closest["model"], closest["misfit_chi2"]
+            if closest["sheet_fit"]:
+                text += (f"; the library's {m} fits as well (misfit χ² {x:.2g}): the data cannot tell a sheet from a {m} "
+                         "wider than the q window")
+            elif closest["fits"]:
+                text += f"; the library's {m} also fits (misfit χ² {x:.2g}), so other is less likely"
+            else:
+                text += f"; the closest library shape, {m}, " + (
+                    f"fits only beyond the training ranges ({'; '.join(closest['beyond_training'])})"
+                    if closest["beyond_training"] and x <= RETRY_CHI2 else f"misfits (χ² {x:.2g})")
+        out.append(text)
+    elif ood_score is not None:
+        out.append(f"the curve is unlike the CNN's training curves (OOD score {ood_score:.4f} above {info['ood_threshold']:.4f})")
+    out += [str(info[k]) for k in LOW_CONFIDENCE_REASONS if k in info]
+    if p_top < LOW_CONFIDENCE:
+        out.append(f"the calibrated probability of {cls}, {p_top:.2f}, is below {LOW_CONFIDENCE}")
+    return out
+
+
 def top_logit(p: np.ndarray) -> np.ndarray:
     """logit of each row's top probability, clipped to [1e-6, 1 - 1e-6] (what `confident` recalibrates)."""
     t = np.clip(np.asarray(p, float).max(axis=1), 1e-6, 1 - 1e-6)
@@ -1257,6 +1297,9 @@ class SaxsMLAnalyser:
         p = confident(p, f_top, params)
         if p.max() < LOW_CONFIDENCE or set(LOW_CONFIDENCE_REASONS) & set(info):
             flags.append("low_confidence")
+        reasons = flag_reasons(cls, info, float(p.max()), ood_score if bool(pred["ood"][0]) else None)
+        if reasons:  # said where a person reads (the CLI, --plot), beside the reader's warnings
+            info.setdefault("warnings", []).extend(reasons)
         info["ranking"] = sorted(((c, float(v)) for c, v in zip(CLASSES, p)), key=lambda t: -t[1])
         info["sasmodels_model"] = SASMODEL.get(cls)
         k = CLASSES.index(cls)
@@ -1304,7 +1347,10 @@ class SaxsMLAnalyser:
             info["modelfree_error"] = f"{type(exc).__name__}: {exc}"
         else:
             descs.extend(mf_descs)
+            mf_warnings = mf_info.pop("warnings", [])
             info.update(mf_info)
+            if mf_warnings:
+                info.setdefault("warnings", []).extend(mf_warnings)
         return AnalysisResult(analyser=self.name, descriptors=descs, curves=curves, info=info)
 
     def _refined_descriptors(self, r: dict[str, Any], flags: list[str]) -> list[Descriptor]:

@@ -605,7 +605,27 @@ def modelfree_descriptors(measurement: Measurement, analyser: str = "saxs_modelf
             "volume_fraction": phi, "sld_contrast_1e-6_A-2": drho}
     else:
         info["saxs.specific_surface_m2_per_cm3"] = {"produced": False, "why": why}
+    warnings = flag_reasons(descs, info)
+    if warnings:
+        info["warnings"] = warnings
     return descs, info
+
+
+def flag_reasons(descs: list[Descriptor], info: dict[str, Any]) -> list[str]:
+    """Why each flagged model-free descriptor is flagged, "name: reason", from its `info` entry."""
+    out = []
+    for d in (d for d in descs if d.flags):
+        i = info.get(d.name, {})
+        why = [i["note"]] if i.get("note") else list(i.get("notes") or [])
+        if i.get("error"):
+            why.append(i["error"])
+        if d.name == "saxs.rg_nm" and not why and "low_confidence" in d.flags:
+            why.append("ln I against q² is not a straight line over the chosen window (its χ² test failed)")
+        if d.name == "saxs.invariant" and i.get("extrapolated_fraction", 0.0) > 0.3:
+            why.append(f"{i['extrapolated_fraction']:.0%} of the invariant lies in the extrapolations beyond the data")
+        if why:
+            out.append(f"{d.name}: " + "; ".join(why))
+    return out
 
 
 class SaxsModelFreeAnalyser:
