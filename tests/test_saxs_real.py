@@ -71,7 +71,7 @@ def test_every_flag_is_explained(results):
             if d.name in ("saxs.rg_nm", "saxs.porod_exponent", "saxs.invariant") and d.flags:
                 assert any(w.startswith(d.name + ": ") for w in warnings), (e["file"], d.name, d.flags)
     blend = results["ISIS_Polymer_Blend_RT2.xml"].info["warnings"]
-    assert "a Gaussian coil fits best" in blend[0] and "rg 5.6" in blend[0]
+    assert "a Gaussian coil comes closest" in blend[0] and "rg 5.6" in blend[0]
     silica = results["Ludox_silica.xml"].info["warnings"]
     assert any("OOD score" in w for w in silica) and any("reduced chi-square" in w for w in silica)
 

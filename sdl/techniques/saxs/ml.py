@@ -970,6 +970,9 @@ def flag_reasons(cls: str, info: dict[str, Any], p_top: float, ood_score: float 
     (what describes the curve instead, and how the closest library shape fits), an OOD score above the threshold
     (`ood_score`, None when below), each of LOW_CONFIDENCE_REASONS present, and a calibrated top probability
     `p_top` below LOW_CONFIDENCE. Empty for an answer that is not flagged."""
+    def chi2(x: float) -> str:
+        return f"{x:.2f}" if x < 10 else f"{x:.0f}"
+
     out = []
     if cls == "other":
         text = "no library shape describes this curve (answer: other)"
@@ -978,19 +981,19 @@ def flag_reasons(cls: str, info: dict[str, Any], p_top: float, ood_score: float 
             name, _, _ = OTHER_REFERENCES[ref["model"]]
             v = ref["values"][name]
             value = f"{v:.2f}" if name == "power" else f"{v / 10:.3g} nm"
-            text += f"; of the model-free references, {REFERENCE_WORDS[ref['model']]} fits best ({name} {value}, χ²_red {ref['chi2_red']:.2g})"
+            text += f"; of the model-free references, {REFERENCE_WORDS[ref['model']]} comes closest ({name} {value}, χ²_red {chi2(ref['chi2_red'])})"
         closest = info.get("closest_library_shape")
         if closest:
             m, x = closest["model"], closest["misfit_chi2"]
             if closest["sheet_fit"]:
-                text += (f"; the library's {m} fits as well (misfit χ² {x:.2g}): the data cannot tell a sheet from a {m} "
+                text += (f"; the library's {m} fits as well (misfit χ² {chi2(x)}): the data cannot tell a sheet from a {m} "
                          "wider than the q window")
             elif closest["fits"]:
-                text += f"; the library's {m} also fits (misfit χ² {x:.2g}), so other is less likely"
+                text += f"; the library's {m} also fits (misfit χ² {chi2(x)}), so other is less likely"
             else:
                 text += f"; the closest library shape, {m}, " + (
                     f"fits only beyond the training ranges ({'; '.join(closest['beyond_training'])})"
-                    if closest["beyond_training"] and x <= RETRY_CHI2 else f"misfits (χ² {x:.2g})")
+                    if closest["beyond_training"] and x <= RETRY_CHI2 else f"misfits (χ² {chi2(x)})")
         out.append(text)
     elif ood_score is not None:
         out.append(f"the curve is unlike the CNN's training curves (OOD score {ood_score:.4f} above {info['ood_threshold']:.4f})")
