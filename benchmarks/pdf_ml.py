@@ -19,7 +19,8 @@ Reported for in-range and out-of-range separately:
   p >= 0.9, not flagged; goal <= 1 %);
 * n_atoms median relative error of the CNN (goal <= 10 %), nn-distance MAE, ADP MAE;
 * after refinement on a subset (the full analyser, `PdfMLAnalyser.analyse`: CNN, refinement of
-  the top motifs, arbitration by fit quality): motif accuracy against the CNN's on the same curves,
+  the top motifs, arbitration by fit quality; `--refine N` in-range curves of DeepStruc's types, `--refine-out N`
+  out-of-range curves of all classes): motif accuracy against the CNN's on the same curves,
   how often the arbitration changed the motif (and whether to the right one), right-or-flagged,
   confident errors, ECE of the final probabilities, n_atoms median relative error, expansion error
   (goal: within 0.5 %), Rw median;
@@ -29,7 +30,7 @@ DeepStruc (Kjær et al., Digital Discovery 2023) is printed beside: 7 types, <= 
 coordinate error 0.093 ± 0.058 Å on simulated data after fitting expansion, ADP and scale — a
 different figure (coordinates of a generated structure) from ours (motif, size, expansion).
 
-    OMP_NUM_THREADS=1 python benchmarks/pdf_ml.py [--n-per-class 300] [--seed 7] [--refine 150]
+    OMP_NUM_THREADS=1 python benchmarks/pdf_ml.py [--n-per-class 300] [--seed 7] [--refine 150] [--refine-out 0]
 
 `--recipe train --seed S` (S other than 0 and 1, the seeds of the weights and of the arbitration's
 calibration) runs the same on fresh G(r) of sdl's own training generator: where the analyser's rules
@@ -60,6 +61,7 @@ def main() -> None:
     ap.add_argument("--recipe", choices=("heldout", "train"), default="heldout",
                     help="generator: the independent held-out one (default) or sdl's training one (fresh seeds)")
     ap.add_argument("--refine", type=int, default=150, help="in-range G(r) analysed with refinement")
+    ap.add_argument("--refine-out", type=int, default=0, help="out-of-range G(r) analysed with refinement (default 0)")
     ap.add_argument("--weights", help="weights folder (default: the shipped ones)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pdf_ml.txt"))
     args = ap.parse_args()
@@ -143,13 +145,10 @@ def main() -> None:
         f"{max(cpu):,.0f} G(r) per CPU second (what one unshared core gives)")
     say(f"  load average while measuring: {' '.join(f'{v:.1f}' for v in __import__('os').getloadavg())} (2 cores)")
 
-    # ----- refinement on a subset ------------------------------------------------------------------
-    if args.refine:
-        rng = np.random.default_rng(args.seed)
-        cand = np.flatnonzero(inr & ds)
-        sub = rng.choice(cand, size=min(args.refine, cand.size), replace=False)
+    # ----- the whole analyser (refinement included) on subsets -------------------------------------------
+    def whole_analyser(sub: np.ndarray, title: str) -> None:
         say("")
-        say(f"## Full analyser with refinement, {sub.size} in-range G(r) of DeepStruc's types")
+        say(f"## Full analyser with refinement, {sub.size} {title}")
         right, right_cnn, flag, conf, rel, exp_err, rws, secs = [], [], [], [], [], [], [], []
         amb, conf_before = [], []  # flagged as ambiguous (another motif fits as well); confident errors without that flag
         p_fin, y_fin, changes = [], [], {"right -> wrong": 0, "wrong -> right": 0, "wrong -> wrong": 0}
@@ -203,6 +202,15 @@ def main() -> None:
         if rws:
             say(f"Rw: median {np.median(rws):.3f}, 90th percentile {np.quantile(rws, 0.9):.3f} (n={len(rws)})")
         say(f"time per G(r) with refinement: median {np.median(secs):.2f} s")
+
+    rng = np.random.default_rng(args.seed)
+    if args.refine:
+        cand = np.flatnonzero(inr & ds)
+        whole_analyser(rng.choice(cand, size=min(args.refine, cand.size), replace=False), "in-range G(r) of DeepStruc's types")
+    if args.refine_out:
+        cand = np.flatnonzero(~inr)
+        whole_analyser(np.sort(rng.choice(cand, size=min(args.refine_out, cand.size), replace=False)),
+                       "out-of-range G(r) (all classes)")
     say("")
     say("DeepStruc (Kjær et al. 2023), for comparison: 7 types, <= 200 atoms, simulated PDFs; mean coordinate "
         "error 0.093 ± 0.058 Å after fitting expansion, ADP and scale (a structure-generation figure, not motif/size)")
