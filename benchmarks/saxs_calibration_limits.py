@@ -4,7 +4,7 @@
 
 Reads the analysed calibration curves (benchmarks/results/saxs_calibrate_cache: sdl's own generator, what
 `python -m sdl.techniques.saxs.calibrate` fits on) and the held-out run's fits (saxs_heldout_cache.npz); analyses
-nothing again (150 s on 2 cores). It prints, per held-out split (ECE, and the out-of-range confident errors):
+nothing again (about 60 s on 2 cores). It prints, per held-out split (ECE, and the out-of-range confident errors):
 
 1. calibrations fitted on sdl's generator as `calibrate` fits them, scored on the held-out curves: the shipped
    file; the shipped form refitted on this machine at in-range weights 4 / 8 (as shipped) / 16, with the objective
