@@ -967,7 +967,7 @@ def top_features(shift: np.ndarray, flagged: bool | np.ndarray, ambiguous: bool 
 
 def flag_reasons(cls: str, info: dict[str, Any], p_top: float, ood_score: float | None) -> list[str]:
     """Why saxs.model is flagged, in plain words, from what `SaxsMLAnalyser.analyse` put in `info`: an "other" answer
-    (what describes the curve instead, and how the closest library shape fits), an OOD score above the threshold
+    (which OTHER_REFERENCES model describes it best, and how the closest library shape fits), an OOD score above the threshold
     (`ood_score`, None when below), each of LOW_CONFIDENCE_REASONS present, and a calibrated top probability
     `p_top` below LOW_CONFIDENCE. Empty for an answer that is not flagged."""
     def chi2(x: float) -> str:
@@ -981,7 +981,7 @@ def flag_reasons(cls: str, info: dict[str, Any], p_top: float, ood_score: float 
             name, _, _ = OTHER_REFERENCES[ref["model"]]
             v = ref["values"][name]
             value = f"{v:.2f}" if name == "power" else f"{v / 10:.3g} nm"
-            text += f"; of the model-free references, {REFERENCE_WORDS[ref['model']]} comes closest ({name} {value}, χ²_red {chi2(ref['chi2_red'])})"
+            text += f"; of the simple reference models, {REFERENCE_WORDS[ref['model']]} comes closest ({name} {value}, χ²_red {chi2(ref['chi2_red'])})"
         closest = info.get("closest_library_shape")
         if closest:
             m, x = closest["model"], closest["misfit_chi2"]
